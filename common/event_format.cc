@@ -2,7 +2,6 @@
 
 #include <charconv>
 
-#include "absl/strings/str_cat.h"
 
 namespace snapledger {
 namespace {
@@ -78,12 +77,22 @@ std::string AppendEventLine(uint64_t seq, int64_t ts, std::string_view prev,
                             std::string_view canonical_body, Sha256& hasher,
                             std::string* out) {
   size_t start = out->size();
-  absl::StrAppend(out, kSeqKey, seq, kTsKey, ts, kPrevKey, prev, kBodyKey, canonical_body);
+  char num[24];
+  out->append(kSeqKey);
+  out->append(num, std::to_chars(num, num + sizeof num, seq).ptr);
+  out->append(kTsKey);
+  out->append(num, std::to_chars(num, num + sizeof num, ts).ptr);
+  out->append(kPrevKey);
+  out->append(prev);
+  out->append(kBodyKey);
+  out->append(canonical_body);
   hasher.Reset();
   hasher.Update(std::string_view(*out).substr(start));
   hasher.Update("}");
   std::string hash_hex = ToHex(hasher.Finish());
-  absl::StrAppend(out, kHashKey, hash_hex, "\"}\n");
+  out->append(kHashKey);
+  out->append(hash_hex);
+  out->append("\"}\n");
   return hash_hex;
 }
 

@@ -20,7 +20,7 @@ void UniqueFd::Reset(int fd) {
 }
 
 absl::Status ErrnoStatus(std::string_view what, int err) {
-  std::string msg = absl::StrCat(what, ": ", strerror(err));
+  std::string msg = absl::StrCat(std::string(what), ": ", strerror(err));
   switch (err) {
     case ENOENT:
       return absl::NotFoundError(msg);
@@ -50,7 +50,7 @@ absl::Status WriteAll(int fd, std::string_view data, std::string_view what) {
     ssize_t n = ::write(fd, data.data(), data.size());
     if (n < 0) {
       if (errno == EINTR) continue;
-      return ErrnoStatus(absl::StrCat("write ", what), errno);
+      return ErrnoStatus(absl::StrCat("write ", std::string(what)), errno);
     }
     data.remove_prefix(static_cast<size_t>(n));
   }

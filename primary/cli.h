@@ -1,0 +1,34 @@
+// The `snapledger` command line: init, append, get, range, verify, snapshot, blocks, status.
+// Side effects go through CliEnv so the commands are unit-tested with an in-memory btrfs.
+#pragma once
+
+#include <iosfwd>
+
+#include "common/btrfs.h"
+#include "common/clock.h"
+
+namespace snapledger {
+
+// Exit codes; README.md documents them.
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitError = 1,         // operational error: I/O, btrfs, ledger in use, corrupt on open
+  kExitUsage = 2,         // unknown command or option, bad argument
+  kExitVerifyFailed = 3,  // the chain or the head file does not check out
+  kExitRejected = 4,      // an event body was invalid; nothing was appended
+  kExitNotFound = 5,      // no such event or block
+};
+
+// Borrowed; all must outlive RunCli.
+struct CliEnv {
+  Btrfs* btrfs;
+  Clock* clock;
+  std::istream* in;
+  std::ostream* out;
+  std::ostream* err;
+};
+
+// Parses argv and runs one command; returns the process exit code. Never throws.
+int RunCli(int argc, const char* const* argv, const CliEnv& env);
+
+}  // namespace snapledger

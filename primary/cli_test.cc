@@ -1,0 +1,180 @@
+#include "primary/cli.h"
+
+#include <gtest/gtest.h>
+
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/file_util.h"
+#include "common/memory_btrfs.h"
+#include "common/testing/temp_dir.h"
+
+namespace snapledger {
+namespace {
+
+// Runs the CLI against a temporary root with an in-memory btrfs.
+class CliTest : public ::testing::Test {
+ protected:
+  struct Result {
+    int code;
+    std::string out, err;
+  };
+
+  Result Run(std::vector<std::string> args, const std::string& stdin_text = "") {
+    std::vector<std::string> argv = {"snapledger", "--root", root_.path()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<const char*> ptrs;
+    for (auto& a : argv) ptrs.push_back(a.c_str());
+    std::istringstream in(stdin_text);
+    std::ostringstream out, err;
+    CliEnv env{&btrfs_, &clock_, &in, &out, &err};
+    int code = RunCli(static_cast<int>(ptrs.size()), ptrs.data(), env);
+    return {code, out.str(), err.str()};
+  }
+
+  std::string Events(int from, int to) {
+    std::string s;
+    for (int i = from; i <= to; ++i)
+      absl::StrAppend(&s, "{\"event\":\"port_created\",\"port\":\"tap", i, "\",\"vlan\":", i % 7,
+                      "}\n");
+    return s;
+  }
+
+  testing::TempDir root_;
+  MemoryBtrfs btrfs_;
+  ManualClock clock_;
+};
+
+TEST_F(CliTest, InitAppendGetVerify) {
+  ASSERT_EQ(Run({"init"}).code, kExitOk);
+  auto appended = Run({"append"}, Events(1, 50));
+  ASSERT_EQ(appended.code, kExitOk) << appended.err;
+  EXPECT_NE(appended.out.find("appended 50 events (seq 1..50)"), std::string::npos);
+
+  auto got = Run({"get", "7"});
+  ASSERT_EQ(got.code, kExitOk) << got.err;
+  EXPECT_NE(got.out.find("\"seq\":7,"), std::string::npos);
+  EXPECT_NE(got.out.find("\"port\":\"tap7\""), std::string::npos);
+
+  std::string hash = got.out.substr(got.out.find("\"hash\":\"") + 8, 64);
+  auto by_hash = Run({"get", hash});
+  ASSERT_EQ(by_hash.code, kExitOk) << by_hash.err;
+  EXPECT_EQ(by_hash.out, got.out);
+
+  auto verified = Run({"verify"});
+  EXPECT_EQ(verified.code, kExitOk) << verified.err;
+  EXPECT_NE(verified.out.find("50 events verified"), std::string::npos);
+}
+
+TEST_F(CliTest, InitTwiceIsAnError) {
+  ASSERT_EQ(Run({"init"}).code, kExitOk);
+  auto again = Run({"init"});
+  EXPECT_EQ(again.code, kExitError);
+  EXPECT_NE(again.err.find("already holds a ledger"), std::string::npos);
+}
+
+TEST_F(CliTest, InvalidLineOnStdinAppendsNothingAndNamesTheLine) {
+  ASSERT_EQ(Run({"init"}).code, kExitOk);
+  ASSERT_EQ(Run({"append"}, Events(1, 3)).code, kExitOk);
+  std::string input = Events(4, 6) + "[1,2,3]\n" + Events(7, 8) + "{\"a\":\n";
+  auto r = Run({"append"}, input);
+  EXPECT_EQ(r.code, kExitRejected);
+  EXPECT_NE(r.err.find("stdin line 4: event body must be a JSON object"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("stdin line 7:"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("nothing was appended"), std::string::npos);
+  EXPECT_EQ(Run({"get", "4"}).code, kExitNotFound);
+}
+
+TEST_F(CliTest, SingleJsonAppendPrintsItsSeqAndHash) {
+  ASSERT_EQ(Run({"init"}).code, kExitOk);
+  auto r = Run({"append", "--json", R"({"event":"bridge_created","bridge":"br-ex"})"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(r.out.rfind("{\"seq\":1,", 0), 0u) << r.out;
+  EXPECT_EQ(Run({"append", "--json", "[]"}).code, kExitRejected);
+}
+
+TEST_F(CliTest, BlocksAreCutByCountAndListed) {
+  ASSERT_EQ(Run({"init"}).code, kExitOk);
+  auto r = Run({"append", "--block-every", "20"}, Events(1, 70));
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_NE(r.out.find("cut 3 blocks"), std::string::npos) << r.out;
+  auto snap = Run({"snapshot"});
+  ASSERT_EQ(snap.code, kExitOk) << snap.err;
+  EXPECT_NE(snap.out.find("cut block block-000000000070-"), std::string::npos) << snap.out;
+  EXPECT_NE(Run({"snapshot"}).out.find("nothing to cut"), std::string::npos);
+  auto listed = Run({"blocks"});
+  ASSERT_EQ(listed.code, kExitOk);
+  EXPECT_NE(listed.out.find("4 blocks"), std::string::npos) << listed.out;
+  std::vector<std::string> lines = absl::StrSplit(listed.out, '\n', absl::SkipEmpty());
+  EXPECT_EQ(lines[1].rfind("block-000000000020-", 0), 0u) << listed.out;
+}
+
+TEST_F(CliTest, VerifyFromABlockReadsOnlyWhatCameAfter) {
+  ASSERT_EQ(Run({"init"}).code, kExitOk);
+  ASSERT_EQ(Run({"append"}, Events(1, 30)).code, kExitOk);
+  auto snap = Run({"snapshot"});
+  std::string block = snap.out.substr(snap.out.find("block-"), 31);
+  ASSERT_EQ(Run({"append"}, Events(31, 45)).code, kExitOk);
+  auto r = Run({"verify", "--from-block", block});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_NE(r.out.find("incremental from " + block + ", 15 events verified"), std::string::npos)
+      << r.out;
+  auto b = Run({"verify", "--block", block});
+  EXPECT_EQ(b.code, kExitOk) << b.err;
+  EXPECT_EQ(Run({"verify", "--block", "block-000000000099-abcdefabcdef"}).code, kExitNotFound);
+  EXPECT_EQ(Run({"verify", "--block", "../etc"}).code, kExitUsage);
+}
+
+TEST_F(CliTest, TamperedLogFailsVerificationWithExitCode3) {
+  ASSERT_EQ(Run({"init"}).code, kExitOk);
+  ASSERT_EQ(Run({"append"}, Events(1, 10)).code, kExitOk);
+  std::string path = root_.Sub("live/events.jsonl");
+  std::string text = *ReadFileToString(path);
+  text[text.find("tap5")] = 'T';
+  ASSERT_TRUE(WriteFileAtomic(path, text).ok());
+  auto r = Run({"verify"});
+  EXPECT_EQ(r.code, kExitVerifyFailed);
+  EXPECT_NE(r.err.find("line 5 (seq 5)"), std::string::npos) << r.err;
+}
+
+TEST_F(CliTest, RangeSelectsByTimestamp) {
+  ASSERT_EQ(Run({"init"}).code, kExitOk);
+  int64_t t0 = clock_.NowMicros();
+  ASSERT_EQ(Run({"append"}, Events(1, 5)).code, kExitOk);
+  clock_.Advance(1'000'000);
+  ASSERT_EQ(Run({"append"}, Events(6, 9)).code, kExitOk);
+  auto r = Run({"range", "--from", std::to_string(t0 + 500'000)});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  std::vector<std::string> lines = absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(lines[0].rfind("{\"seq\":6,", 0), 0u);
+  auto limited = Run({"range", "--limit", "2"});
+  EXPECT_NE(limited.err.find("--limit 2"), std::string::npos);
+  EXPECT_EQ(Run({"range", "--from", "yesterday"}).code, kExitUsage);
+}
+
+TEST_F(CliTest, StatusShowsHeadBlocksAndIndex) {
+  ASSERT_EQ(Run({"init", "--epoch", "4"}).code, kExitOk);
+  ASSERT_EQ(Run({"append"}, Events(1, 12)).code, kExitOk);
+  ASSERT_EQ(Run({"snapshot"}).code, kExitOk);
+  ASSERT_EQ(Run({"get", "3"}).code, kExitOk);  // builds the lookup index
+  auto r = Run({"status"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_NE(r.out.find("epoch       4"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("head        seq 12"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("blocks      1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("lookup idx  current, through seq 12"), std::string::npos) << r.out;
+}
+
+TEST_F(CliTest, UsageErrorsExitWith2) {
+  EXPECT_EQ(Run({"frobnicate"}).code, kExitUsage);
+  EXPECT_EQ(Run({"get"}).code, kExitUsage);
+  ASSERT_EQ(Run({"init"}).code, kExitOk);
+  EXPECT_EQ(Run({"get", "not-a-key"}).code, kExitUsage);
+}
+
+}  // namespace
+}  // namespace snapledger

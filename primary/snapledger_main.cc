@@ -1,0 +1,14 @@
+// The `snapledger` command; see primary/cli.h and README.md.
+#include <iostream>
+
+#include "common/btrfs.h"
+#include "common/clock.h"
+#include "primary/cli.h"
+
+int main(int argc, char** argv) {
+  std::ios::sync_with_stdio(false);
+  snapledger::BtrfsPtr btrfs = snapledger::Btrfs::Linux();
+  snapledger::CliEnv env{btrfs.get(), snapledger::Clock::Real(), &std::cin, &std::cout,
+                         &std::cerr};
+  return snapledger::RunCli(argc, argv, env);
+}

@@ -115,7 +115,8 @@ absl::StatusOr<uint64_t> CopyStream(ByteSource& source, ByteSink& sink) {
   uint64_t total = 0;
   for (;;) {
     absl::StatusOr<size_t> n = source.Read(buf.data(), buf.size());
-    if (!n.ok()) return absl::Status(n.status().code(), absl::StrCat("source: ", n.status().message()));
+    if (!n.ok())
+      return absl::Status(n.status().code(), absl::StrCat("source: ", n.status().message()));
     if (*n == 0) return total;
     absl::Status st = sink.Write(std::string_view(buf.data(), *n));
     if (!st.ok()) return absl::Status(st.code(), absl::StrCat("sink: ", st.message()));

@@ -57,28 +57,6 @@ std::string IndexRoot(const GlobalOptions& g) {
 
 std::string LookupDir(const GlobalOptions& g) { return absl::StrCat(IndexRoot(g), "/lookup"); }
 
-// Reads the blocks directory without taking the ledger's writer lock.
-struct BlockListing {
-  std::vector<BlockInfo> blocks;
-  std::vector<std::string> unrecognized;
-};
-
-BlockListing ListBlockDir(const LedgerLayout& layout) {
-  BlockListing listing;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(layout.blocks(), ec)) {
-    std::string name = entry.path().filename().string();
-    auto block = ParseBlockName(name);
-    if (block.ok()) {
-      listing.blocks.push_back(*block);
-    } else if (name.rfind('.', 0) != 0) {
-      listing.unrecognized.push_back(name);
-    }
-  }
-  std::sort(listing.blocks.begin(), listing.blocks.end(), BlockSeqLess);
-  return listing;
-}
-
 uint64_t FileSize(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
@@ -388,11 +366,13 @@ Outcome Snapshot(const GlobalOptions& g, size_t keep, const CliEnv& env) {
 Outcome Blocks(const GlobalOptions& g, const CliEnv& env) {
   if (Outcome o = CheckRoot(g); o.code != kExitOk) return o;
   LedgerLayout layout(g.root);
-  BlockListing listing = ListBlockDir(layout);
+  std::vector<std::string> unrecognized;
+  auto blocks = ListBlocks(*env.btrfs, layout, &unrecognized);
+  if (!blocks.ok()) return FromStatus(blocks.status(), "blocks");
   *env.out << absl::StrFormat("%-32s %12s %10s %12s  %s\n", "BLOCK", "HEAD SEQ", "EVENTS",
                               "LOG SIZE", "HEAD TIME");
   uint64_t prev_seq = 0;
-  for (const BlockInfo& b : listing.blocks) {
+  for (const BlockInfo& b : *blocks) {
     std::string dir = layout.block(b);
     auto head = ReadHeadFile(dir);
     std::string when = "?";
@@ -401,8 +381,8 @@ Outcome Blocks(const GlobalOptions& g, const CliEnv& env) {
                                 HumanBytes(FileSize(absl::StrCat(dir, "/", kEventsFile))), when);
     prev_seq = b.seq;
   }
-  *env.out << listing.blocks.size() << " blocks\n";
-  for (const auto& name : listing.unrecognized)
+  *env.out << blocks->size() << " blocks\n";
+  for (const auto& name : unrecognized)
     *env.err << "snapledger: " << layout.blocks() << "/" << name
              << " is not a block name; left alone\n";
   return {};
@@ -420,7 +400,8 @@ Outcome Status(const GlobalOptions& g, const CliEnv& env) {
                                            kHeadFile, " is missing); run `snapledger init`"));
   const HeadRecord& h = **head;
   uint64_t log_bytes = FileSize(absl::StrCat(layout.live(), "/", kEventsFile));
-  BlockListing listing = ListBlockDir(layout);
+  auto blocks = ListBlocks(*env.btrfs, layout);
+  if (!blocks.ok()) return FromStatus(blocks.status(), "status");
   auto& out = *env.out;
   out << "ledger      " << g.root << "\n";
   out << "epoch       " << h.epoch << "\n";
@@ -431,11 +412,11 @@ Outcome Status(const GlobalOptions& g, const CliEnv& env) {
     out << " (head file written at " << HumanBytes(h.log_bytes)
         << "; a writer is running or the ledger was not closed)";
   out << "\n";
-  if (listing.blocks.empty()) {
+  if (blocks->empty()) {
     out << "blocks      none\n";
   } else {
-    const BlockInfo& newest = listing.blocks.back();
-    out << "blocks      " << listing.blocks.size() << " (oldest " << listing.blocks.front().name
+    const BlockInfo& newest = blocks->back();
+    out << "blocks      " << blocks->size() << " (oldest " << blocks->front().name
         << ", newest " << newest.name << ", " << h.head.seq - std::min(h.head.seq, newest.seq)
         << " events since)\n";
   }

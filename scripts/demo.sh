@@ -86,7 +86,7 @@ run "$snapledger" --root "$mnt" range --from "$ts" --limit 3
 step "tamper with one byte of a copy of the newest block, and verify it"
 newest=$("$snapledger" --root "$mnt" blocks | awk '/^block-/{b=$1} END{print b}')
 cp -r "$mnt/blocks/$newest" "$work/tampered"
-sed -i '1234s/"vlan":\([0-9]\)/"vlan":9\1/' "$work/tampered/events.jsonl"
+sed -i '1234s/"body":{"/"body":{"X/' "$work/tampered/events.jsonl"
 mkdir -p "$work/tampered-root/blocks"
 mv "$work/tampered" "$work/tampered-root/blocks/$newest"
 run "$snapledger" --root "$work/tampered-root" verify --block "$newest" ||

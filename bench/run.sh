@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Runs snapledger's benchmarks (see bench/README.md):
+#   1. append throughput on a loop-mounted btrfs image (the production filesystem),
+#   2. the same append benchmark on the host filesystem, for comparison,
+#   3. verification speed vs sha256sum on the btrfs image.
+# Parts 1 and 3 need root (loop mount) and mkfs.btrfs; without them they are skipped with a
+# message. Everything is created under one mktemp directory and removed on exit, failure or
+# interrupt (the image is unmounted and its loop device detached first).
+#
+# Usage: bench/run.sh [--quick]      (BUILD_DIR, default "build", holds the built binaries;
+#                                     a relative BUILD_DIR is taken from the repository root)
+set -euo pipefail
+
+quick=0
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${BUILD_DIR:-build}
+[[ $build = /* ]] || build=$repo/$build
+append_bin=$build/bench/snapledger-bench-append
+verify_bin=$build/bench/snapledger-bench-verify
+for bin in "$append_bin" "$verify_bin"; do
+  if [[ ! -x $bin ]]; then
+    echo "run.sh: $bin not found; build first: cmake -S $repo -B $build -DCMAKE_BUILD_TYPE=Release && cmake --build $build" >&2
+    exit 1
+  fi
+done
+
+if (( quick )); then
+  append_args=(--events 20000 --max-seconds 2 --runs 1)
+  verify_args=(--size-mb 100 --runs 1)
+  image_size=1G
+else
+  append_args=(--events 200000 --max-seconds 5 --runs 3)
+  verify_args=(--size-mb 1024 --runs 3)
+  image_size=4G
+fi
+
+work=$(mktemp -d -t snapledger-bench.XXXXXX)
+mnt=$work/mnt
+loopdev=""
+cleanup() {
+  local rc=$?
+  set +e
+  if mountpoint -q "$mnt" 2>/dev/null; then
+    umount "$mnt" || umount -l "$mnt"
+  fi
+  [[ -n $loopdev ]] && losetup -d "$loopdev"
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+section() { printf '\n===== %s =====\n' "$*"; }
+
+section "environment"
+echo "kernel $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), quick=$quick"
+echo "work dir $work on $(findmnt -no FSTYPE -T "$work") ($(findmnt -no SOURCE -T "$work"))"
+
+btrfs_ok=1
+if [[ $EUID -ne 0 ]]; then
+  echo "SKIPPING the btrfs benchmarks: loop-mounting an image needs root (run as root)"
+  btrfs_ok=0
+elif ! command -v mkfs.btrfs >/dev/null || ! command -v losetup >/dev/null; then
+  echo "SKIPPING the btrfs benchmarks: mkfs.btrfs or losetup is missing (apt install btrfs-progs)"
+  btrfs_ok=0
+fi
+
+if (( btrfs_ok )); then
+  truncate -s "$image_size" "$work/btrfs.img"
+  mkfs.btrfs -q "$work/btrfs.img"
+  loopdev=$(losetup --find --show "$work/btrfs.img")
+  mkdir "$mnt"
+  mount "$loopdev" "$mnt"
+  echo "btrfs image $image_size on $loopdev mounted at $mnt"
+
+  section "append: btrfs on a loop device ($mnt)"
+  "$append_bin" --dir "$mnt/append" "${append_args[@]}"
+fi
+
+section "append: host filesystem, $(findmnt -no FSTYPE -T "$work") (for comparison)"
+"$append_bin" --dir "$work/host-append" "${append_args[@]}"
+
+if (( btrfs_ok )); then
+  section "verify: btrfs on a loop device ($mnt)"
+  "$verify_bin" --dir "$mnt/verify" "${verify_args[@]}"
+fi

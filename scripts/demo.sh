@@ -49,7 +49,7 @@ run() { printf '$ %s\n' "$*" | sed "s|$build/[a-z]*/||g; s|$work|\$DEMO|g"; "$@"
 
 step "a 1 GiB btrfs filesystem on a loop device"
 truncate -s 1G "$work/ledger.img"
-mkfs.btrfs -q "$work/ledger.img"
+mkfs.btrfs -q "$work/ledger.img" >/dev/null
 loopdev=$(losetup --find --show "$work/ledger.img")
 mkdir -p "$mnt"
 mount "$loopdev" "$mnt"

@@ -10,8 +10,10 @@
 //   pipelined N N threads, each keeping a window of EventLog::AppendAsync futures
 //               outstanding (like a gRPC streaming client)
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <deque>
 #include <filesystem>
@@ -21,9 +23,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -67,6 +66,7 @@ struct Settings {
 struct Figures {
   double events_per_s = 0, mb_per_s = 0;  // MB/s of bytes written to the file
   double p50_us = 0, p99_us = 0, max_us = 0;
+  double cpu_us_per_event = 0;  // process CPU time (all threads) per appended event
 };
 
 // One measured case.
@@ -76,9 +76,10 @@ struct CaseResult {
   double seconds = 0;
 };
 
-CaseResult Summarize(uint64_t events, uint64_t bytes, double seconds,
+CaseResult Summarize(uint64_t events, uint64_t bytes, double seconds, double cpu_seconds,
                      std::vector<double>& latencies_us) {
   CaseResult r{{}, events, seconds};
+  r.fig.cpu_us_per_event = events == 0 ? 0 : cpu_seconds / events * 1e6;
   r.fig.events_per_s = events / seconds;
   r.fig.mb_per_s = bytes / seconds / 1e6;
   r.fig.p50_us = Percentile(latencies_us, 50);
@@ -94,6 +95,7 @@ absl::StatusOr<CaseResult> RunRaw(const std::string& path, const std::vector<std
   lat.reserve(bodies.size());
   std::string record;
   uint64_t bytes = 0;
+  double cpu_start = ProcessCpuSeconds();
   int64_t start = NowNanos();
   int64_t deadline = start + static_cast<int64_t>(s.max_seconds * 1e9);
   for (const std::string& body : bodies) {
@@ -106,10 +108,11 @@ absl::StatusOr<CaseResult> RunRaw(const std::string& path, const std::vector<std
     bytes += record.size();
   }
   double seconds = (NowNanos() - start) / 1e9;
+  double cpu = ProcessCpuSeconds() - cpu_start;
   uint64_t n = lat.size();
   std::error_code ec;
   std::filesystem::remove(path, ec);
-  return Summarize(n, bytes, seconds, lat);
+  return Summarize(n, bytes, seconds, cpu, lat);
 }
 
 // The per-thread side of an EventLog case.
@@ -135,8 +138,8 @@ void BlockingAppender(EventLog& log, const std::vector<std::string>& bodies, siz
 
 // Same slice of bodies, keeping up to `window` appends outstanding. Acknowledgements arrive
 // in submission order (one writer, FIFO batches), so waiting on the oldest is exact enough.
-void PipelinedAppender(EventLog& log, const std::vector<std::string>& bodies, size_t t,
-                       size_t n, int64_t deadline, int window, AppenderOutput* out) {
+void PipelinedAppender(EventLog& log, const std::vector<std::string>& bodies, size_t t, size_t n,
+                       int64_t deadline, int window, AppenderOutput* out) {
   std::deque<std::pair<std::future<absl::StatusOr<AppendResult>>, int64_t>> inflight;
   auto retire_oldest = [&] {
     auto r = inflight.front().first.get();
@@ -154,8 +157,7 @@ void PipelinedAppender(EventLog& log, const std::vector<std::string>& bodies, si
 }
 
 absl::StatusOr<CaseResult> RunEventLog(const std::string& dir, const CaseSpec& spec,
-                                       const std::vector<std::string>& bodies,
-                                       const Settings& s) {
+                                       const std::vector<std::string>& bodies, const Settings& s) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("mkdir ", dir, ": ", ec.message()));
@@ -179,11 +181,13 @@ absl::StatusOr<CaseResult> RunEventLog(const std::string& dir, const CaseSpec& s
       }
     });
   }
+  double cpu_start = ProcessCpuSeconds();
   start = NowNanos();
   deadline = start + static_cast<int64_t>(s.max_seconds * 1e9);
   go.count_down();
   for (auto& th : threads) th.join();
   double seconds = (NowNanos() - start) / 1e9;
+  double cpu = ProcessCpuSeconds() - cpu_start;
 
   std::vector<double> lat;
   for (auto& o : outputs) {
@@ -196,17 +200,17 @@ absl::StatusOr<CaseResult> RunEventLog(const std::string& dir, const CaseSpec& s
                                             lat.size(), " were acknowledged"));
   log.reset();
   std::filesystem::remove_all(dir, ec);
-  return Summarize(lat.size(), head.log_bytes, seconds, lat);
+  return Summarize(lat.size(), head.log_bytes, seconds, cpu, lat);
 }
 
 std::string Row(const std::string& name, const Figures& f) {
-  return fmt::format("  {:<32} {:>10.0f} {:>9.2f} {:>9.0f} {:>9.0f} {:>9.0f}", name,
-                     f.events_per_s, f.mb_per_s, f.p50_us, f.p99_us, f.max_us);
+  return fmt::format("  {:<32} {:>10.0f} {:>9.2f} {:>9.0f} {:>9.0f} {:>9.0f} {:>9.1f}", name,
+                     f.events_per_s, f.mb_per_s, f.p50_us, f.p99_us, f.max_us, f.cpu_us_per_event);
 }
 
 std::string Header() {
-  return fmt::format("  {:<32} {:>10} {:>9} {:>9} {:>9} {:>9}", "case", "events/s", "file MB/s",
-                     "p50 us", "p99 us", "max us");
+  return fmt::format("  {:<32} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}", "case", "events/s",
+                     "file MB/s", "p50 us", "p99 us", "max us", "cpu us/ev");
 }
 
 // The median of each figure over the runs (each figure independently).
@@ -216,8 +220,9 @@ Figures MedianOf(const std::vector<CaseResult>& runs) {
     for (const CaseResult& r : runs) v.push_back(r.fig.*field);
     return Median(v);
   };
-  return Figures{med(&Figures::events_per_s), med(&Figures::mb_per_s), med(&Figures::p50_us),
-                 med(&Figures::p99_us), med(&Figures::max_us)};
+  return Figures{med(&Figures::events_per_s), med(&Figures::mb_per_s),
+                 med(&Figures::p50_us),       med(&Figures::p99_us),
+                 med(&Figures::max_us),       med(&Figures::cpu_us_per_event)};
 }
 
 absl::Status Run(const std::string& dir, const Settings& s, int runs, uint64_t seed) {
@@ -231,12 +236,14 @@ absl::Status Run(const std::string& dir, const Settings& s, int runs, uint64_t s
     for (int n : s.appenders)
       cases.push_back({m == "blocking" ? Mode::kBlocking : Mode::kPipelined, n});
 
-  fmt::print("snapledger-bench-append  dir={}  runs={}  events/case={}  cap {:.1f} s/case  "
-             "pipeline window {}/appender\n",
-             dir, runs, s.events, s.max_seconds, s.window);
-  fmt::print("event bodies: OVS port-agent events, mean {:.0f} bytes (the raw baseline writes "
-             "the body + newline; EventLog lines add the seq/ts/prev/hash envelope)\n",
-             static_cast<double>(body_bytes) / bodies.size());
+  fmt::print(
+      "snapledger-bench-append  dir={}  runs={}  events/case={}  cap {:.1f} s/case  "
+      "pipeline window {}/appender\n",
+      dir, runs, s.events, s.max_seconds, s.window);
+  fmt::print(
+      "event bodies: OVS port-agent events, mean {:.0f} bytes (the raw baseline writes "
+      "the body + newline; EventLog lines add the seq/ts/prev/hash envelope)\n",
+      static_cast<double>(body_bytes) / bodies.size());
   fmt::print("durability: every acknowledged event is on disk (fdatasync) in every case\n");
   fmt::print("load average at the start: {}\n", LoadAverage());
 
@@ -259,27 +266,36 @@ absl::Status Run(const std::string& dir, const Settings& s, int runs, uint64_t s
   std::vector<Figures> med;
   for (auto& r : results) med.push_back(MedianOf(r));
   fmt::print("\nmedians of {} run(s)\n{}\n", runs, Header());
-  for (size_t c = 0; c < cases.size(); ++c)
-    fmt::print("{}\n", Row(cases[c].Name(), med[c]));
+  for (size_t c = 0; c < cases.size(); ++c) fmt::print("{}\n", Row(cases[c].Name(), med[c]));
 
-  const Figures& raw = med[0];
-  fmt::print("\nratios (medians)\n");
+  // Ratios are taken within each run (the case against the baseline measured minutes apart
+  // on the same directory), then the median over runs: the disk's speed drifts between runs
+  // more than within one.
+  auto paired = [&](size_t c, auto ratio) {
+    std::vector<double> v;
+    for (int r = 0; r < runs; ++r) v.push_back(ratio(results[c][r].fig, results[0][r].fig));
+    return Median(v);
+  };
+  fmt::print("\nratios (within each run, median over runs)\n");
   fmt::print("  durable events/s, EventLog vs raw write+fdatasync per event:\n");
   for (size_t c = 1; c < cases.size(); ++c)
     fmt::print("    {:<28} {:>8.1f}x\n", cases[c].Name(),
-               med[c].events_per_s / raw.events_per_s);
+               paired(c, [](const Figures& f, const Figures& raw) {
+                 return f.events_per_s / raw.events_per_s;
+               }));
   // The blocking case with the fewest appenders (x1 by default), else the first case.
   size_t one = 0;
   for (size_t c = 1; c < cases.size(); ++c)
-    if (cases[c].mode == Mode::kBlocking &&
-        (one == 0 || cases[c].appenders < cases[one].appenders))
+    if (cases[c].mode == Mode::kBlocking && (one == 0 || cases[c].appenders < cases[one].appenders))
       one = c;
   if (one == 0) one = 1;
-  const Figures& b = med[one];
+  auto lat = [&](double Figures::*mine, double Figures::*base) {
+    return paired(one, [&](const Figures& f, const Figures& raw) { return f.*mine / raw.*base; });
+  };
   fmt::print("  latency, {} vs one raw write+fdatasync:\n", cases[one].Name());
-  fmt::print("    p99 {:.0f} us = {:.2f}x raw p50 ({:.0f} us), {:.2f}x raw p99 ({:.0f} us)\n",
-             b.p99_us, b.p99_us / raw.p50_us, raw.p50_us, b.p99_us / raw.p99_us, raw.p99_us);
-  fmt::print("    p50 {:.0f} us = {:.2f}x raw p50\n", b.p50_us, b.p50_us / raw.p50_us);
+  fmt::print("    p99 = {:.2f}x raw p50, {:.2f}x raw p99;  p50 = {:.2f}x raw p50\n",
+             lat(&Figures::p99_us, &Figures::p50_us), lat(&Figures::p99_us, &Figures::p99_us),
+             lat(&Figures::p50_us, &Figures::p50_us));
   fmt::print("load average at the end: {}\n", LoadAverage());
   return absl::OkStatus();
 }

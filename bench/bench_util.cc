@@ -1,5 +1,7 @@
 #include "bench/bench_util.h"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -20,8 +22,9 @@ absl::StatusOr<ScratchDir> ScratchDir::Claim(const std::string& path) {
       return absl::FailedPreconditionError(absl::StrCat(path, " exists and is not a directory"));
     if (!fs::is_empty(path, ec) || ec)
       return absl::FailedPreconditionError(absl::StrCat(
-          path, " is not empty; the benchmark only runs in an empty or new directory because it "
-                "deletes what it creates there"));
+          path,
+          " is not empty; the benchmark only runs in an empty or new directory because it "
+          "deletes what it creates there"));
     return ScratchDir(path, /*created=*/false);
   }
   fs::create_directories(path, ec);
@@ -45,6 +48,13 @@ ScratchDir::~ScratchDir() {
 }
 
 int64_t NowNanos() { return Clock::Real()->MonotonicNanos(); }
+
+double ProcessCpuSeconds() {
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  auto sec = [](const timeval& tv) { return tv.tv_sec + tv.tv_usec / 1e6; };
+  return sec(ru.ru_utime) + sec(ru.ru_stime);
+}
 
 double Percentile(std::vector<double>& v, double p) {
   if (v.empty()) return 0;

@@ -38,6 +38,9 @@ class ScratchDir {
 // Monotonic nanoseconds (Clock::Real()).
 int64_t NowNanos();
 
+// CPU seconds (user + system, all threads) this process has used so far.
+double ProcessCpuSeconds();
+
 // Nearest-rank percentile (p in [0, 100]) of `v`; 0 for an empty vector. Sorts `v`.
 double Percentile(std::vector<double>& v, double p);
 // Median of `v` (the mean of the middle two for an even count); 0 when empty.

@@ -1,10 +1,9 @@
 // snapledger-eventgen: prints realistic Open vSwitch port-agent event bodies, one JSON object
 // per line, on stdout (for demos: `snapledger-eventgen --count 1000 | snapledger append`).
 // The same --seed always prints the same events.
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
-
-#include <CLI/CLI.hpp>
 
 #include "common/ovs_event_generator.h"
 

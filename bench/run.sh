@@ -27,7 +27,8 @@ append_bin=$build/bench/snapledger-bench-append
 verify_bin=$build/bench/snapledger-bench-verify
 for bin in "$append_bin" "$verify_bin"; do
   if [[ ! -x $bin ]]; then
-    echo "run.sh: $bin not found; build first: cmake -S $repo -B $build -DCMAKE_BUILD_TYPE=Release && cmake --build $build" >&2
+    echo "run.sh: $bin not found; build first:" >&2
+    echo "  cmake -S $repo -B $build -DCMAKE_BUILD_TYPE=Release && cmake --build $build" >&2
     exit 1
   fi
 done
@@ -37,7 +38,7 @@ if (( quick )); then
   verify_args=(--size-mb 100 --runs 1)
   image_size=1G
 else
-  append_args=(--events 200000 --max-seconds 5 --runs 3)
+  append_args=(--events 200000 --max-seconds 4 --runs 5)
   verify_args=(--size-mb 1024 --runs 3)
   image_size=4G
 fi
@@ -76,7 +77,7 @@ fi
 
 if (( btrfs_ok )); then
   truncate -s "$image_size" "$work/btrfs.img"
-  mkfs.btrfs -q "$work/btrfs.img"
+  mkfs.btrfs -q "$work/btrfs.img" >/dev/null
   loopdev=$(losetup --find --show "$work/btrfs.img")
   mkdir "$mnt"
   mount "$loopdev" "$mnt"

@@ -7,10 +7,13 @@
 // (which leaves the file cached) and only warm runs are timed; the figures compare CPU cost,
 // not disk speed.
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -19,9 +22,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -76,9 +76,16 @@ absl::Status BuildLedger(const std::string& dir, uint64_t target_bytes, uint64_t
   return absl::OkStatus();
 }
 
-// Runs `argv` (found on PATH, stdout to /dev/null) and returns its wall-clock seconds; an
-// error if it cannot start or exits non-zero.
-absl::StatusOr<double> TimeCommand(std::vector<std::string> argv) {
+// Wall-clock and CPU (user + system, all threads) seconds of one timed run. Under other load
+// on the machine the CPU figure is the steadier one.
+struct Timing {
+  double wall = 0;
+  double cpu = 0;
+};
+
+// Runs `argv` (found on PATH, stdout to /dev/null) and returns its times; an error if it
+// cannot start or exits non-zero.
+absl::StatusOr<Timing> TimeCommand(std::vector<std::string> argv) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
@@ -91,25 +98,30 @@ absl::StatusOr<double> TimeCommand(std::vector<std::string> argv) {
   posix_spawn_file_actions_destroy(&actions);
   if (err != 0) return ErrnoStatus(absl::StrCat("spawn ", argv[0]), err);
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return ErrnoStatus(absl::StrCat("waitpid ", argv[0]), errno);
+  struct rusage ru {};
+  while (::wait4(pid, &status, 0, &ru) < 0) {
+    if (errno != EINTR) return ErrnoStatus(absl::StrCat("wait4 ", argv[0]), errno);
   }
   double seconds = (NowNanos() - start) / 1e9;
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     return absl::InternalError(absl::StrCat(argv[0], " failed (wait status ", status, ")"));
-  return seconds;
+  auto sec = [](const timeval& tv) { return tv.tv_sec + tv.tv_usec / 1e6; };
+  return Timing{seconds, sec(ru.ru_utime) + sec(ru.ru_stime)};
 }
 
 // Full verification; an unverified chain is an error (the benchmark must measure success).
-absl::StatusOr<double> TimeVerify(const std::string& dir, int threads, uint64_t expect_events) {
+absl::StatusOr<Timing> TimeVerify(const std::string& dir, int threads, uint64_t expect_events) {
+  double cpu_start = ProcessCpuSeconds();
   int64_t start = NowNanos();
   ASSIGN_OR_RETURN(VerifyReport report, VerifyLedgerDir(dir, {HeadCheck::kExact, threads}));
-  double seconds = (NowNanos() - start) / 1e9;
+  Timing t{(NowNanos() - start) / 1e9, ProcessCpuSeconds() - cpu_start};
   if (!report.ok()) return absl::DataLossError(report.failure->ToString());
   if (report.events_verified != expect_events)
-    return absl::InternalError(absl::StrCat("verified ", report.events_verified, " events, "
-                                            "expected ", expect_events));
-  return seconds;
+    return absl::InternalError(absl::StrCat("verified ", report.events_verified,
+                                            " events, "
+                                            "expected ",
+                                            expect_events));
+  return t;
 }
 
 // The head of the last line ending at or before `fraction` of the log.
@@ -178,34 +190,43 @@ absl::Status Run(const Options& o) {
   fmt::print("ledger {}: {} events, {:.1f} MB ({})\n", EventsPath(o.dir), events, bytes / 1e6,
              reused ? "reused" : "built now");
   fmt::print("load average: {}\n", LoadAverage());
-  fmt::print("page cache cannot be dropped reliably: each tool runs once untimed first, so "
-             "every timed run reads a cached file (CPU cost, not disk speed)\n");
+  fmt::print(
+      "page cache cannot be dropped reliably: each tool runs once untimed first, so "
+      "every timed run reads a cached file (CPU cost, not disk speed)\n");
 
   struct Tool {
     std::string name;
-    std::function<absl::StatusOr<double>()> run;
-    std::vector<double> seconds;
+    std::function<absl::StatusOr<Timing>()> run;
+    std::vector<double> seconds, cpu;
   };
   std::vector<Tool> tools = {
-      {"sha256sum (coreutils)", [&] { return TimeCommand({"sha256sum", EventsPath(o.dir)}); },
+      {"sha256sum (coreutils)",
+       [&] {
+         return TimeCommand({"sha256sum", EventsPath(o.dir)});
+       },
+       {},
        {}},
-      {"VerifyLedgerDir threads=1", [&] { return TimeVerify(o.dir, 1, events); }, {}},
-      {"VerifyLedgerDir threads=2", [&] { return TimeVerify(o.dir, 2, events); }, {}},
+      {"VerifyLedgerDir threads=1", [&] { return TimeVerify(o.dir, 1, events); }, {}, {}},
+      {"VerifyLedgerDir threads=2", [&] { return TimeVerify(o.dir, 2, events); }, {}, {}},
   };
   // A second reference: OpenSSL's SHA-256 (SHA-NI where the CPU has it; coreutils' sha256sum
   // does not use it), i.e. roughly the ceiling for anything that hashes every byte once.
   if (o.openssl) {
     tools.push_back({"openssl dgst -sha256 (ref.)",
-                     [&] { return TimeCommand({"openssl", "dgst", "-sha256", EventsPath(o.dir)}); },
+                     [&] {
+                       return TimeCommand({"openssl", "dgst", "-sha256", EventsPath(o.dir)});
+                     },
+                     {},
                      {}});
   }
   for (Tool& t : tools) RETURN_IF_ERROR(t.run().status());  // warm-up
   for (int run = 1; run <= o.runs; ++run) {
     fmt::print("run {}/{}:", run, o.runs);
     for (Tool& t : tools) {
-      ASSIGN_OR_RETURN(double s, t.run());
-      t.seconds.push_back(s);
-      fmt::print("  {} {:.3f} s", t.name, s);
+      ASSIGN_OR_RETURN(Timing s, t.run());
+      t.seconds.push_back(s.wall);
+      t.cpu.push_back(s.cpu);
+      fmt::print("  {} {:.3f} s", t.name, s.wall);
       std::fflush(stdout);
     }
     fmt::print("\n");
@@ -222,11 +243,20 @@ absl::Status Run(const Options& o) {
 
   double sha = Median(tools[0].seconds);
   fmt::print("\nmedians of {} warm run(s) over {:.1f} MB\n", o.runs, bytes / 1e6);
-  fmt::print("  {:<28} {:>9} {:>9} {:>14}\n", "tool", "seconds", "MB/s", "vs sha256sum");
+  // Speed ratios: > 1 means faster than the reference. "CPU MB/s" is bytes per CPU-second
+  // (all threads): steadier than wall time when other work shares the machine.
+  double ossl = o.openssl ? Median(tools[3].seconds) : 0;
+  fmt::print("  {:<28} {:>9} {:>9} {:>13} {:>11} {:>9}\n", "tool", "wall s", "MB/s", "vs sha256sum",
+             o.openssl ? "vs openssl" : "", "CPU MB/s");
   for (const Tool& t : tools) {
     double s = Median(t.seconds);
-    fmt::print("  {:<28} {:>9.3f} {:>9.0f} {:>13.2f}x\n", t.name, s, bytes / 1e6 / s,
-               (bytes / s) / (bytes / sha));
+    fmt::print("  {:<28} {:>9.3f} {:>9.0f} {:>12.2f}x", t.name, s, bytes / 1e6 / s, sha / s);
+    if (o.openssl) {
+      fmt::print(" {:>10.2f}x", ossl / s);
+    } else {
+      fmt::print(" {:>11}", "");
+    }
+    fmt::print(" {:>9.0f}\n", bytes / 1e6 / Median(t.cpu));
   }
   double full2 = Median(tools[2].seconds);
   double inc_s = Median(inc_seconds);
@@ -234,8 +264,8 @@ absl::Status Run(const Options& o) {
              at99.head.seq, at99.log_bytes);
   fmt::print("  verified {} events, {:.1f} MB in {:.1f} ms (median; {:.0f} MB/s)\n", inc.events,
              inc.bytes / 1e6, inc_s * 1e3, inc.bytes / 1e6 / inc_s);
-  fmt::print("  = {:.4f} of the full verification's time for {:.4f} of its bytes\n",
-             inc_s / full2, static_cast<double>(inc.bytes) / bytes);
+  fmt::print("  = {:.4f} of the full verification's time for {:.4f} of its bytes\n", inc_s / full2,
+             static_cast<double>(inc.bytes) / bytes);
   fmt::print("load average at the end: {}\n", LoadAverage());
   return absl::OkStatus();
 }

@@ -79,6 +79,15 @@ class Btrfs {
   // subvolume may be refused or clear its received_uuid (kernel and btrfs-progs dependent).
   virtual absl::Status SetReadOnly(const std::string& path, bool read_only) = 0;
 
+  // Makes `dest` a read-only copy of the received subvolume `source` that keeps its received
+  // identity (received_uuid and the sender's transaction id), so later `btrfs receive -p`
+  // deltas still find it as their parent. btrfs refuses to move a read-only subvolume to
+  // another directory; this is how a verified block goes from incoming/ to blocks/: a writable
+  // snapshot, the received identity set on it (BTRFS_IOC_SET_RECEIVED_SUBVOL, as btrfs receive
+  // itself does), then read-only. `source` is left in place for the caller to delete. On
+  // error `dest` does not exist.
+  virtual absl::Status PromoteReceived(const std::string& source, const std::string& dest) = 0;
+
   // Writes the send stream of read-only subvolume `snapshot` to `sink`: a full stream, or with
   // `parent` (a read-only snapshot of the same lineage present on the receiving side) a delta
   // against it (`btrfs send -p`). Returns when the stream is complete; does not Close `sink`.

@@ -1,5 +1,9 @@
 // The real btrfs layer: libbtrfsutil for subvolumes, btrfs-progs for send and receive.
 #include <btrfsutil.h>
+#include <fcntl.h>
+#include <linux/btrfs.h>
+#include <string.h>
+#include <sys/ioctl.h>
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
@@ -134,6 +138,26 @@ class LinuxBtrfs : public Btrfs {
     });
   }
 
+  absl::Status PromoteReceived(const std::string& source, const std::string& dest) override {
+    RETURN_IF_ERROR(CheckIsSubvolume(source));
+    struct btrfs_util_subvolume_info raw;
+    RETURN_IF_ERROR(CallBtrfsUtil("subvolume info", source, [&] {
+      return btrfs_util_subvolume_info(source.c_str(), 0, &raw);
+    }));
+    if (FormatUuid(raw.received_uuid).empty())
+      return absl::FailedPreconditionError(
+          absl::StrCat(source, " is not a received subvolume (no received_uuid)"));
+    RETURN_IF_ERROR(CreateSnapshot(source, dest, SnapshotKind::kWritable));
+    absl::Status st = SetReceived(dest, raw);
+    if (st.ok()) st = SetReadOnly(dest, true);
+    if (!st.ok()) {
+      (void)CallBtrfsUtil("delete subvolume", dest,
+                          [&] { return btrfs_util_delete_subvolume(dest.c_str(), 0); });
+      return st;
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status Send(const std::string& snapshot, const std::optional<std::string>& parent,
                     ByteSink& sink) override {
     std::vector<std::string> argv = BtrfsCommand({"send"});
@@ -210,6 +234,23 @@ class LinuxBtrfs : public Btrfs {
   }
 
   // InvalidArgument when `path` exists but is not a subvolume root.
+  // Sets `path`'s received identity to that recorded in `from` (what btrfs receive does when a
+  // stream completes).
+  static absl::Status SetReceived(const std::string& path,
+                                  const struct btrfs_util_subvolume_info& from) {
+    auto fd = OpenFile(path, O_RDONLY | O_DIRECTORY);
+    if (!fd.ok()) return fd.status();
+    struct btrfs_ioctl_received_subvol_args args;
+    memset(&args, 0, sizeof args);
+    memcpy(args.uuid, from.received_uuid, sizeof args.uuid);
+    args.stransid = from.stransid;
+    args.stime.sec = static_cast<uint64_t>(from.stime.tv_sec);
+    args.stime.nsec = static_cast<uint32_t>(from.stime.tv_nsec);
+    if (::ioctl(fd->get(), BTRFS_IOC_SET_RECEIVED_SUBVOL, &args) != 0)
+      return ErrnoStatus(absl::StrCat("set received uuid on ", path), errno);
+    return absl::OkStatus();
+  }
+
   absl::Status CheckIsSubvolume(const std::string& path) {
     return CallBtrfsUtil("is subvolume", path,
                          [&] { return btrfs_util_is_subvolume(path.c_str()); });

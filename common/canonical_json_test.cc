@@ -69,3 +69,33 @@ TEST(CanonicalBody, RejectsExcessiveNesting) {
 
 }  // namespace
 }  // namespace snapledger
+
+namespace snapledger {
+namespace {
+
+TEST(CanonicalBody, NumberOutOfRangeIsRejectedNotACrash) {
+  auto c = CanonicalizeBody(R"({"a":1e999})");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CanonicalBody, AlreadyCanonicalBodiesComeBackUnchanged) {
+  for (const char* body : {R"({})", R"({"a":[1,-2,true,null,{"b":"x y"}],"c":"d"})",
+                           R"({"":0,"a":{"b":{"c":[]}}})"}) {
+    auto c = CanonicalizeBody(body);
+    ASSERT_TRUE(c.ok()) << body;
+    EXPECT_EQ(*c, body);
+  }
+}
+
+TEST(CanonicalBody, FastPathDefersEverythingElseToTheFullParser) {
+  EXPECT_EQ(*CanonicalizeBody(R"({"b":1,"a":2})"), R"({"a":2,"b":1})");
+  EXPECT_EQ(*CanonicalizeBody(R"({"a":-0})"), R"({"a":0})");
+  EXPECT_EQ(*CanonicalizeBody(R"({"a":"\u0041"})"), R"({"a":"A"})");
+  EXPECT_EQ(*CanonicalizeBody(R"({"a":1.50})"), R"({"a":1.5})");
+  EXPECT_FALSE(CanonicalizeBody(R"({"a":1,"a":1})").ok());
+  EXPECT_FALSE(CanonicalizeBody(R"({"a":01})").ok());
+}
+
+}  // namespace
+}  // namespace snapledger

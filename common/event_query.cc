@@ -36,9 +36,9 @@ std::string_view IndexStateName(IndexState state) {
 
 namespace {
 
-// A query is tried this many times with a fresh view of the log when the index turns out to be
-// ahead of the view (another thread or process caught it up meanwhile).
-constexpr int kMaxAttempts = 3;
+// How many times a query takes a fresh view of the log because the index turned out to be ahead
+// of its view (another thread or process caught it up meanwhile) before it answers by scan.
+constexpr int kMaxViewRenewals = 100;
 
 // The index path signals "the log view is older than the index; take a new view" with Aborted.
 absl::Status ViewTooOld() {
@@ -55,34 +55,26 @@ absl::Status Damaged(absl::string_view what) {
   return absl::InternalError(absl::StrCat("index entry disagrees with the log: ", what));
 }
 
-// The line `loc` points at, checked to be a whole line of the log with that seq.
-absl::StatusOr<EventView> CheckedLine(const LogFile& log, const EventLocation& loc) {
+// The line `loc` points at, checked to be a whole line of the log with that seq and ts.
+absl::StatusOr<std::string> CheckedLine(const LogFile& log, const EventLocation& loc) {
   if (loc.end() > log.size()) return ViewTooOld();
-  auto line = log.LineStartingAt(loc.offset);
+  ASSIGN_OR_RETURN(std::optional<std::string> line, log.LineStartingAt(loc.offset, loc.length));
   if (!line.has_value() || line->size() != loc.length)
     return Damaged(absl::StrCat("no line of length ", loc.length, " at byte ", loc.offset));
   auto ev = ParseEventLine(*line);
   if (!ev.ok() || ev->seq != loc.seq || ev->ts != loc.ts)
     return Damaged(absl::StrCat("the line at byte ", loc.offset, " is not seq ", loc.seq));
-  return *ev;
+  return *std::move(line);
 }
 
-// The event on the line ending at byte `end` (a range boundary).
-absl::StatusOr<EventView> CheckedLineEndingAt(const LogFile& log, uint64_t end) {
-  if (end > log.size()) return ViewTooOld();
-  auto line = log.LineEndingAt(end);
-  if (!line.has_value()) return Damaged(absl::StrCat("no line ends at byte ", end));
-  auto ev = ParseEventLine(*line);
-  if (!ev.ok()) return Damaged(absl::StrCat("the line ending at byte ", end, " does not parse"));
-  return *ev;
-}
-
-absl::StatusOr<EventView> CheckedLineStartingAt(const LogFile& log, uint64_t start) {
-  auto line = log.LineStartingAt(start);
-  if (!line.has_value()) return Damaged(absl::StrCat("no line starts at byte ", start));
-  auto ev = ParseEventLine(*line);
-  if (!ev.ok()) return Damaged(absl::StrCat("the line at byte ", start, " does not parse"));
-  return *ev;
+// The ts of the event on a range's boundary line (from LineStartingAt or LineEndingAt).
+absl::StatusOr<int64_t> BoundaryTs(const absl::StatusOr<std::optional<std::string>>& line,
+                                   uint64_t at) {
+  if (!line.ok()) return line.status();
+  if (!line->has_value()) return Damaged(absl::StrCat("no line begins or ends at byte ", at));
+  auto ev = ParseEventLine(**line);
+  if (!ev.ok()) return Damaged(absl::StrCat("the line at byte ", at, " does not parse"));
+  return ev->ts;
 }
 
 // --- Answers from the index ------------------------------------------------------------------
@@ -96,53 +88,71 @@ absl::StatusOr<std::string> GetFromIndex(const LookupIndex& index, const LogFile
     return absl::NotFoundError(absl::StrCat("no event with seq ", seq, " in ", log.path(),
                                             " (it ends at seq ", cov.indexed_through, ")"));
   }
-  ASSIGN_OR_RETURN(EventView ev, CheckedLine(log, *loc));
-  return std::string(ev.line);
+  return CheckedLine(log, *loc);
 }
 
 absl::StatusOr<std::string> GetByHashFromIndex(const LookupIndex& index, const LogFile& log,
                                                std::string_view hash_hex) {
   ASSIGN_OR_RETURN(std::optional<uint64_t> seq, index.SeqOfHash(hash_hex));
   if (!seq.has_value())
-    return absl::NotFoundError(absl::StrCat("no event with hash ", std::string(hash_hex), " in ", log.path()));
+    return absl::NotFoundError(
+        absl::StrCat("no event with hash ", std::string(hash_hex), " in ", log.path()));
   ASSIGN_OR_RETURN(std::optional<EventLocation> loc, index.Locate(*seq));
   if (!loc.has_value()) return Damaged(absl::StrCat("hash names seq ", *seq, ", not indexed"));
-  ASSIGN_OR_RETURN(EventView ev, CheckedLine(log, *loc));
-  if (ev.hash != hash_hex) return Damaged(absl::StrCat("seq ", *seq, " has another hash"));
-  return std::string(ev.line);
+  ASSIGN_OR_RETURN(std::string line, CheckedLine(log, *loc));
+  if (ParseEventLine(line)->hash != hash_hex)  // CheckedLine parsed it
+    return Damaged(absl::StrCat("seq ", *seq, " has another hash"));
+  return line;
 }
 
 // Checks the events either side of a located range against the log: the one before must be
 // earlier than from_ts, the one after (unless the limit cut the range) later than to_ts.
 absl::Status CheckRangeEnds(const LogFile& log, const RangeLocation& r, uint64_t after_offset,
                             int64_t from_ts, int64_t to_ts, bool limited) {
+  if (r.start_offset > log.size()) return ViewTooOld();
   if (r.start_offset > 0) {
-    ASSIGN_OR_RETURN(EventView before, CheckedLineEndingAt(log, r.start_offset));
-    if (before.ts >= from_ts) return Damaged("an event before the range is within it");
+    ASSIGN_OR_RETURN(int64_t before, BoundaryTs(log.LineEndingAt(r.start_offset), r.start_offset));
+    if (before >= from_ts) return Damaged("an event before the range is within it");
   }
   if (!limited && after_offset < log.size()) {
-    ASSIGN_OR_RETURN(EventView after, CheckedLineStartingAt(log, after_offset));
-    if (after.ts <= to_ts) return Damaged("an event after the range is within it");
+    ASSIGN_OR_RETURN(int64_t after, BoundaryTs(log.LineStartingAt(after_offset), after_offset));
+    if (after <= to_ts) return Damaged("an event after the range is within it");
   }
   return absl::OkStatus();
+}
+
+// Splits `bytes`, read from byte `base` of the log, into the lines `locs` point at, checking
+// each is a whole line with the seq and ts its entry claims.
+absl::StatusOr<std::vector<std::string>> SplitLines(std::string_view bytes, uint64_t base,
+                                                    const std::vector<EventLocation>& locs) {
+  std::vector<std::string> lines;
+  lines.reserve(locs.size());
+  for (const EventLocation& loc : locs) {
+    std::string_view line = bytes.substr(loc.offset - base, loc.length);
+    auto ev = ParseEventLine(line);
+    if (bytes[loc.end() - 1 - base] != '\n' || line.find('\n') != std::string_view::npos ||
+        !ev.ok() || ev->seq != loc.seq || ev->ts != loc.ts)
+      return Damaged(absl::StrCat("the line at byte ", loc.offset, " is not seq ", loc.seq));
+    lines.emplace_back(line);
+  }
+  return lines;
 }
 
 absl::StatusOr<std::vector<std::string>> RangeFromIndex(const LookupIndex& index,
                                                         const LogFile& log, int64_t from_ts,
                                                         int64_t to_ts, size_t limit) {
   ASSIGN_OR_RETURN(RangeLocation r, index.LocateRange(from_ts, to_ts, limit));
-  std::vector<std::string> lines;
-  lines.reserve(r.events.size());
-  uint64_t offset = r.start_offset;
+  uint64_t end = r.start_offset;
   for (const EventLocation& loc : r.events) {
-    if (loc.offset != offset) return Damaged("range entries are not contiguous");
-    ASSIGN_OR_RETURN(EventView ev, CheckedLine(log, loc));
-    if (ev.ts < from_ts || ev.ts > to_ts) return Damaged("an event in the range is outside it");
-    lines.emplace_back(ev.line);
-    offset = loc.end();
+    if (loc.offset != end) return Damaged("range entries are not contiguous");
+    if (loc.ts < from_ts || loc.ts > to_ts) return Damaged("an event in the range is outside it");
+    end = loc.end();
   }
-  RETURN_IF_ERROR(CheckRangeEnds(log, r, offset, from_ts, to_ts, lines.size() == limit));
-  return lines;
+  if (end > log.size()) return ViewTooOld();
+  RETURN_IF_ERROR(CheckRangeEnds(log, r, end, from_ts, to_ts, r.events.size() == limit));
+  // The events of a range are contiguous in the log: one read for all of them.
+  ASSIGN_OR_RETURN(std::string bytes, log.Read(r.start_offset, end - r.start_offset));
+  return SplitLines(bytes, r.start_offset, r.events);
 }
 
 // --- Answers by scanning ---------------------------------------------------------------------
@@ -150,25 +160,28 @@ absl::StatusOr<std::vector<std::string>> RangeFromIndex(const LookupIndex& index
 absl::StatusOr<std::string> GetByScan(const LogFile& log, uint64_t seq) {
   std::optional<std::string> found;
   uint64_t last = 0;
-  RETURN_IF_ERROR(ScanEvents(log.data(), ChainHead{}, 0, [&](const EventView& ev, uint64_t) {
+  ASSIGN_OR_RETURN(LogRegion all, log.Map());
+  RETURN_IF_ERROR(ScanEvents(all.data(), ChainHead{}, 0, [&](const EventView& ev, uint64_t) {
     last = ev.seq;
     if (ev.seq == seq) found.emplace(ev.line);
     return !found.has_value();
   }));
   if (!found.has_value())
-    return absl::NotFoundError(
-        absl::StrCat("no event with seq ", seq, " in ", log.path(), " (it ends at seq ", last, ")"));
+    return absl::NotFoundError(absl::StrCat("no event with seq ", seq, " in ", log.path(),
+                                            " (it ends at seq ", last, ")"));
   return *std::move(found);
 }
 
 absl::StatusOr<std::string> GetByHashByScan(const LogFile& log, std::string_view hash_hex) {
   std::optional<std::string> found;
-  RETURN_IF_ERROR(ScanEvents(log.data(), ChainHead{}, 0, [&](const EventView& ev, uint64_t) {
+  ASSIGN_OR_RETURN(LogRegion all, log.Map());
+  RETURN_IF_ERROR(ScanEvents(all.data(), ChainHead{}, 0, [&](const EventView& ev, uint64_t) {
     if (ev.hash == hash_hex) found.emplace(ev.line);
     return !found.has_value();
   }));
   if (!found.has_value())
-    return absl::NotFoundError(absl::StrCat("no event with hash ", std::string(hash_hex), " in ", log.path()));
+    return absl::NotFoundError(
+        absl::StrCat("no event with hash ", std::string(hash_hex), " in ", log.path()));
   return *std::move(found);
 }
 
@@ -176,7 +189,8 @@ absl::StatusOr<std::vector<std::string>> RangeByScan(const LogFile& log, int64_t
                                                      int64_t to_ts, size_t limit) {
   std::vector<std::string> lines;
   if (limit == 0) return lines;
-  RETURN_IF_ERROR(ScanEvents(log.data(), ChainHead{}, 0, [&](const EventView& ev, uint64_t) {
+  ASSIGN_OR_RETURN(LogRegion all, log.Map());
+  RETURN_IF_ERROR(ScanEvents(all.data(), ChainHead{}, 0, [&](const EventView& ev, uint64_t) {
     if (ev.ts > to_ts) return false;  // ts is non-decreasing (ScanEvents checks it)
     if (ev.ts >= from_ts) lines.emplace_back(ev.line);
     return lines.size() < limit;
@@ -184,21 +198,28 @@ absl::StatusOr<std::vector<std::string>> RangeByScan(const LogFile& log, int64_t
   return lines;
 }
 
+// Complete lines of the log from byte `from` on.
+absl::StatusOr<uint64_t> CountLinesFrom(const LogFile& log, uint64_t from) {
+  ASSIGN_OR_RETURN(LogRegion rest, log.Map(from));
+  return std::count(rest.data().begin(), rest.data().end(), '\n');
+}
+
 // Complete lines in the log; counts only past the head file's position when it is valid.
-uint64_t CountEvents(const LogFile& log, const std::string& ledger_dir) {
+absl::StatusOr<uint64_t> CountEvents(const LogFile& log, const std::string& ledger_dir) {
   uint64_t base_seq = 0, base_offset = 0;
   auto head = ReadHeadFile(ledger_dir);
   if (head.ok() && head->has_value()) {
     const HeadRecord& h = **head;
     auto line = log.LineEndingAt(h.log_bytes);
-    auto ev = line.has_value() ? ParseEventLine(*line) : absl::StatusOr<EventView>();
+    auto ev = line.ok() && line->has_value() ? ParseEventLine(**line)
+                                             : absl::StatusOr<EventView>(absl::NotFoundError(""));
     if (ev.ok() && ev->seq == h.head.seq) {
       base_seq = h.head.seq;
       base_offset = h.log_bytes;
     }
   }
-  std::string_view rest = log.data().substr(base_offset);
-  return base_seq + std::count(rest.begin(), rest.end(), '\n');
+  ASSIGN_OR_RETURN(uint64_t rest, CountLinesFrom(log, base_offset));
+  return base_seq + rest;
 }
 
 }  // namespace
@@ -243,10 +264,13 @@ class EventQuery::Impl {
     bool rebuild_started = false;
   };
 
-  absl::StatusOr<IndexChoice> ChooseIndex(const LogFile& log, bool last_attempt);
-  // The installed index (opened if needed) or why there is none; nullopt reason while a
-  // rebuild runs.
-  std::pair<std::shared_ptr<LookupIndex>, std::optional<std::string>> OpenedIndex();
+  absl::StatusOr<IndexChoice> ChooseIndex(const LogFile& log);
+  // Whether an index that `log` calls stale because it ends beyond `log` was merely caught up
+  // by someone with a newer view.
+  absl::StatusOr<bool> IndexIsAheadOfView(const IndexCoverage& coverage, const LogFile& log);
+  // The installed index (opened if needed), or why there is none (NotFound: missing;
+  // DataLoss: damaged); neither while a rebuild runs.
+  std::pair<std::shared_ptr<LookupIndex>, std::optional<absl::Status>> OpenedIndex();
   // Drops `index` and starts a rebuild (unless one runs, or the last failed on this same log);
   // returns whether it started one.
   bool GiveUpOn(const std::shared_ptr<LookupIndex>& index, absl::string_view state,
@@ -254,7 +278,7 @@ class EventQuery::Impl {
   void StartRebuildLocked(std::string reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunRebuild();
   bool NotRebuilding() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !rebuilding_; }
-  IndexStatus StatusOf(const LogFile& log);
+  absl::StatusOr<IndexStatus> StatusOf(const LogFile& log);
 
   const std::string ledger_dir_;
   const std::string index_dir_;
@@ -276,36 +300,38 @@ template <typename T>
 absl::StatusOr<T> EventQuery::Impl::Answer(
     absl::FunctionRef<absl::StatusOr<T>(const LookupIndex&, const LogFile&)> from_index,
     absl::FunctionRef<absl::StatusOr<T>(const LogFile&)> by_scan) {
-  for (int attempt = 1;; ++attempt) {
-    const bool last = attempt >= kMaxAttempts;
+  int renewals = 0;
+  bool waited = false;
+  while (true) {
+    const bool may_wait = !options_.rebuild_in_background && !waited;
     ASSIGN_OR_RETURN(LogFile log, LogFile::Open(ledger_dir_));
-    ASSIGN_OR_RETURN(IndexChoice choice, ChooseIndex(log, last));
-    if (choice.renew_view) continue;
-    bool wait_and_retry = !options_.rebuild_in_background && !last;
-    if (choice.index == nullptr) {
-      if (choice.rebuild_started && wait_and_retry) {
-        WaitForRebuild();
-        continue;
-      }
-      return by_scan(log);
+    ASSIGN_OR_RETURN(IndexChoice choice, ChooseIndex(log));
+    bool rebuild_started = choice.rebuild_started;
+    if (choice.index != nullptr) {
+      absl::StatusOr<T> answer = from_index(*choice.index, log);
+      if (IsAnswer(answer.status())) return answer;
+      choice.renew_view = absl::IsAborted(answer.status());
+      if (!choice.renew_view)
+        rebuild_started = GiveUpOn(choice.index, "damaged", answer.status().message(), log);
     }
-    absl::StatusOr<T> answer = from_index(*choice.index, log);
-    if (IsAnswer(answer.status())) return answer;
-    if (absl::IsAborted(answer.status()) && !last) continue;
-    if (GiveUpOn(choice.index, "damaged", answer.status().message(), log) && wait_and_retry) {
-      WaitForRebuild();
-      continue;
+    if (choice.renew_view) {
+      if (++renewals <= kMaxViewRenewals) continue;
+      return by_scan(log);  // the log keeps outrunning this query; the index is fine
     }
-    return by_scan(log);
+    if (!rebuild_started || !may_wait) return by_scan(log);
+    WaitForRebuild();  // one-shot mode: answer from the rebuilt index
+    waited = true;
   }
 }
 
-absl::StatusOr<EventQuery::Impl::IndexChoice> EventQuery::Impl::ChooseIndex(const LogFile& log,
-                                                                            bool last_attempt) {
+absl::StatusOr<EventQuery::Impl::IndexChoice> EventQuery::Impl::ChooseIndex(const LogFile& log) {
   IndexChoice choice;
   auto [index, missing] = OpenedIndex();
   if (index == nullptr) {
-    if (missing.has_value()) choice.rebuild_started = GiveUpOn(nullptr, "missing", *missing, log);
+    if (missing.has_value()) {
+      absl::string_view state = absl::IsDataLoss(*missing) ? "damaged" : "missing";
+      choice.rebuild_started = GiveUpOn(nullptr, state, missing->message(), log);
+    }
     return choice;
   }
   absl::StatusOr<IndexFreshness> fresh = index->CompareWith(log);
@@ -314,16 +340,18 @@ absl::StatusOr<EventQuery::Impl::IndexChoice> EventQuery::Impl::ChooseIndex(cons
     return choice;
   }
   if (fresh->state == IndexFreshness::State::kStale) {
-    // An index ahead of this view may only have been caught up by someone with a newer view.
-    choice.renew_view = fresh->coverage.end_offset > log.size() && !last_attempt;
-    if (!choice.renew_view) choice.rebuild_started = GiveUpOn(index, "stale", fresh->stale_reason, log);
+    ASSIGN_OR_RETURN(choice.renew_view, IndexIsAheadOfView(fresh->coverage, log));
+    if (!choice.renew_view)
+      choice.rebuild_started = GiveUpOn(index, "stale", fresh->stale_reason, log);
     return choice;
   }
   if (fresh->state == IndexFreshness::State::kLagging) {
     absl::StatusOr<uint64_t> added = index->CatchUp(log);
     if (absl::IsDataLoss(added.status())) return added.status();  // the log is malformed
-    if (absl::IsFailedPrecondition(added.status()) && !last_attempt) {
-      choice.renew_view = true;  // raced with a newer catch-up; look again
+    if (absl::IsFailedPrecondition(added.status())) {
+      // Someone with a newer view caught the index up past this one (or the log was replaced
+      // just now): look again with a new view, which CompareWith decides conclusively.
+      choice.renew_view = true;
       return choice;
     }
     if (!added.ok()) {
@@ -335,7 +363,16 @@ absl::StatusOr<EventQuery::Impl::IndexChoice> EventQuery::Impl::ChooseIndex(cons
   return choice;
 }
 
-std::pair<std::shared_ptr<LookupIndex>, std::optional<std::string>>
+absl::StatusOr<bool> EventQuery::Impl::IndexIsAheadOfView(const IndexCoverage& coverage,
+                                                          const LogFile& log) {
+  if (coverage.end_offset <= log.size()) return false;
+  // The log only grows, so a view opened after `coverage` was read is at least as long as the
+  // log was when the index was caught up to it, unless the log shrank or was replaced.
+  ASSIGN_OR_RETURN(LogFile now, LogFile::Open(ledger_dir_));
+  return now.size() >= coverage.end_offset;
+}
+
+std::pair<std::shared_ptr<LookupIndex>, std::optional<absl::Status>>
 EventQuery::Impl::OpenedIndex() {
   absl::MutexLock lock(&mu_);
   if (rebuilding_) return {nullptr, std::nullopt};
@@ -343,14 +380,13 @@ EventQuery::Impl::OpenedIndex() {
   // Opened under mu_: LMDB forbids opening one environment twice in a process.
   index_.reset();
   absl::StatusOr<LookupIndexPtr> opened = LookupIndex::Open(index_dir_, options_.index);
-  if (!opened.ok()) return {nullptr, std::string(opened.status().message())};
+  if (!opened.ok()) return {nullptr, opened.status()};
   index_ = std::move(*opened);
   return {index_, std::nullopt};
 }
 
-bool EventQuery::Impl::GiveUpOn(const std::shared_ptr<LookupIndex>& index,
-                                absl::string_view state, absl::string_view reason,
-                                const LogFile& log) {
+bool EventQuery::Impl::GiveUpOn(const std::shared_ptr<LookupIndex>& index, absl::string_view state,
+                                absl::string_view reason, const LogFile& log) {
   absl::MutexLock lock(&mu_);
   if (index_ != index) return false;  // already replaced by a rebuild: use that next time
   index_.reset();
@@ -406,9 +442,10 @@ absl::Status EventQuery::Impl::RebuildIndex() {
 
 absl::StatusOr<IndexStatus> EventQuery::Impl::CheckIndex() {
   ASSIGN_OR_RETURN(LogFile log, LogFile::Open(ledger_dir_));
-  IndexStatus status = StatusOf(log);
-  if (status.state != IndexState::kCurrent && status.state != IndexState::kLagging)
-    status.log_events = CountEvents(log, ledger_dir_);
+  ASSIGN_OR_RETURN(IndexStatus status, StatusOf(log));
+  if (status.state != IndexState::kCurrent && status.state != IndexState::kLagging) {
+    ASSIGN_OR_RETURN(status.log_events, CountEvents(log, ledger_dir_));
+  }
   status.lag = status.log_events - status.indexed_through;
   absl::MutexLock lock(&mu_);
   if (!last_rebuild_.ok())
@@ -417,7 +454,7 @@ absl::StatusOr<IndexStatus> EventQuery::Impl::CheckIndex() {
   return status;
 }
 
-IndexStatus EventQuery::Impl::StatusOf(const LogFile& log) {
+absl::StatusOr<IndexStatus> EventQuery::Impl::StatusOf(const LogFile& log) {
   IndexStatus status;
   {
     absl::MutexLock lock(&mu_);
@@ -429,7 +466,7 @@ IndexStatus EventQuery::Impl::StatusOf(const LogFile& log) {
   }
   auto [index, missing] = OpenedIndex();
   if (index == nullptr) {
-    status.detail = missing.value_or("");
+    if (missing.has_value()) status.detail = std::string(missing->message());
     return status;
   }
   absl::StatusOr<IndexFreshness> fresh = index->CompareWith(log);
@@ -439,10 +476,10 @@ IndexStatus EventQuery::Impl::StatusOf(const LogFile& log) {
     status.state = IndexState::kStale;
     status.detail = fresh->stale_reason;
   } else {
-    std::string_view rest = log.data().substr(fresh->coverage.end_offset);
-    status.state = rest.empty() ? IndexState::kCurrent : IndexState::kLagging;
+    ASSIGN_OR_RETURN(uint64_t newer, CountLinesFrom(log, fresh->coverage.end_offset));
+    status.state = newer == 0 ? IndexState::kCurrent : IndexState::kLagging;
     status.indexed_through = fresh->coverage.indexed_through;
-    status.log_events = status.indexed_through + std::count(rest.begin(), rest.end(), '\n');
+    status.log_events = status.indexed_through + newer;
   }
   return status;
 }
@@ -464,8 +501,8 @@ absl::StatusOr<std::string> EventQuery::Get(uint64_t seq) {
 
 absl::StatusOr<std::string> EventQuery::GetByHash(std::string_view hash_hex) {
   if (!IsLowerHex64(hash_hex))
-    return absl::InvalidArgumentError(
-        absl::StrCat("an event hash is 64 lowercase hex digits, not \"", std::string(hash_hex), "\""));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "an event hash is 64 lowercase hex digits, not \"", std::string(hash_hex), "\""));
   return impl_->Answer<std::string>(
       [&](const LookupIndex& index, const LogFile& log) {
         return GetByHashFromIndex(index, log, hash_hex);

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,9 +16,9 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
 #include "common/chain_verifier.h"
 #include "common/head_file.h"
@@ -29,29 +30,122 @@ namespace fs = std::filesystem;
 // ---------------------------------------------------------------------------------------------
 // LogFile and ScanEvents
 
+LogRegion::~LogRegion() {
+  if (addr_ != nullptr) ::munmap(addr_, map_length_);
+}
+
+LogRegion::LogRegion(LogRegion&& o) noexcept
+    : addr_(std::exchange(o.addr_, nullptr)),
+      map_length_(std::exchange(o.map_length_, 0)),
+      data_(std::exchange(o.data_, {})),
+      base_(std::exchange(o.base_, 0)) {}
+
+LogRegion& LogRegion::operator=(LogRegion&& o) noexcept {
+  if (this != &o) {
+    if (addr_ != nullptr) ::munmap(addr_, map_length_);
+    addr_ = std::exchange(o.addr_, nullptr);
+    map_length_ = std::exchange(o.map_length_, 0);
+    data_ = std::exchange(o.data_, {});
+    base_ = std::exchange(o.base_, 0);
+  }
+  return *this;
+}
+
+namespace {
+constexpr size_t kFirstReadBytes = 1024;
+}  // namespace
+
 absl::StatusOr<LogFile> LogFile::Open(const std::string& ledger_dir) {
   LogFile log;
   log.path_ = absl::StrCat(ledger_dir, "/", kEventsFile);
-  ASSIGN_OR_RETURN(log.map_, MappedFile::Open(log.path_));
-  std::string_view all = log.map_.data();
-  const void* last_nl = all.empty() ? nullptr : memrchr(all.data(), '\n', all.size());
-  size_t complete = last_nl == nullptr ? 0 : static_cast<const char*>(last_nl) - all.data() + 1;
-  log.data_ = all.substr(0, complete);
+  ASSIGN_OR_RETURN(log.fd_, OpenFile(log.path_, O_RDONLY));
+  struct stat st;
+  if (::fstat(log.fd_.get(), &st) != 0) return ErrnoStatus(absl::StrCat("stat ", log.path_), errno);
+  // Complete lines end at the last '\n': search backwards in growing chunks.
+  uint64_t end = static_cast<uint64_t>(st.st_size);
+  for (size_t chunk = kFirstReadBytes; end > 0; chunk *= 2) {
+    uint64_t from = end > chunk ? end - chunk : 0;
+    ASSIGN_OR_RETURN(std::string bytes, log.ReadAt(from, end - from));
+    if (const void* nl = memrchr(bytes.data(), '\n', bytes.size()); nl != nullptr) {
+      log.size_ = from + (static_cast<const char*>(nl) - bytes.data()) + 1;
+      break;
+    }
+    end = from;
+  }
   return log;
 }
 
-std::optional<std::string_view> LogFile::LineStartingAt(uint64_t offset) const {
-  if (offset >= data_.size() || (offset > 0 && data_[offset - 1] != '\n')) return std::nullopt;
-  const void* nl = memchr(data_.data() + offset, '\n', data_.size() - offset);
-  size_t end = static_cast<const char*>(nl) - data_.data();  // data_ ends in '\n'
-  return data_.substr(offset, end - offset);
+absl::StatusOr<std::string> LogFile::ReadAt(uint64_t offset, size_t length) const {
+  std::string out(length, '\0');
+  size_t done = 0;
+  while (done < length) {
+    ssize_t n = ::pread(fd_.get(), out.data() + done, length - done, offset + done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus(absl::StrCat("read ", path_), errno);
+    if (n == 0) break;  // truncated meanwhile
+    done += static_cast<size_t>(n);
+  }
+  out.resize(done);
+  return out;
 }
 
-std::optional<std::string_view> LogFile::LineEndingAt(uint64_t end) const {
-  if (end == 0 || end > data_.size() || data_[end - 1] != '\n') return std::nullopt;
-  const void* nl = end >= 2 ? memrchr(data_.data(), '\n', end - 1) : nullptr;
-  size_t start = nl == nullptr ? 0 : static_cast<const char*>(nl) - data_.data() + 1;
-  return data_.substr(start, end - 1 - start);
+absl::StatusOr<std::string> LogFile::Read(uint64_t offset, size_t length) const {
+  if (offset > size_ || length > size_ - offset)
+    return absl::OutOfRangeError(absl::StrCat("bytes [", offset, ", ", offset + length, ") of ",
+                                              path_, " are beyond its ", size_, " bytes"));
+  ASSIGN_OR_RETURN(std::string bytes, ReadAt(offset, length));
+  if (bytes.size() != length) return absl::DataLossError(absl::StrCat(path_, " shrank"));
+  return bytes;
+}
+
+absl::StatusOr<std::optional<std::string>> LogFile::LineStartingAt(uint64_t offset,
+                                                                   size_t expected_length) const {
+  if (offset >= size_) return std::optional<std::string>();
+  // Read from the byte before `offset` (which must be '\n') through the line's '\n'.
+  uint64_t from = offset > 0 ? offset - 1 : 0;
+  size_t want = expected_length > 0 ? expected_length + 2 : kFirstReadBytes;
+  while (true) {
+    size_t length = static_cast<size_t>(std::min<uint64_t>(want, size_ - from));
+    ASSIGN_OR_RETURN(std::string bytes, ReadAt(from, length));
+    if (bytes.size() != length) return absl::DataLossError(absl::StrCat(path_, " shrank"));
+    size_t start = offset - from;
+    if (start == 1 && bytes[0] != '\n') return std::optional<std::string>();
+    size_t nl = bytes.find('\n', start);
+    if (nl != std::string::npos) return std::optional<std::string>(bytes.substr(start, nl - start));
+    if (from + length >= size_) return std::optional<std::string>();  // cannot happen: ends in \n
+    want *= 2;
+  }
+}
+
+absl::StatusOr<std::optional<std::string>> LogFile::LineEndingAt(uint64_t end) const {
+  if (end == 0 || end > size_) return std::optional<std::string>();
+  for (size_t chunk = kFirstReadBytes;; chunk *= 2) {
+    uint64_t from = end > chunk ? end - chunk : 0;
+    ASSIGN_OR_RETURN(std::string bytes, ReadAt(from, end - from));
+    if (bytes.size() != end - from) return absl::DataLossError(absl::StrCat(path_, " shrank"));
+    if (bytes.back() != '\n') return std::optional<std::string>();
+    size_t prev = bytes.size() >= 2 ? bytes.rfind('\n', bytes.size() - 2) : std::string::npos;
+    if (prev != std::string::npos || from == 0) {
+      size_t start = prev == std::string::npos ? 0 : prev + 1;
+      return std::optional<std::string>(bytes.substr(start, bytes.size() - 1 - start));
+    }
+  }
+}
+
+absl::StatusOr<LogRegion> LogFile::Map(uint64_t from) const {
+  LogRegion region;
+  region.base_ = std::min(from, size_);
+  if (region.base_ == size_) return region;
+  static const uint64_t kPage = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  uint64_t aligned = region.base_ / kPage * kPage;
+  region.map_length_ = size_ - aligned;
+  void* addr = ::mmap(nullptr, region.map_length_, PROT_READ, MAP_PRIVATE, fd_.get(), aligned);
+  if (addr == MAP_FAILED) return ErrnoStatus(absl::StrCat("mmap ", path_), errno);
+  ::madvise(addr, region.map_length_, MADV_SEQUENTIAL);
+  region.addr_ = addr;
+  region.data_ = std::string_view(static_cast<const char*>(addr) + (region.base_ - aligned),
+                                  size_ - region.base_);
+  return region;
 }
 
 namespace {
@@ -65,12 +159,13 @@ absl::Status LineError(uint64_t line_no, absl::string_view what) {
 absl::Status CheckLink(const EventView& ev, uint64_t line_no, std::string_view prev_hash,
                        std::optional<int64_t> prev_ts) {
   if (ev.seq != line_no)
-    return LineError(line_no, absl::StrCat("found seq ", ev.seq, " (a line is missing, "
+    return LineError(line_no, absl::StrCat("found seq ", ev.seq,
+                                           " (a line is missing, "
                                            "duplicated or out of order)"));
   if (ev.prev != prev_hash)
-    return LineError(line_no, absl::StrCat("prev ", std::string(ev.prev),
-                                           " does not equal the hash of seq ", line_no - 1, " (",
-                                           std::string(prev_hash), ")"));
+    return LineError(line_no,
+                     absl::StrCat("prev ", std::string(ev.prev), " does not equal the hash of seq ",
+                                  line_no - 1, " (", std::string(prev_hash), ")"));
   if (prev_ts.has_value() && ev.ts < *prev_ts)
     return LineError(line_no, absl::StrCat("ts ", ev.ts, " is before the ts of seq ", line_no - 1,
                                            " (", *prev_ts, ")"));
@@ -183,7 +278,8 @@ SeqKey EncodeSeqKey(uint64_t seq) {
 }
 uint64_t DecodeSeqKey(const MDB_val& v) {
   uint64_t seq = 0;
-  for (size_t i = 0; i < 8; ++i) seq = (seq << 8) | static_cast<uint8_t>(static_cast<char*>(v.mv_data)[i]);
+  for (size_t i = 0; i < 8; ++i)
+    seq = (seq << 8) | static_cast<uint8_t>(static_cast<char*>(v.mv_data)[i]);
   return seq;
 }
 
@@ -236,13 +332,14 @@ std::optional<IndexCoverage> DecodeCoverage(const MDB_val& v) {
 }
 
 // Why `log` does not hold the event `cov` names where it says; nullopt if it does.
-std::optional<std::string> StaleReason(const IndexCoverage& cov, const LogFile& log) {
-  if (cov.indexed_through == 0) return std::nullopt;
+absl::StatusOr<std::optional<std::string>> StaleReason(const IndexCoverage& cov,
+                                                       const LogFile& log) {
+  if (cov.indexed_through == 0) return std::optional<std::string>();
   if (cov.end_offset > log.size())
     return absl::StrCat("it covers seq ", cov.indexed_through, " through byte ", cov.end_offset,
                         " but ", kEventsFile, " has ", log.size(),
                         " bytes of complete lines: the log was replaced or rolled back");
-  auto line = log.LineEndingAt(cov.end_offset);
+  ASSIGN_OR_RETURN(std::optional<std::string> line, log.LineEndingAt(cov.end_offset));
   std::optional<EventView> ev;
   if (line.has_value() && cov.end_offset - 1 - line->size() == cov.line_offset) {
     if (auto parsed = ParseEventLine(*line); parsed.ok()) ev = *parsed;
@@ -254,7 +351,7 @@ std::optional<std::string> StaleReason(const IndexCoverage& cov, const LogFile& 
     return absl::StrCat("it has seq ", cov.indexed_through, " hash ", cov.hash.substr(0, 12),
                         " at byte ", cov.line_offset, ", the log has seq ", ev->seq, " hash ",
                         std::string(ev->hash.substr(0, 12)), ": a different or rewritten ledger");
-  return std::nullopt;
+  return std::optional<std::string>();
 }
 
 std::string NormalizeDir(const std::string& dir) {
@@ -270,7 +367,8 @@ std::string NormalizeDir(const std::string& dir) {
 
 class LookupIndex::Impl {
  public:
-  Impl(std::string dir, const LookupIndexOptions& options) : dir_(std::move(dir)), options_(options) {}
+  Impl(std::string dir, const LookupIndexOptions& options)
+      : dir_(std::move(dir)), options_(options) {}
 
   const std::string& dir() const { return dir_; }
   MDB_env* env() const { return env_.get(); }
@@ -297,7 +395,8 @@ class LookupIndex::Impl {
     unsigned flags = create ? MDB_CREATE : 0;
     for (auto [name, dbi] : {std::pair{kMetaDb, &meta_}, {kSeqDb, &seq_}, {kHashDb, &hash_}}) {
       int rc = mdb_dbi_open(txn.get(), name, flags, dbi);
-      if (rc == MDB_NOTFOUND) return absl::DataLossError(absl::StrCat("no \"", name, "\" database"));
+      if (rc == MDB_NOTFOUND)
+        return absl::DataLossError(absl::StrCat("no \"", name, "\" database"));
       if (rc != 0) return LmdbError(dir_, absl::StrCat("open database ", name), rc);
     }
     return absl::OkStatus();
@@ -328,8 +427,8 @@ class LookupIndex::Impl {
     uint32_t version = 0;
     if (val.mv_size == sizeof version) memcpy(&version, val.mv_data, sizeof version);
     if (version != kLookupIndexFormatVersion)
-      return absl::DataLossError(absl::StrCat("format version ", version, ", expected ",
-                                              kLookupIndexFormatVersion));
+      return absl::DataLossError(
+          absl::StrCat("format version ", version, ", expected ", kLookupIndexFormatVersion));
     return absl::OkStatus();
   }
 
@@ -339,7 +438,8 @@ class LookupIndex::Impl {
     if (rc != 0 && rc != MDB_NOTFOUND) return LmdbError(dir_, "read coverage", rc);
     std::optional<IndexCoverage> cov;
     if (rc == 0) cov = DecodeCoverage(val);
-    if (!cov.has_value()) return absl::InternalError(Damaged("coverage record missing or malformed"));
+    if (!cov.has_value())
+      return absl::InternalError(Damaged("coverage record missing or malformed"));
     return *cov;
   }
 
@@ -391,14 +491,16 @@ class LookupIndex::Impl {
     if (rc == MDB_NOTFOUND) return std::optional<EventLocation>();
     if (rc != 0) return LmdbError(dir_, absl::StrCat("read seq ", seq), rc);
     auto loc = DecodeLocation(seq, val);
-    if (!loc.has_value()) return absl::InternalError(Damaged(absl::StrCat("bad entry for seq ", seq)));
+    if (!loc.has_value())
+      return absl::InternalError(Damaged(absl::StrCat("bad entry for seq ", seq)));
     return loc;
   }
 
   // Locate for a seq the coverage says is indexed: missing is damage.
   absl::StatusOr<EventLocation> MustLocate(const Txn& txn, uint64_t seq) const {
     ASSIGN_OR_RETURN(std::optional<EventLocation> loc, Locate(txn, seq));
-    if (!loc.has_value()) return absl::InternalError(Damaged(absl::StrCat("seq ", seq, " missing")));
+    if (!loc.has_value())
+      return absl::InternalError(Damaged(absl::StrCat("seq ", seq, " missing")));
     return *loc;
   }
 
@@ -602,9 +704,12 @@ absl::StatusOr<LookupIndexPtr> LookupIndex::Open(const std::string& index_dir,
   if (st.st_size == 0)
     return absl::DataLossError(absl::StrCat("lookup index ", dir, " is damaged: empty data.mdb"));
   auto impl = std::make_unique<Impl>(dir, options);
-  if (absl::Status st = OpenExisting(*impl); !st.ok())
-    return absl::DataLossError(
-        absl::StrCat("lookup index ", dir, " is damaged or unreadable: ", st.message()));
+  if (absl::Status st = OpenExisting(*impl); !st.ok()) {
+    std::string prefix = absl::StrCat("lookup index ", dir);
+    absl::string_view detail = st.message();
+    if (absl::StartsWith(detail, prefix)) detail.remove_prefix(prefix.size() + 2);  // ": "
+    return absl::DataLossError(absl::StrCat(prefix, " is damaged: ", detail));
+  }
   return LookupIndexPtr(new LookupIndex(std::move(impl)));
 }
 
@@ -651,7 +756,8 @@ absl::StatusOr<IndexCoverage> LookupIndex::Coverage() const {
 absl::StatusOr<IndexFreshness> LookupIndex::CompareWith(const LogFile& log) const {
   IndexFreshness f;
   ASSIGN_OR_RETURN(f.coverage, Coverage());
-  if (auto reason = StaleReason(f.coverage, log); reason.has_value()) {
+  ASSIGN_OR_RETURN(std::optional<std::string> reason, StaleReason(f.coverage, log));
+  if (reason.has_value()) {
     f.state = IndexFreshness::State::kStale;
     f.stale_reason = *std::move(reason);
     return f;
@@ -661,21 +767,21 @@ absl::StatusOr<IndexFreshness> LookupIndex::CompareWith(const LogFile& log) cons
   return f;
 }
 
-absl::StatusOr<uint64_t> LookupIndex::CatchUp(const LogFile& log,
-                                              const std::atomic<bool>* cancel) {
+absl::StatusOr<uint64_t> LookupIndex::CatchUp(const LogFile& log, const std::atomic<bool>* cancel) {
   absl::MutexLock lock(&impl_->write_mu());
   ASSIGN_OR_RETURN(Txn txn, Txn::Begin(impl_->env(), impl_->dir(), /*write=*/true));
   ASSIGN_OR_RETURN(IndexCoverage cov, impl_->ReadCoverage(txn));
-  if (auto reason = StaleReason(cov, log); reason.has_value())
+  ASSIGN_OR_RETURN(std::optional<std::string> reason, StaleReason(cov, log));
+  if (reason.has_value())
     return absl::FailedPreconditionError(
         absl::StrCat("lookup index ", impl_->dir(), " is stale: ", *reason));
+  ASSIGN_OR_RETURN(LogRegion tail, log.Map(cov.end_offset));
   const uint64_t per_txn = std::max<uint64_t>(1, impl_->options().events_per_txn);
   uint64_t added = 0;
   absl::Status write_status;
   ChainHead from{cov.indexed_through, cov.hash, cov.ts};
-  absl::Status scan = ScanEvents(
-      log.data().substr(cov.end_offset), from, cov.end_offset,
-      [&](const EventView& ev, uint64_t offset) {
+  absl::Status scan =
+      ScanEvents(tail.data(), from, cov.end_offset, [&](const EventView& ev, uint64_t offset) {
         if (ev.line.size() > UINT32_MAX) {
           write_status = LineError(ev.seq, "line longer than 4 GiB");
           return false;
@@ -731,7 +837,8 @@ absl::StatusOr<RangeLocation> LookupIndex::LocateRange(int64_t from_ts, int64_t 
   if (first > cov.indexed_through) return range;
   ASSIGN_OR_RETURN(EventLocation first_loc, impl_->MustLocate(txn, first));
   range.start_offset = first_loc.offset;
-  if (to_ts >= from_ts) RETURN_IF_ERROR(impl_->CollectFrom(txn, first, to_ts, limit, &range.events));
+  if (to_ts >= from_ts)
+    RETURN_IF_ERROR(impl_->CollectFrom(txn, first, to_ts, limit, &range.events));
   return range;
 }
 

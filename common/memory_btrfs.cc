@@ -163,6 +163,22 @@ absl::Status MemoryBtrfs::SetReadOnly(const std::string& path, bool read_only) {
   return absl::OkStatus();
 }
 
+absl::Status MemoryBtrfs::PromoteReceived(const std::string& source, const std::string& dest) {
+  std::string received_uuid;
+  {
+    absl::MutexLock lock(&mu_);
+    const std::string src = Normalize(source);
+    RETURN_IF_ERROR(CheckIsSubvolumeLocked(src));
+    received_uuid = subvolumes_[src].info.received_uuid;
+  }
+  if (received_uuid.empty())
+    return absl::FailedPreconditionError(absl::StrCat(source, " is not a received subvolume"));
+  RETURN_IF_ERROR(CreateSnapshot(source, dest, SnapshotKind::kReadOnly));
+  absl::MutexLock lock(&mu_);
+  subvolumes_[Normalize(dest)].info.received_uuid = received_uuid;
+  return absl::OkStatus();
+}
+
 absl::Status MemoryBtrfs::Send(const std::string& snapshot,
                                const std::optional<std::string>& parent, ByteSink& sink) {
   return absl::UnimplementedError("MemoryBtrfs does not produce send streams");

@@ -40,6 +40,7 @@ class MemoryBtrfs : public Btrfs {
   absl::StatusOr<SubvolumeInfo> GetSubvolumeInfo(const std::string& path) override;
   absl::StatusOr<std::vector<SubvolumeInfo>> ListSubvolumes(const std::string& dir) override;
   absl::Status SetReadOnly(const std::string& path, bool read_only) override;
+  absl::Status PromoteReceived(const std::string& source, const std::string& dest) override;
   absl::Status Send(const std::string& snapshot, const std::optional<std::string>& parent,
                     ByteSink& sink) override;
   absl::StatusOr<std::string> Receive(const std::string& dest_dir, ByteSource& source) override;

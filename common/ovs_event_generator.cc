@@ -4,9 +4,8 @@
 #include <array>
 #include <cstdio>
 #include <map>
-#include <string_view>
-
 #include <nlohmann/json.hpp>
+#include <string_view>
 
 namespace snapledger {
 namespace {
@@ -70,10 +69,10 @@ std::string Hex(uint64_t value, int digits) {
 // A random (version 4) UUID in its canonical lowercase form.
 std::string Uuid(Prng& rng) {
   uint64_t hi = rng.Next(), lo = rng.Next();
-  hi = (hi & ~0xf000ULL) | 0x4000ULL;                           // version 4
-  lo = (lo & ~(0xcULL << 60)) | (0x8ULL << 60);                 // RFC 4122 variant
-  return Hex(hi >> 32, 8) + "-" + Hex((hi >> 16) & 0xffff, 4) + "-" + Hex(hi & 0xffff, 4) +
-         "-" + Hex(lo >> 48, 4) + "-" + Hex(lo & 0xffffffffffffULL, 12);
+  hi = (hi & ~0xf000ULL) | 0x4000ULL;            // version 4
+  lo = (lo & ~(0xcULL << 60)) | (0x8ULL << 60);  // RFC 4122 variant
+  return Hex(hi >> 32, 8) + "-" + Hex((hi >> 16) & 0xffff, 4) + "-" + Hex(hi & 0xffff, 4) + "-" +
+         Hex(lo >> 48, 4) + "-" + Hex(lo & 0xffffffffffffULL, 12);
 }
 
 // OpenStack's MAC prefix and three random octets.
@@ -128,8 +127,7 @@ enum class Kind {
 
 class OvsEventGenerator::State {
  public:
-  State(uint64_t seed, const OvsEventGeneratorOptions& options)
-      : rng_(seed), options_(options) {
+  State(uint64_t seed, const OvsEventGeneratorOptions& options) : rng_(seed), options_(options) {
     for (int i = 0; i < options_.compute_hosts + options_.network_hosts; ++i) {
       Host h;
       h.network_node = i >= options_.compute_hosts;
@@ -197,8 +195,10 @@ class OvsEventGenerator::State {
     bool missing_bridge = false, deletable_bridge = false;
     for (const std::string& b : WantedBridges(h)) {
       auto it = h.bridges.find(b);
-      if (it == h.bridges.end()) missing_bridge = true;
-      else if (b != "br-int" && it->second.ports == 0) deletable_bridge = true;
+      if (it == h.bridges.end())
+        missing_bridge = true;
+      else if (b != "br-int" && it->second.ports == 0)
+        deletable_bridge = true;
     }
     if (missing_bridge) weights.push_back({Kind::kBridgeCreated, 40});
     if (deletable_bridge) weights.push_back({Kind::kBridgeDeleted, 1});
@@ -319,8 +319,7 @@ class OvsEventGenerator::State {
   void PortDeleted(Host& h, Json& ev) {
     static const std::vector<std::string> kCompute = {"instance terminated", "port unbound",
                                                       "instance migrated"};
-    static const std::vector<std::string> kRouter = {"router interface removed",
-                                                     "router deleted"};
+    static const std::vector<std::string> kRouter = {"router interface removed", "router deleted"};
     static const std::vector<std::string> kGateway = {"router gateway cleared"};
     static const std::vector<std::string> kDhcp = {"dhcp agent rescheduled", "subnet deleted"};
     size_t i;
@@ -356,8 +355,7 @@ class OvsEventGenerator::State {
   }
 
   void LinkChanged(Host& h, Json& ev) {
-    static const std::vector<std::string> kDown = {"carrier lost", "admin down",
-                                                   "instance paused"};
+    static const std::vector<std::string> kDown = {"carrier lost", "admin down", "instance paused"};
     static const std::vector<std::string> kUp = {"carrier restored", "admin up",
                                                  "instance resumed"};
     size_t i;

@@ -30,10 +30,10 @@
 namespace snapledger {
 
 struct OvsEventGeneratorOptions {
-  int compute_hosts = 12;    // hosts with br-int and br-tun
-  int network_hosts = 2;     // hosts that also have br-ex (router gateway ports)
-  int networks = 24;         // neutron networks a port can belong to
-  int ports_per_host = 40;   // ports hover around this many per host
+  int compute_hosts = 12;   // hosts with br-int and br-tun
+  int network_hosts = 2;    // hosts that also have br-ex (router gateway ports)
+  int networks = 24;        // neutron networks a port can belong to
+  int ports_per_host = 40;  // ports hover around this many per host
 };
 
 class OvsEventGenerator {

@@ -1,11 +1,11 @@
 #include "common/ovs_event_generator.h"
 
+#include <gtest/gtest.h>
+
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "common/canonical_json.h"
 
@@ -45,8 +45,8 @@ class ReplayModel {
     auto key = std::make_pair(host, std::string(ev.at("port")));
     if (kind == "port_created") {
       if (ports_.contains(key)) return "port created twice: " + key.second;
-      Port p{bridge, ev.at("iface_id"), ev.at("network_id"), ev.at("ofport"), ev.at("vlan"),
-             ev.at("mtu")};
+      Port p{bridge,          ev.at("iface_id"), ev.at("network_id"),
+             ev.at("ofport"), ev.at("vlan"),     ev.at("mtu")};
       if (key.second.substr(3) != p.iface_id.substr(0, 11)) return "port name != iface-id";
       if (std::string err = CheckTag(host, p.network_id, p.vlan); !err.empty()) return err;
       ports_[key] = p;

@@ -1,0 +1,134 @@
+#include "common/prefix_check.h"
+
+#include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
+
+namespace snapledger {
+namespace {
+
+struct Extent {
+  uint64_t logical, physical, length;
+  uint32_t flags;
+};
+
+// Extents whose physical address says nothing reliable about their bytes.
+constexpr uint32_t kUnsafeFlags = FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC |
+                                  FIEMAP_EXTENT_DATA_INLINE | FIEMAP_EXTENT_DATA_TAIL |
+                                  FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_UNWRITTEN;
+
+// The file's extents covering [0, length); empty when FIEMAP is not supported.
+std::vector<Extent> Extents(int fd, uint64_t length) {
+  constexpr size_t kBatch = 256;
+  std::vector<char> buf(sizeof(fiemap) + kBatch * sizeof(fiemap_extent));
+  std::vector<Extent> out;
+  uint64_t start = 0;
+  while (start < length) {
+    auto* fm = reinterpret_cast<fiemap*>(buf.data());
+    *fm = fiemap{};
+    // FIEMAP_FLAG_SYNC: until dirty pages are written back the extent map still points at
+    // the old (shared) extent while the page cache holds new bytes.
+    fm->fm_flags = FIEMAP_FLAG_SYNC;
+    fm->fm_start = start;
+    fm->fm_length = length - start;
+    fm->fm_extent_count = kBatch;
+    if (::ioctl(fd, FS_IOC_FIEMAP, fm) != 0 || fm->fm_mapped_extents == 0) break;
+    bool last = false;
+    for (uint32_t i = 0; i < fm->fm_mapped_extents; ++i) {
+      const fiemap_extent& e = fm->fm_extents[i];
+      out.push_back({e.fe_logical, e.fe_physical, e.fe_length, e.fe_flags});
+      start = e.fe_logical + e.fe_length;
+      last |= (e.fe_flags & FIEMAP_EXTENT_LAST) != 0;
+    }
+    if (last) break;
+  }
+  return out;
+}
+
+// Ranges of [0, length) whose bytes are provably the same: both files map them to the same
+// physical bytes. Sorted, non-overlapping.
+std::vector<std::pair<uint64_t, uint64_t>> SharedRanges(const std::vector<Extent>& a,
+                                                        const std::vector<Extent>& b,
+                                                        uint64_t length) {
+  std::vector<std::pair<uint64_t, uint64_t>> shared;
+  size_t j = 0;
+  for (const Extent& x : a) {
+    if (x.flags & kUnsafeFlags) continue;
+    while (j < b.size() && b[j].logical + b[j].length <= x.logical) ++j;
+    for (size_t k = j; k < b.size() && b[k].logical < x.logical + x.length; ++k) {
+      const Extent& y = b[k];
+      if (y.flags & kUnsafeFlags) continue;
+      bool encoded = (x.flags | y.flags) & FIEMAP_EXTENT_ENCODED;
+      bool same = encoded ? (x.logical == y.logical && x.physical == y.physical &&
+                             x.length == y.length)
+                          : (x.physical - x.logical == y.physical - y.logical);
+      if (!same) continue;
+      uint64_t lo = std::max(x.logical, y.logical);
+      uint64_t hi = std::min({x.logical + x.length, y.logical + y.length, length});
+      if (lo < hi) shared.emplace_back(lo, hi);
+    }
+  }
+  std::sort(shared.begin(), shared.end());
+  return shared;
+}
+
+absl::Status CompareRange(int a, int b, uint64_t lo, uint64_t hi, PrefixComparison* result) {
+  std::vector<char> x(1 << 20), y(1 << 20);
+  while (lo < hi) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(x.size(), hi - lo));
+    ssize_t ra = ::pread(a, x.data(), n, static_cast<off_t>(lo));
+    ssize_t rb = ::pread(b, y.data(), n, static_cast<off_t>(lo));
+    if (ra < 0 || rb < 0) return ErrnoStatus("pread while comparing prefixes", errno);
+    size_t m = static_cast<size_t>(std::min(ra, rb));
+    for (size_t i = 0; i < m; ++i) {
+      if (x[i] != y[i]) {
+        result->equal = false;
+        result->first_difference = lo + i;
+        return absl::OkStatus();
+      }
+    }
+    if (m < n) {  // one file ended early
+      result->equal = false;
+      result->first_difference = lo + m;
+      return absl::OkStatus();
+    }
+    result->bytes_compared += n;
+    lo += n;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<PrefixComparison> ComparePrefix(const std::string& reference,
+                                               const std::string& candidate, uint64_t length) {
+  ASSIGN_OR_RETURN(UniqueFd a, OpenFile(reference, O_RDONLY));
+  ASSIGN_OR_RETURN(UniqueFd b, OpenFile(candidate, O_RDONLY));
+  PrefixComparison result;
+  result.equal = true;
+  auto shared = SharedRanges(Extents(a.get(), length), Extents(b.get(), length), length);
+  uint64_t pos = 0;
+  for (const auto& [lo, hi] : shared) {
+    if (hi <= pos) continue;
+    if (lo > pos) {
+      RETURN_IF_ERROR(CompareRange(a.get(), b.get(), pos, lo, &result));
+      if (!result.equal) return result;
+    }
+    result.bytes_shared += hi - std::max(lo, pos);
+    pos = hi;
+  }
+  if (pos < length) RETURN_IF_ERROR(CompareRange(a.get(), b.get(), pos, length, &result));
+  return result;
+}
+
+}  // namespace snapledger

@@ -1,0 +1,196 @@
+#include "replica/block_receiver.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/file.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "common/block_maker.h"
+#include "common/chain_verifier.h"
+#include "common/file_util.h"
+#include "common/head_file.h"
+#include "common/prefix_check.h"
+#include "common/status_macros.h"
+
+namespace snapledger {
+namespace {
+
+// Reads and discards the rest of `stream` (so the sender sees a clean end of stream).
+absl::StatusOr<uint64_t> Drain(ByteSource& stream) {
+  char buf[1 << 16];
+  uint64_t total = 0;
+  while (true) {
+    ASSIGN_OR_RETURN(size_t n, stream.Read(buf, sizeof buf));
+    if (n == 0) return total;
+    total += n;
+  }
+}
+
+// Counts the bytes that pass through to the btrfs child.
+class CountingSource : public ByteSource {
+ public:
+  explicit CountingSource(ByteSource& inner) : inner_(inner) {}
+  absl::StatusOr<size_t> Read(char* buf, size_t size) override {
+    auto n = inner_.Read(buf, size);
+    if (n.ok()) bytes_ += *n;
+    return n;
+  }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  ByteSource& inner_;
+  uint64_t bytes_ = 0;
+};
+
+}  // namespace
+
+absl::Status ValidateReceiveRequest(const ReceiveRequest& request) {
+  auto block = ParseBlockName(request.block);
+  if (!block.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--block: ", block.status().message()));
+  if (request.parent) {
+    auto parent = ParseBlockName(*request.parent);
+    if (!parent.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--parent: ", parent.status().message()));
+    if (parent->seq >= block->seq)
+      return absl::InvalidArgumentError(absl::StrCat("--parent ", *request.parent,
+                                                     " is not older than --block ",
+                                                     request.block));
+  }
+  if (request.epoch == 0) return absl::InvalidArgumentError("--epoch must be at least 1");
+  if (request.announced) {
+    const ChainHead& h = *request.announced;
+    if (!IsLowerHex64(h.hash))
+      return absl::InvalidArgumentError("--head-hash must be 64 lowercase hex digits");
+    if (h.seq != block->seq || h.hash.substr(0, kBlockHashDigits) != block->hash12)
+      return absl::InvalidArgumentError(absl::StrCat("announced head seq ", h.seq, " hash ",
+                                                     h.hash, " is not the head of ",
+                                                     request.block));
+  }
+  return absl::OkStatus();
+}
+
+BlockReceiver::BlockReceiver(Btrfs& btrfs, std::string root)
+    : btrfs_(btrfs), layout_(std::move(root)) {}
+
+absl::StatusOr<ReceiveResult> BlockReceiver::Receive(const ReceiveRequest& request,
+                                                     ByteSource& stream) {
+  RETURN_IF_ERROR(ValidateReceiveRequest(request));
+  ASSIGN_OR_RETURN(BlockInfo block, ParseBlockName(request.block));
+  std::error_code ec;
+  std::filesystem::create_directories(layout_.incoming(), ec);
+  std::filesystem::create_directories(layout_.blocks(), ec);
+  if (ec) return absl::InternalError(absl::StrCat("mkdir under ", layout_.root(), ": ", ec.message()));
+  ASSIGN_OR_RETURN(UniqueFd lock, OpenFile(absl::StrCat(layout_.root(), "/.receive.lock"),
+                                           O_RDWR | O_CREAT, 0600));
+  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0)
+    return absl::FailedPreconditionError(
+        absl::StrCat("another receive is running on ", layout_.root()));
+  return ReceiveLocked(request, block, stream);
+}
+
+absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest& request,
+                                                           const BlockInfo& block,
+                                                           ByteSource& stream) {
+  ASSIGN_OR_RETURN(std::vector<BlockInfo> held, ListBlocks(btrfs_, layout_));
+  for (const BlockInfo& b : held) {
+    if (b.name == block.name) {
+      ASSIGN_OR_RETURN(uint64_t drained, Drain(stream));
+      ASSIGN_OR_RETURN(std::optional<HeadRecord> head, ReadHeadFile(layout_.block(b)));
+      return ReceiveResult{b, head.value_or(HeadRecord{}), 0, drained, 0, 0, true};
+    }
+  }
+  if (!held.empty() && held.back().seq >= block.seq)
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this replica already holds ", held.back().name, ", newer than ", block.name));
+  if (request.parent) {
+    bool have_parent = false;
+    for (const BlockInfo& b : held) have_parent |= b.name == *request.parent;
+    if (!have_parent)
+      return absl::FailedPreconditionError(absl::StrCat(
+          "parent ", *request.parent, " is not held here; send ", block.name, " in full"));
+  }
+  std::string target = absl::StrCat(layout_.incoming(), "/", block.name);
+  if (std::filesystem::exists(target)) {
+    // A transfer that died half-way left this behind.
+    RETURN_IF_ERROR(btrfs_.DeleteSubvolume(target));
+  }
+  CountingSource counting(stream);
+  ASSIGN_OR_RETURN(std::string path, btrfs_.Receive(layout_.incoming(), counting));
+  auto checked = CheckReceived(request, block, path);
+  if (!checked.ok()) {
+    if (absl::Status st = btrfs_.DeleteSubvolume(path); !st.ok())
+      return absl::InternalError(absl::StrCat(checked.status().message(),
+                                              "; and deleting the refused subvolume failed: ",
+                                              st.message()));
+    return checked.status();
+  }
+  checked->stream_bytes = counting.bytes();
+  // btrfs will not move a read-only subvolume to another directory; promote a copy that keeps
+  // the received identity, then drop the incoming one.
+  if (absl::Status st = btrfs_.PromoteReceived(path, layout_.block(block)); !st.ok()) {
+    (void)btrfs_.DeleteSubvolume(path);
+    return st;
+  }
+  RETURN_IF_ERROR(btrfs_.DeleteSubvolume(path));
+  RETURN_IF_ERROR(SyncDir(layout_.blocks()));
+  return checked;
+}
+
+absl::StatusOr<ReceiveResult> BlockReceiver::CheckReceived(const ReceiveRequest& request,
+                                                           const BlockInfo& block,
+                                                           const std::string& path) {
+  if (std::filesystem::path(path).filename() != block.name)
+    return absl::DataLossError(absl::StrCat("the stream carried subvolume ",
+                                            std::filesystem::path(path).filename().string(),
+                                            ", not ", block.name));
+  ASSIGN_OR_RETURN(SubvolumeInfo info, btrfs_.GetSubvolumeInfo(path));
+  if (!info.read_only || info.received_uuid.empty())
+    return absl::DataLossError(absl::StrCat("received ", block.name,
+                                            " is not a read-only received subvolume"));
+  ASSIGN_OR_RETURN(std::vector<BlockInfo> held, ListBlocks(btrfs_, layout_));
+  absl::StatusOr<VerifyReport> report;
+  uint64_t shared = 0, compared = 0;
+  if (held.empty()) {
+    report = VerifyLedgerDir(path, {HeadCheck::kExact, 2});
+  } else {
+    ASSIGN_OR_RETURN(std::optional<HeadRecord> trusted, ReadHeadFile(layout_.block(held.back())));
+    if (!trusted)
+      return absl::DataLossError(absl::StrCat("verified block ", held.back().name,
+                                              " has no head file"));
+    // Verification from the trusted head reads only what follows it; the bytes before it
+    // must be the ones this replica already verified.
+    std::string parent_log = absl::StrCat(layout_.block(held.back()), "/", kEventsFile);
+    ASSIGN_OR_RETURN(PrefixComparison prefix,
+                     ComparePrefix(parent_log, absl::StrCat(path, "/", kEventsFile),
+                                   trusted->log_bytes));
+    if (!prefix.equal)
+      return absl::DataLossError(absl::StrCat(
+          "block ", block.name, " changes events this replica already verified (in ",
+          held.back().name, "): ", kEventsFile, " differs at byte ", prefix.first_difference));
+    report = VerifyLedgerDirFrom(path, *trusted, {HeadCheck::kExact, 2});
+    shared = prefix.bytes_shared;
+    compared = prefix.bytes_compared;
+  }
+  if (!report.ok()) return report.status();
+  if (!report->ok())
+    return absl::DataLossError(absl::StrCat("block ", block.name, " does not verify: ",
+                                            report->failure->ToString()));
+  ASSIGN_OR_RETURN(std::optional<HeadRecord> head, ReadHeadFile(path));
+  if (!head) return absl::DataLossError(absl::StrCat("block ", block.name, " has no head file"));
+  if (head->head.seq != block.seq || head->head.hash.substr(0, kBlockHashDigits) != block.hash12)
+    return absl::DataLossError(absl::StrCat("block ", block.name, " ends at seq ", head->head.seq,
+                                            " hash ", head->head.hash, ", not at its name's head"));
+  if (request.announced && head->head.hash != request.announced->hash)
+    return absl::DataLossError(absl::StrCat("block ", block.name, " ends at hash ",
+                                            head->head.hash, " but the primary announced ",
+                                            request.announced->hash));
+  if (head->epoch != request.epoch)
+    return absl::DataLossError(absl::StrCat("block ", block.name, " is from epoch ", head->epoch,
+                                            " but the primary is at epoch ", request.epoch));
+  return ReceiveResult{block, *head, report->events_verified, 0, shared, compared, false};
+}
+
+}  // namespace snapledger

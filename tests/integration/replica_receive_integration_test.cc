@@ -1,0 +1,261 @@
+// The replica's receive command on real btrfs: a primary ledger on one loop-mounted
+// filesystem, a replica on another, `btrfs send [-p]` streamed into the real
+// `snapledger-replica receive` binary. Blocks are promoted only when they verify; anything
+// else leaves the replica on its last verified block with nothing half-received.
+#include <fcntl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/block_maker.h"
+#include "common/btrfs.h"
+#include "common/byte_stream.h"
+#include "common/event_log.h"
+#include "common/file_util.h"
+#include "common/head_file.h"
+#include "common/process.h"
+#include "tests/integration/loop_btrfs.h"
+
+#ifndef SNAPLEDGER_REPLICA_BIN
+#error "SNAPLEDGER_REPLICA_BIN must name the snapledger-replica binary"
+#endif
+
+namespace snapledger {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Outcome {
+  ExitStatus exit;
+  std::string out, err;
+};
+
+class ReplicaReceiveTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSIGN_LOOP_BTRFS_OR_SKIP(primary_fs_);
+    ASSIGN_LOOP_BTRFS_OR_SKIP(replica_fs_);
+    btrfs_ = Btrfs::Linux();
+    ASSERT_TRUE(InitializeLedgerRoot(*btrfs_, primary_fs_->mount_point()).ok());
+    auto log = EventLog::Create(LedgerLayout(primary_fs_->mount_point()).live(), 1);
+    ASSERT_TRUE(log.ok()) << log.status();
+    log_ = std::move(*log);
+    auto maker = BlockMaker::Create(*btrfs_, primary_fs_->mount_point(), *log_);
+    ASSERT_TRUE(maker.ok()) << maker.status();
+    maker_ = std::move(*maker);
+  }
+
+  void Append(int n) {
+    std::vector<std::string> bodies;
+    for (int i = 0; i < n; ++i)
+      bodies.push_back(absl::StrCat("{\"event\":\"port_created\",\"n\":", next_++,
+                                    ",\"port\":\"tap", next_, "\",\"vlan\":", next_ % 4000, "}"));
+    ASSERT_TRUE(log_->AppendBatch(bodies).ok());
+  }
+
+  BlockInfo Cut() {
+    auto b = maker_->Cut();
+    EXPECT_TRUE(b.ok() && b->has_value()) << b.status();
+    return **b;
+  }
+
+  std::string PrimaryBlock(const BlockInfo& b) {
+    return LedgerLayout(primary_fs_->mount_point()).block(b);
+  }
+  std::string ReplicaRoot() { return replica_fs_->mount_point(); }
+
+  // Streams `block` (as a delta from `parent` when given) into the real receive command.
+  Outcome Ship(const BlockInfo& block, const std::optional<BlockInfo>& parent,
+               std::vector<std::string> extra_args = {},
+               std::optional<std::vector<std::string>> env = std::nullopt,
+               bool transfer_args = true) {
+    HeadRecord head = **ReadHeadFile(PrimaryBlock(block));
+    ProcessSpec spec;
+    spec.argv = {SNAPLEDGER_REPLICA_BIN, "receive", "--root", ReplicaRoot()};
+    if (transfer_args) {
+      std::vector<std::string> t = {"--block", block.name, "--epoch", "1", "--head-seq",
+                                    std::to_string(head.head.seq), "--head-hash", head.head.hash};
+      if (parent) t.insert(t.end(), {"--parent", parent->name});
+      spec.argv.insert(spec.argv.end(), t.begin(), t.end());
+    }
+    spec.argv.insert(spec.argv.end(), extra_args.begin(), extra_args.end());
+    spec.stdin_spec = StdioSpec::Pipe();
+    spec.stdout_spec = StdioSpec::Pipe();
+    spec.env = env;
+    auto child = ProcessRunner::Real()->Start(spec);
+    EXPECT_TRUE(child.ok()) << child.status();
+    FdSink sink((*child)->TakeStdin(), "receive stdin");
+    FdSource out((*child)->TakeStdout(), "receive stdout");
+    std::string stdout_text;
+    std::thread reader([&] {
+      char buf[4096];
+      while (true) {
+        auto n = out.Read(buf, sizeof buf);
+        if (!n.ok() || *n == 0) break;
+        stdout_text.append(buf, *n);
+      }
+    });
+    std::optional<std::string> parent_path;
+    if (parent) parent_path = PrimaryBlock(*parent);
+    (void)btrfs_->Send(PrimaryBlock(block), parent_path, sink);  // may fail if refused early
+    (void)sink.Close();
+    auto exit = (*child)->Wait();
+    reader.join();
+    return {*exit, stdout_text, (*child)->Stderr()};
+  }
+
+  std::vector<std::string> ReplicaBlocks() {
+    auto blocks = ListBlocks(*btrfs_, LedgerLayout(ReplicaRoot()));
+    std::vector<std::string> names;
+    if (absl::IsNotFound(blocks.status())) return names;  // nothing was ever received
+    EXPECT_TRUE(blocks.ok()) << blocks.status();
+    for (const auto& b : *blocks) names.push_back(b.name);
+    return names;
+  }
+
+  bool IncomingIsEmpty() {
+    std::error_code ec;
+    std::string dir = LedgerLayout(ReplicaRoot()).incoming();
+    return !std::filesystem::exists(dir) || std::filesystem::is_empty(dir, ec);
+  }
+
+  // Changes one digit of event `seq`'s body in the primary's live log, behind the ledger's back.
+  void TamperLive(uint64_t seq) {
+    std::string path = LedgerLayout(primary_fs_->mount_point()).live() + "/" + kEventsFile;
+    std::string text = *ReadFileToString(path);
+    size_t line = 0;
+    for (uint64_t i = 1; i < seq; ++i) line = text.find('\n', line) + 1;
+    size_t digit = text.find("\"n\":", line) + 4;
+    char changed = text[digit] == '1' ? '2' : '1';
+    auto fd = OpenFile(path, O_WRONLY);
+    ASSERT_TRUE(fd.ok());
+    ASSERT_EQ(::pwrite(fd->get(), &changed, 1, static_cast<off_t>(digit)), 1);
+  }
+
+  testing::LoopBtrfsPtr primary_fs_, replica_fs_;
+  BtrfsPtr btrfs_;
+  EventLogPtr log_;
+  BlockMakerPtr maker_;
+  int next_ = 1;
+};
+
+TEST_F(ReplicaReceiveTest, FullSendThenDeltaArePromotedAfterVerification) {
+  Append(500);
+  BlockInfo first = Cut();
+  Append(300);
+  Cut();
+  Append(200);
+  BlockInfo third = Cut();
+
+  Outcome full = Ship(first, std::nullopt);
+  ASSERT_TRUE(full.exit.ok()) << full.exit.ToString() << ": " << full.err;
+  EXPECT_THAT(full.out, HasSubstr("\"events_verified\":500"));
+
+  Outcome delta = Ship(third, first);
+  ASSERT_TRUE(delta.exit.ok()) << delta.exit.ToString() << ": " << delta.err;
+  EXPECT_THAT(delta.out, HasSubstr("\"events_verified\":500"));  // 501..1000 only
+  // The 500 old events were proven unchanged by shared extents, not by reading them all.
+  EXPECT_THAT(delta.out, ::testing::ContainsRegex("\"prefix_bytes_compared\":[0-9]{1,5},"));
+  EXPECT_EQ(ReplicaBlocks(), (std::vector<std::string>{first.name, third.name}));
+  EXPECT_TRUE(IncomingIsEmpty());
+
+  std::string received = LedgerLayout(ReplicaRoot()).block(third);
+  auto info = btrfs_->GetSubvolumeInfo(received);
+  ASSERT_TRUE(info.ok());
+  EXPECT_TRUE(info->read_only);
+  EXPECT_FALSE(info->received_uuid.empty());
+  EXPECT_EQ(*ReadFileToString(received + "/" + kEventsFile),
+            *ReadFileToString(PrimaryBlock(third) + "/" + kEventsFile));
+
+  // Receiving a block already held drains the stream and succeeds.
+  Outcome again = Ship(third, first);
+  EXPECT_TRUE(again.exit.ok()) << again.err;
+  EXPECT_THAT(again.out, HasSubstr("\"already_held\":true"));
+}
+
+TEST_F(ReplicaReceiveTest, DeltaThatRewritesAlreadyVerifiedEventsIsRefused) {
+  Append(400);
+  BlockInfo first = Cut();
+  ASSERT_TRUE(Ship(first, std::nullopt).exit.ok());
+  TamperLive(123);  // before the replica's trusted head: incremental verification alone misses it
+  Append(100);
+  BlockInfo second = Cut();
+  {
+    std::string a = *ReadFileToString(PrimaryBlock(first) + "/" + kEventsFile);
+    std::string b = *ReadFileToString(PrimaryBlock(second) + "/" + kEventsFile);
+    ASSERT_NE(a, b.substr(0, a.size())) << "the tampering did not reach the primary's block";
+  }
+  Outcome r = Ship(second, first);
+  EXPECT_EQ(r.exit.code, 3) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("changes events this replica already verified"));
+  EXPECT_EQ(ReplicaBlocks(), std::vector<std::string>{first.name});
+  EXPECT_TRUE(IncomingIsEmpty());
+}
+
+TEST_F(ReplicaReceiveTest, TamperedNewEventIsRefusedNamingItsSeq) {
+  Append(400);
+  BlockInfo first = Cut();
+  ASSERT_TRUE(Ship(first, std::nullopt).exit.ok());
+  Append(100);
+  TamperLive(450);
+  BlockInfo second = Cut();
+  Outcome r = Ship(second, first);
+  EXPECT_EQ(r.exit.code, 3) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("line 450 (seq 450)"));
+  EXPECT_EQ(ReplicaBlocks(), std::vector<std::string>{first.name});
+  EXPECT_TRUE(IncomingIsEmpty());
+}
+
+TEST_F(ReplicaReceiveTest, WrongAnnouncedHeadIsRefused) {
+  Append(50);
+  BlockInfo first = Cut();
+  HeadRecord head = **ReadHeadFile(PrimaryBlock(first));
+  std::string other = head.head.hash.substr(0, 12) + std::string(52, '0');
+  Outcome r = Ship(first, std::nullopt,
+                   {"--block", first.name, "--epoch", "1", "--head-seq",
+                    std::to_string(head.head.seq), "--head-hash", other},
+                   std::nullopt, /*transfer_args=*/false);
+  EXPECT_EQ(r.exit.code, 3) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("the primary announced"));
+  EXPECT_TRUE(ReplicaBlocks().empty());
+  EXPECT_TRUE(IncomingIsEmpty());
+}
+
+TEST_F(ReplicaReceiveTest, BlockNamesWithPathTricksAreRejectedBeforeReceiving) {
+  Append(10);
+  BlockInfo first = Cut();
+  for (std::string bad : {"../../etc", "block-000000000010-abcdefabcdef/../x", "/tmp/x"}) {
+    Outcome r = Ship(first, std::nullopt, {"--block", bad, "--epoch", "1"}, std::nullopt,
+                     /*transfer_args=*/false);
+    EXPECT_EQ(r.exit.code, 2) << bad << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr("--block"));
+  }
+  EXPECT_TRUE(ReplicaBlocks().empty());
+}
+
+TEST_F(ReplicaReceiveTest, ForcedCommandRunsOnlyReceiveWithTheClientsTransferArguments) {
+  Append(10);
+  BlockInfo first = Cut();
+  HeadRecord head = **ReadHeadFile(PrimaryBlock(first));
+  Outcome refused = Ship(first, std::nullopt, {}, std::vector<std::string>{
+      "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "SSH_ORIGINAL_COMMAND=rm -rf /"},
+      /*transfer_args=*/false);
+  EXPECT_EQ(refused.exit.code, 2);
+  EXPECT_THAT(refused.err, HasSubstr("may only run"));
+  Outcome accepted = Ship(
+      first, std::nullopt, {},
+      std::vector<std::string>{"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                               absl::StrCat("SSH_ORIGINAL_COMMAND=snapledger-replica receive "
+                                            "--block ", first.name, " --epoch 1 --head-seq ",
+                                            head.head.seq, " --head-hash ", head.head.hash)},
+      /*transfer_args=*/false);
+  EXPECT_TRUE(accepted.exit.ok()) << accepted.err;
+  EXPECT_EQ(ReplicaBlocks(), std::vector<std::string>{first.name});
+}
+
+}  // namespace
+}  // namespace snapledger

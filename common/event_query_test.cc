@@ -16,6 +16,7 @@
 #include "common/event_log.h"
 #include "common/file_util.h"
 #include "common/testing/temp_dir.h"
+#include "common/testing/test_ledger.h"
 
 namespace snapledger {
 namespace {
@@ -23,36 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 using testing::TempDir;
 
-// A ledger written through the real EventLog; each event's ts is chosen by the test.
-class Ledger {
- public:
-  explicit Ledger(const std::string& dir) : dir_(dir) {
-    fs::create_directories(dir);
-    EventLogOptions options;
-    options.clock = &clock_;
-    options.durability = Durability::kInterval;
-    auto log = EventLog::Create(dir, 1, options);
-    EXPECT_TRUE(log.ok()) << log.status();
-    if (log.ok()) log_ = std::move(*log);
-  }
-  // Appends `n` events, the i-th (from 0) at ts `first_ts + i / per_ts`.
-  void Append(int n, int64_t first_ts = 1000, int per_ts = 1) {
-    for (int i = 0; i < n; ++i) {
-      clock_.Set(first_ts + i / per_ts);
-      auto r = log_->Append(absl::StrCat("{\"n\":", next_++, "}"));
-      ASSERT_TRUE(r.ok()) << r.status();
-    }
-  }
-  void Close() { log_.reset(); }
-  const std::string& dir() const { return dir_; }
-  std::string events_path() const { return dir_ + "/events.jsonl"; }
-
- private:
-  std::string dir_;
-  ManualClock clock_;
-  EventLogPtr log_;
-  int next_ = 0;
-};
+using Ledger = testing::TestLedger;
 
 // events.jsonl read and parsed independently of the code under test; index i is seq i + 1.
 struct Reference {

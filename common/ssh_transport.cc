@@ -1,0 +1,201 @@
+#include "common/ssh_transport.h"
+
+#include <libssh/libssh.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace snapledger {
+namespace {
+
+constexpr size_t kMaxStdout = 1 << 20;
+constexpr size_t kMaxStderr = 64 << 10;
+
+struct SessionDeleter {
+  void operator()(ssh_session s) const {
+    if (ssh_is_connected(s)) ssh_disconnect(s);
+    ssh_free(s);
+  }
+};
+using SessionHandle = std::unique_ptr<std::remove_pointer_t<ssh_session>, SessionDeleter>;
+
+struct KeyDeleter {
+  void operator()(ssh_key k) const { ssh_key_free(k); }
+};
+using KeyHandle = std::unique_ptr<std::remove_pointer_t<ssh_key>, KeyDeleter>;
+
+struct ChannelDeleter {
+  void operator()(ssh_channel c) const {
+    if (ssh_channel_is_open(c)) ssh_channel_close(c);
+    ssh_channel_free(c);
+  }
+};
+using ChannelHandle = std::unique_ptr<std::remove_pointer_t<ssh_channel>, ChannelDeleter>;
+
+std::string Where(const SshEndpoint& e) { return absl::StrCat(e.user, "@", e.host, ":", e.port); }
+
+absl::Status SessionError(ssh_session s, absl::StatusCode code, std::string_view what) {
+  return absl::Status(code, absl::StrCat(std::string(what), ": ", ssh_get_error(s)));
+}
+
+void AppendBounded(std::string* out, const char* data, size_t n, size_t limit) {
+  out->append(data, n);
+  if (out->size() > limit) out->erase(0, out->size() - limit);
+}
+
+class LibsshCommand : public RemoteCommand {
+ public:
+  LibsshCommand(ssh_session session, ChannelHandle channel, std::string description)
+      : session_(session), channel_(std::move(channel)), description_(std::move(description)) {}
+
+  absl::Status Write(std::string_view data) override {
+    while (!data.empty()) {
+      uint32_t chunk = static_cast<uint32_t>(std::min<size_t>(data.size(), 1 << 20));
+      int n = ssh_channel_write(channel_.get(), data.data(), chunk);
+      if (n == SSH_ERROR || n < 0)
+        return SessionError(session_, absl::StatusCode::kUnavailable,
+                            absl::StrCat("write to ", description_));
+      if (n == 0 && (ssh_channel_is_eof(channel_.get()) || ssh_channel_is_closed(channel_.get())))
+        return absl::AbortedError(absl::StrCat(description_, " closed its input"));
+      data.remove_prefix(static_cast<size_t>(n));
+      written_ += static_cast<uint64_t>(n);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Close() override {
+    if (eof_sent_) return absl::OkStatus();
+    eof_sent_ = true;
+    if (ssh_channel_is_closed(channel_.get())) return absl::OkStatus();
+    if (ssh_channel_send_eof(channel_.get()) != SSH_OK)
+      return SessionError(session_, absl::StatusCode::kUnavailable,
+                          absl::StrCat("send EOF to ", description_));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<RemoteExit> Wait() override {
+    (void)Close();
+    RemoteExit exit;
+    char buf[16384];
+    for (int is_stderr : {0, 1}) {
+      while (true) {
+        int n = ssh_channel_read(channel_.get(), buf, sizeof buf, is_stderr);
+        if (n == SSH_ERROR)
+          return SessionError(session_, absl::StatusCode::kUnavailable,
+                              absl::StrCat("read from ", description_));
+        if (n <= 0) break;
+        AppendBounded(is_stderr ? &exit.stderr_text : &exit.stdout_text, buf,
+                      static_cast<size_t>(n), is_stderr ? kMaxStderr : kMaxStdout);
+      }
+    }
+    exit.exit_status = ssh_channel_get_exit_status(channel_.get());
+    ssh_channel_close(channel_.get());
+    return exit;
+  }
+
+  uint64_t bytes_written() const override { return written_; }
+
+ private:
+  ssh_session session_;
+  ChannelHandle channel_;
+  std::string description_;
+  uint64_t written_ = 0;
+  bool eof_sent_ = false;
+};
+
+class LibsshSession : public SshSession {
+ public:
+  LibsshSession(SessionHandle session, std::string where)
+      : session_(std::move(session)), where_(std::move(where)) {}
+
+  absl::StatusOr<RemoteCommandPtr> Exec(const std::string& command) override {
+    ChannelHandle channel(ssh_channel_new(session_.get()));
+    if (!channel) return SessionError(session_.get(), absl::StatusCode::kUnavailable, "new channel");
+    if (ssh_channel_open_session(channel.get()) != SSH_OK)
+      return SessionError(session_.get(), absl::StatusCode::kUnavailable,
+                          absl::StrCat("open channel to ", where_));
+    if (ssh_channel_request_exec(channel.get(), command.c_str()) != SSH_OK)
+      return SessionError(session_.get(), absl::StatusCode::kUnavailable,
+                          absl::StrCat("exec on ", where_));
+    return RemoteCommandPtr(new LibsshCommand(session_.get(), std::move(channel),
+                                              absl::StrCat("`", command, "` on ", where_)));
+  }
+
+  bool Connected() const override { return ssh_is_connected(session_.get()) != 0; }
+
+ private:
+  SessionHandle session_;
+  std::string where_;
+};
+
+absl::Status CheckHostKey(ssh_session s, const SshEndpoint& e) {
+  switch (ssh_session_is_known_server(s)) {
+    case SSH_KNOWN_HOSTS_OK:
+      return absl::OkStatus();
+    case SSH_KNOWN_HOSTS_CHANGED:
+    case SSH_KNOWN_HOSTS_OTHER:
+      return absl::PermissionDeniedError(absl::StrCat(
+          "host key of ", Where(e), " does not match ", e.known_hosts_file,
+          ": refusing to connect (the host was reinstalled, or someone is in the middle)"));
+    case SSH_KNOWN_HOSTS_UNKNOWN:
+    case SSH_KNOWN_HOSTS_NOT_FOUND:
+      if (e.trust_unknown_host_key) {
+        if (ssh_session_update_known_hosts(s) != SSH_OK)
+          return SessionError(s, absl::StatusCode::kInternal,
+                              absl::StrCat("record host key in ", e.known_hosts_file));
+        return absl::OkStatus();
+      }
+      return absl::PermissionDeniedError(absl::StrCat(
+          "host key of ", Where(e), " is not in ", e.known_hosts_file,
+          ": add it (ssh-keyscan) or allow trust on first use explicitly"));
+    default:
+      return SessionError(s, absl::StatusCode::kInternal, "check host key");
+  }
+}
+
+class LibsshTransport : public SshTransport {
+ public:
+  absl::StatusOr<SshSessionPtr> Connect(const SshEndpoint& e) override {
+    SessionHandle s(ssh_new());
+    if (!s) return absl::InternalError("ssh_new failed");
+    int port = e.port;
+    long timeout = static_cast<long>(absl::ToInt64Seconds(e.connect_timeout));
+    bool no = false;
+    int verbosity = SSH_LOG_NOLOG;
+    if (ssh_options_set(s.get(), SSH_OPTIONS_PROCESS_CONFIG, &no) != SSH_OK ||
+        ssh_options_set(s.get(), SSH_OPTIONS_HOST, e.host.c_str()) != SSH_OK ||
+        ssh_options_set(s.get(), SSH_OPTIONS_PORT, &port) != SSH_OK ||
+        ssh_options_set(s.get(), SSH_OPTIONS_USER, e.user.c_str()) != SSH_OK ||
+        ssh_options_set(s.get(), SSH_OPTIONS_KNOWNHOSTS, e.known_hosts_file.c_str()) != SSH_OK ||
+        ssh_options_set(s.get(), SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null") != SSH_OK ||
+        ssh_options_set(s.get(), SSH_OPTIONS_CIPHERS_C_S, e.ciphers.c_str()) != SSH_OK ||
+        ssh_options_set(s.get(), SSH_OPTIONS_CIPHERS_S_C, e.ciphers.c_str()) != SSH_OK ||
+        ssh_options_set(s.get(), SSH_OPTIONS_COMPRESSION, "no") != SSH_OK ||
+        ssh_options_set(s.get(), SSH_OPTIONS_TIMEOUT, &timeout) != SSH_OK ||
+        ssh_options_set(s.get(), SSH_OPTIONS_LOG_VERBOSITY, &verbosity) != SSH_OK)
+      return SessionError(s.get(), absl::StatusCode::kInvalidArgument, "ssh options");
+    if (ssh_connect(s.get()) != SSH_OK)
+      return SessionError(s.get(), absl::StatusCode::kUnavailable,
+                          absl::StrCat("connect to ", Where(e)));
+    if (absl::Status st = CheckHostKey(s.get(), e); !st.ok()) return st;
+    ssh_key raw_key = nullptr;
+    if (ssh_pki_import_privkey_file(e.identity_file.c_str(), nullptr, nullptr, nullptr,
+                                    &raw_key) != SSH_OK)
+      return absl::PermissionDeniedError(
+          absl::StrCat("cannot read private key ", e.identity_file));
+    KeyHandle key(raw_key);
+    if (ssh_userauth_publickey(s.get(), nullptr, key.get()) != SSH_AUTH_SUCCESS)
+      return SessionError(s.get(), absl::StatusCode::kPermissionDenied,
+                          absl::StrCat("public key authentication to ", Where(e), " with ",
+                                       e.identity_file));
+    return SshSessionPtr(new LibsshSession(std::move(s), Where(e)));
+  }
+};
+
+}  // namespace
+
+SshTransport* SshTransport::Libssh() {
+  static LibsshTransport* transport = new LibsshTransport();
+  return transport;
+}
+
+}  // namespace snapledger

@@ -1,0 +1,74 @@
+// SSH as the transport of send streams: one authenticated libssh session per replica, kept
+// open, and one channel per block that execs the replica's receive command and carries the
+// stream on its stdin.
+//
+// Trust: the client authenticates with its own private key, and the server's host key must be
+// in the known_hosts file the endpoint names. An unknown or changed host key is refused;
+// trust on first use happens only when the endpoint explicitly allows it (the key is then
+// added to that file). ~/.ssh/config and the global known_hosts are never read.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/byte_stream.h"
+
+namespace snapledger {
+
+struct SshEndpoint {
+  std::string host;
+  int port = 22;
+  std::string user = "root";
+  std::string identity_file;     // private key (OpenSSH format), no passphrase
+  std::string known_hosts_file;  // must hold the server's host key
+  bool trust_unknown_host_key = false;  // TOFU: only when the operator asks for it
+  // Preferred ciphers, client to server and back; AES-GCM is the fastest with AES-NI.
+  std::string ciphers = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com";
+  absl::Duration connect_timeout = absl::Seconds(10);
+};
+
+// How a remote command ended.
+struct RemoteExit {
+  int exit_status = -1;
+  std::string stdout_text;  // at most 1 MiB is kept
+  std::string stderr_text;  // at most 64 KiB is kept
+  bool ok() const { return exit_status == 0; }
+};
+
+// A command running on the remote side of one channel. Its stdin is this sink: Write() sends
+// bytes, Close() sends EOF. Not thread-safe; must not outlive its session.
+class RemoteCommand : public ByteSink {
+ public:
+  // Sends EOF if not yet sent, then reads the command's output until it exits.
+  virtual absl::StatusOr<RemoteExit> Wait() = 0;
+  virtual uint64_t bytes_written() const = 0;
+};
+using RemoteCommandPtr = std::unique_ptr<RemoteCommand>;
+
+// An authenticated connection. Not thread-safe: one channel at a time.
+class SshSession {
+ public:
+  virtual ~SshSession() = default;
+  // Opens a channel and execs `command` (the server may replace it with a forced command).
+  virtual absl::StatusOr<RemoteCommandPtr> Exec(const std::string& command) = 0;
+  // False once the connection broke; the caller reconnects.
+  virtual bool Connected() const = 0;
+};
+using SshSessionPtr = std::unique_ptr<SshSession>;
+
+// The seam the shipper uses, so its logic is tested without a network.
+class SshTransport {
+ public:
+  virtual ~SshTransport() = default;
+  // Connects, checks the host key, authenticates. Errors say which step failed:
+  // Unavailable (network), PermissionDenied (host key refused, authentication failed).
+  virtual absl::StatusOr<SshSessionPtr> Connect(const SshEndpoint& endpoint) = 0;
+
+  // libssh; never null, never deleted.
+  static SshTransport* Libssh();
+};
+
+}  // namespace snapledger

@@ -1,0 +1,63 @@
+#include "common/rpc/query_service.h"
+
+#include "common/event_format.h"
+
+namespace snapledger {
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+bool EventFromLine(const std::string& line, v1::Event* event) {
+  auto ev = ParseEventLine(line);
+  if (!ev.ok()) return false;
+  event->set_seq(ev->seq);
+  event->set_ts_micros(ev->ts);
+  event->set_prev(std::string(ev->prev));
+  event->set_hash(std::string(ev->hash));
+  event->set_body_json(std::string(ev->body));
+  event->set_line(line);
+  return true;
+}
+
+grpc::Status QueryService::Get(grpc::ServerContext*, const v1::GetRequest* request,
+                               v1::Event* response) {
+  absl::StatusOr<std::string> line;
+  switch (request->key_case()) {
+    case v1::GetRequest::kSeq:
+      if (request->seq() == 0)
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "seq starts at 1");
+      line = query_.Get(request->seq());
+      break;
+    case v1::GetRequest::kHash:
+      line = query_.GetByHash(request->hash());
+      break;
+    default:
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "give a seq or a hash");
+  }
+  if (!line.ok()) return ToGrpcStatus(line.status());
+  if (!EventFromLine(*line, response))
+    return grpc::Status(grpc::StatusCode::DATA_LOSS, "stored line does not parse");
+  return grpc::Status::OK;
+}
+
+grpc::Status QueryService::Range(grpc::ServerContext*, const v1::RangeRequest* request,
+                                 grpc::ServerWriter<v1::Event>* writer) {
+  constexpr uint32_t kMaxLimit = 100000;
+  uint32_t limit = request->limit() == 0 ? 1000 : request->limit();
+  if (limit > kMaxLimit)
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "limit is at most 100000");
+  auto lines = query_.Range(request->from_ts_micros(), request->to_ts_micros(), limit);
+  if (!lines.ok()) return ToGrpcStatus(lines.status());
+  v1::Event event;
+  for (const std::string& line : *lines) {
+    if (!EventFromLine(line, &event))
+      return grpc::Status(grpc::StatusCode::DATA_LOSS, "stored line does not parse");
+    if (!writer->Write(event)) break;  // the client went away
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace snapledger

@@ -235,10 +235,27 @@ uint64_t ForEachLine(std::string_view data, uint64_t first_line, uint64_t base_o
 
 namespace {
 
-void CheckHeadFile(const std::string& dir, const MappedFile& log, HeadCheck check,
-                   VerifyReport* report) {
+// The head file as read before the log was mapped (so that, on a live ledger, it can only name
+// an event at or before the mapped log's end), or the error reading it.
+using HeadRead = absl::StatusOr<std::optional<HeadRecord>>;
+
+HeadRead ReadHeadFirst(const std::string& dir, HeadCheck check) {
+  if (check == HeadCheck::kIgnore) return std::optional<HeadRecord>();
+  return ReadHeadFile(dir);
+}
+
+// The part of the log to verify: all of it, except that a live ledger (kMayLag) may have a
+// writer in the middle of a write(2), whose incomplete last line is not yet part of the log.
+std::string_view LogView(const MappedFile& log, HeadCheck check) {
+  std::string_view data = log.data();
+  if (check != HeadCheck::kMayLag || data.empty() || data.back() == '\n') return data;
+  const void* nl = memrchr(data.data(), '\n', data.size());
+  return nl == nullptr ? std::string_view() : data.substr(0, static_cast<const char*>(nl) - data.data() + 1);
+}
+
+void CheckHeadFile(const std::string& dir, std::string_view log, const HeadRead& head,
+                   HeadCheck check, VerifyReport* report) {
   if (check == HeadCheck::kIgnore || !report->ok()) return;
-  auto head = ReadHeadFile(dir);
   if (!head.ok()) {
     report->failure = Fail(0, 0, std::string(head.status().message()));
     return;
@@ -249,12 +266,15 @@ void CheckHeadFile(const std::string& dir, const MappedFile& log, HeadCheck chec
   }
   const HeadRecord& h = **head;
   if (check == HeadCheck::kExact) {
-    if (h.head.seq != report->head.seq || h.head.hash != report->head.hash)
+    if (h.head.seq != report->head.seq || h.head.hash != report->head.hash ||
+        h.head.ts != report->head.ts || h.log_bytes != report->end_offset ||
+        h.log_bytes != log.size())
       report->failure = Fail(
           0, 0,
-          absl::StrCat(kHeadFile, " names seq ", h.head.seq, " hash ", h.head.hash,
-                       ", but the log ends at seq ", report->head.seq, " hash ",
-                       report->head.hash));
+          absl::StrCat(kHeadFile, " names seq ", h.head.seq, " hash ", h.head.hash, " ts ",
+                       h.head.ts, " at byte ", h.log_bytes, ", but the log ends at seq ",
+                       report->head.seq, " hash ", report->head.hash, " ts ", report->head.ts,
+                       " at byte ", log.size()));
     return;
   }
   if (h.head.seq > report->head.seq) {
@@ -264,7 +284,7 @@ void CheckHeadFile(const std::string& dir, const MappedFile& log, HeadCheck chec
                                         report->head.seq, ": events are missing"));
     return;
   }
-  auto st = CheckTrustedLine(log.data(), h.log_bytes, h.head);
+  auto st = CheckTrustedLine(log, h.log_bytes, h.head);
   if (!st.ok())
     report->failure = Fail(0, 0, absl::StrCat(kHeadFile, ": ", st.status().message()));
 }
@@ -273,28 +293,32 @@ void CheckHeadFile(const std::string& dir, const MappedFile& log, HeadCheck chec
 
 absl::StatusOr<VerifyReport> VerifyLedgerDir(const std::string& dir,
                                              const VerifyOptions& options) {
+  HeadRead head = ReadHeadFirst(dir, options.head_check);
   ASSIGN_OR_RETURN(MappedFile log, MappedFile::Open(absl::StrCat(dir, "/", kEventsFile)));
-  VerifyReport report = VerifyLines(log.data(), ChainHead{}, 1, options.threads);
-  CheckHeadFile(dir, log, options.head_check, &report);
+  std::string_view data = LogView(log, options.head_check);
+  VerifyReport report = VerifyLines(data, ChainHead{}, 1, options.threads);
+  CheckHeadFile(dir, data, head, options.head_check, &report);
   return report;
 }
 
 absl::StatusOr<VerifyReport> VerifyLedgerDirFrom(const std::string& dir,
                                                  const HeadRecord& trusted,
                                                  const VerifyOptions& options) {
+  HeadRead head = ReadHeadFirst(dir, options.head_check);
   ASSIGN_OR_RETURN(MappedFile log, MappedFile::Open(absl::StrCat(dir, "/", kEventsFile)));
+  std::string_view data = LogView(log, options.head_check);
   VerifyReport report;
   report.head = trusted.head;
-  auto start = CheckTrustedLine(log.data(), trusted.log_bytes, trusted.head);
+  auto start = CheckTrustedLine(data, trusted.log_bytes, trusted.head);
   if (!start.ok()) {
     report.failure = Fail(trusted.head.seq, trusted.head.seq, std::string(start.status().message()));
     return report;
   }
-  std::string_view rest = log.data().substr(trusted.log_bytes);
+  std::string_view rest = data.substr(trusted.log_bytes);
   report = VerifyLines(rest, trusted.head, trusted.head.seq + 1, options.threads);
   report.end_offset += trusted.log_bytes;
   report.bytes_verified = report.end_offset - trusted.log_bytes;
-  CheckHeadFile(dir, log, options.head_check, &report);
+  CheckHeadFile(dir, data, head, options.head_check, &report);
   return report;
 }
 

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <fstream>
+#include <thread>
 #include <sstream>
 #include <vector>
 
@@ -177,6 +179,27 @@ TEST_F(ChainVerifierTest, IncrementalVerifyRejectsAWrongTrustedHead) {
   auto r = VerifyLedgerDirFrom(dir_.path(), trusted);
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE(r->ok());
+}
+
+TEST(LiveVerification, PassesWhileAWriterAppendsAndSyncs) {
+  TempDir dir;
+  auto log = EventLog::Create(dir.path(), 1);
+  ASSERT_TRUE(log.ok());
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (int i = 0; i < 100000 && !stop; ++i) {
+      std::vector<std::string> bodies(50, absl::StrCat("{\"i\":", i, "}"));
+      ASSERT_TRUE((*log)->AppendBatch(bodies).ok());
+      if (i % 5 == 0) ASSERT_TRUE((*log)->Sync().ok());
+    }
+  });
+  for (int i = 0; i < 30; ++i) {
+    auto r = VerifyLedgerDir(dir.path(), {HeadCheck::kMayLag, 2});
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(r->ok()) << r->failure->ToString();
+  }
+  stop = true;
+  writer.join();
 }
 
 TEST_F(ChainVerifierTest, HeadFileMustNameTheLastEventOfABlock) {

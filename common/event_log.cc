@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
@@ -70,7 +71,7 @@ class EventLog::Impl {
         durable_bytes_(head.log_bytes),
         recovery_(recovery) {
     last_head_write_ns_ = options_.clock->MonotonicNanos();
-    last_sync_ns_ = last_head_write_ns_;
+    last_sync_ns_ = last_head_write_ns_.load();
     writer_ = std::thread([this] { Run(); });
   }
 
@@ -235,7 +236,8 @@ class EventLog::Impl {
   void Poison(absl::Status cause) {
     poisoned_ = absl::UnavailableError(
         absl::StrCat("ledger ", dir_, " stopped accepting appends after an I/O error (",
-                     cause.message(), "); reopen it to recover"));
+                     cause.message(), "); the failed batch may or may not be on disk (check by "
+                     "hash after reopening, before retrying); reopen the ledger to recover"));
     spdlog::error("{}", poisoned_.message());
   }
 
@@ -286,11 +288,14 @@ class EventLog::Impl {
       durable_bytes_ = head.log_bytes;
       last_sync_ns_ = options_.clock->MonotonicNanos();
     }
-    if (force_head && head.head.seq != file_head_seq_) {
-      RETURN_IF_ERROR(WriteHeadFile(dir_, head));
-      file_head_seq_ = head.head.seq;
+    if (force_head) {
+      if (head.head.seq != file_head_seq_) {
+        RETURN_IF_ERROR(WriteHeadFile(dir_, head));
+        file_head_seq_ = head.head.seq;
+      }
+      // Only a written (or already current) head file restarts the head interval.
+      last_head_write_ns_ = options_.clock->MonotonicNanos();
     }
-    last_head_write_ns_ = options_.clock->MonotonicNanos();
     return absl::OkStatus();
   }
 
@@ -310,10 +315,11 @@ class EventLog::Impl {
   // Held by the writer while it commits, and by Freeze()/Sync(). Everything below is
   // guarded by io_mu_.
   std::mutex io_mu_;
-  uint64_t file_head_seq_;
-  uint64_t durable_bytes_;
-  int64_t last_head_write_ns_ = 0;
-  int64_t last_sync_ns_ = 0;
+  // Also read without io_mu_ by the writer's wait computation, hence atomic.
+  std::atomic<uint64_t> file_head_seq_;
+  std::atomic<uint64_t> durable_bytes_;
+  std::atomic<int64_t> last_head_write_ns_ = 0;
+  std::atomic<int64_t> last_sync_ns_ = 0;
   absl::Status poisoned_;
   std::string buffer_;
   Sha256 hasher_;
@@ -331,32 +337,28 @@ struct Recovered {
   RecoveryReport report;
 };
 
-absl::StatusOr<Recovered> Recover(const std::string& dir, int fd) {
+absl::StatusOr<Recovered> Recover(const std::string& dir, int fd,
+                                  std::optional<uint64_t> epoch_if_head_missing) {
   Recovered out;
-  auto head_file = ReadHeadFile(dir);
-  if (!head_file.ok()) {
-    spdlog::warn("{}; rebuilding it from the log after full verification",
-                 head_file.status().message());
-    head_file = std::optional<HeadRecord>();
-  }
+  // A head file that exists but cannot be read or parsed is an error: it is written
+  // atomically, so damage means something outside snapledger changed it.
+  ASSIGN_OR_RETURN(std::optional<HeadRecord> head_file, ReadHeadFile(dir));
+  if (!head_file && !epoch_if_head_missing)
+    return absl::FailedPreconditionError(absl::StrCat(
+        "ledger ", dir, ": ", kHeadFile, " is missing, so the ledger's epoch is unknown; "
+        "restore it (e.g. from the newest block's ", kHeadFile, ") or reopen with an explicit "
+        "epoch to rebuild it from the log"));
   ASSIGN_OR_RETURN(MappedFile log, MappedFile::Open(LogPath(dir)));
   std::string_view data = log.data();
   size_t complete = data.size();
   if (!data.empty() && data.back() != '\n') {
     const void* nl = memrchr(data.data(), '\n', data.size());
     complete = nl == nullptr ? 0 : static_cast<const char*>(nl) - data.data() + 1;
-    out.report.torn_tail_bytes = data.size() - complete;
-    out.report.torn_tails_truncated = 1;
-    spdlog::warn("ledger {}: truncating a torn last line of {} bytes at byte {} (a crash "
-                 "interrupted a write; that event was never acknowledged)",
-                 dir, out.report.torn_tail_bytes, complete);
-    if (::ftruncate(fd, static_cast<off_t>(complete)) != 0 || ::fdatasync(fd) != 0)
-      return ErrnoStatus(absl::StrCat("truncate torn tail of ", LogPath(dir)), errno);
-    data = data.substr(0, complete);
   }
   HeadRecord trusted;
-  if (head_file->has_value()) {
-    trusted = **head_file;
+  if (head_file) {
+    trusted = *head_file;
+    // Checked before anything is truncated, so a damaged log is left as it was found.
     if (trusted.log_bytes > complete)
       return absl::DataLossError(absl::StrCat(
           "ledger ", dir, ": ", kHeadFile, " names seq ", trusted.head.seq, " ending at byte ",
@@ -369,8 +371,19 @@ absl::StatusOr<Recovered> Recover(const std::string& dir, int fd) {
                                               start.status().message()));
   } else {
     out.report.head_file_missing = true;
-    trusted.head = ChainHead{};
-    trusted.log_bytes = 0;
+    trusted.epoch = *epoch_if_head_missing;
+    spdlog::warn("ledger {}: {} is missing; rebuilding it from the log (epoch {}) after full "
+                 "verification", dir, kHeadFile, trusted.epoch);
+  }
+  if (complete < data.size()) {
+    out.report.torn_tail_bytes = data.size() - complete;
+    out.report.torn_tails_truncated = 1;
+    spdlog::warn("ledger {}: truncating a torn last line of {} bytes at byte {} (a crash "
+                 "interrupted a write; that event was never acknowledged)",
+                 dir, out.report.torn_tail_bytes, complete);
+    if (::ftruncate(fd, static_cast<off_t>(complete)) != 0 || ::fdatasync(fd) != 0)
+      return ErrnoStatus(absl::StrCat("truncate torn tail of ", LogPath(dir)), errno);
+    data = data.substr(0, complete);
   }
   VerifyReport v = VerifyLines(data.substr(trusted.log_bytes), trusted.head,
                                trusted.head.seq + 1);
@@ -421,7 +434,7 @@ absl::StatusOr<EventLogPtr> EventLog::Open(const std::string& dir,
                                             " is missing); create one with `snapledger init`"));
   if (!fd.ok()) return fd.status();
   RETURN_IF_ERROR(LockLog(fd->get(), dir));
-  ASSIGN_OR_RETURN(Recovered r, Recover(dir, fd->get()));
+  ASSIGN_OR_RETURN(Recovered r, Recover(dir, fd->get(), options.epoch_if_head_missing));
   return EventLogPtr(
       new EventLog(std::make_unique<Impl>(dir, options, std::move(*fd), r.head, r.report)));
 }

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,6 +39,9 @@ struct EventLogOptions {
   absl::Duration head_interval = absl::Milliseconds(200);
   size_t max_batch_events = 1 << 16;
   Clock* clock = Clock::Real();  // not owned; must outlive the log
+  // Open() only: a missing head file is an error (the epoch lives there) unless this is set,
+  // in which case the head file is rebuilt from the fully verified log with this epoch.
+  std::optional<uint64_t> epoch_if_head_missing;
 };
 
 struct AppendResult {
@@ -92,7 +96,8 @@ class EventLog {
   absl::Status Sync();
 
   // While a Frozen lives, no event is written; the log is durable and the head file names
-  // the last event (the state a block snapshot must capture).
+  // the last event (the state a block snapshot must capture). Destroy it on the thread that
+  // called Freeze(), and before the EventLog.
   class Frozen {
    public:
     virtual ~Frozen() = default;

@@ -150,6 +150,29 @@ TEST(EventLog, IntervalDurabilityAcknowledgesAndSyncsWithinTheWindow) {
   ExpectVerifies(dir.path(), 500);
 }
 
+TEST(EventLog, HeadFileFollowsWithinTheHeadIntervalInIntervalMode) {
+  TempDir dir;
+  ManualClock clock;
+  EventLogOptions options;
+  options.clock = &clock;
+  options.durability = Durability::kInterval;
+  options.sync_interval = absl::Milliseconds(2);
+  options.head_interval = absl::Milliseconds(200);
+  auto log = EventLog::Create(dir.path(), 1, options);
+  ASSERT_TRUE(log.ok());
+  // Appends arrive more often than the head interval but each after a sync interval, so a
+  // deferred sync runs between them; the head file must still be written once 200 ms passed.
+  for (int i = 0; i < 60; ++i) {
+    clock.Advance(5000);  // 5 ms
+    ASSERT_TRUE((*log)->Append(Body(i)).ok());
+  }
+  clock.Advance(5000);
+  ASSERT_TRUE((*log)->Append(Body(60)).ok());
+  for (int i = 0; i < 200 && (*ReadHeadFile(dir.path()))->head.seq == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_GT((*ReadHeadFile(dir.path()))->head.seq, 0u);
+}
+
 TEST(EventLog, FreezeHoldsAppendsAndPublishesTheHeadFile) {
   TempDir dir;
   auto log = EventLog::Create(dir.path(), 1);
@@ -275,18 +298,52 @@ TEST(EventLogRecovery, HeadFileDisagreeingWithTheLogIsAnError) {
   EXPECT_NE(log.status().message().find("disagrees with the log"), absl::string_view::npos);
 }
 
-TEST(EventLogRecovery, MissingHeadFileIsRebuiltAfterFullVerification) {
+TEST(EventLogRecovery, MissingHeadFileIsRebuiltOnlyWithAnExplicitEpoch) {
   TempDir dir;
   {
-    auto log = EventLog::Create(dir.path(), 1);
+    auto log = EventLog::Create(dir.path(), 7);
     for (int i = 0; i < 10; ++i) ASSERT_TRUE((*log)->Append(Body(i)).ok());
   }
   ASSERT_EQ(::unlink(dir.Sub("metadata/current_hash").c_str()), 0);
-  auto log = EventLog::Open(dir.path());
+  auto refused = EventLog::Open(dir.path());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("epoch is unknown"), absl::string_view::npos);
+
+  EventLogOptions options;
+  options.epoch_if_head_missing = 7;
+  auto log = EventLog::Open(dir.path(), options);
   ASSERT_TRUE(log.ok()) << log.status();
   EXPECT_TRUE((*log)->recovery().head_file_missing);
   EXPECT_EQ((*log)->recovery().events_verified, 10u);
   EXPECT_EQ((*ReadHeadFile(dir.path()))->head.seq, 10u);
+  EXPECT_EQ((*ReadHeadFile(dir.path()))->epoch, 7u);
+}
+
+TEST(EventLogRecovery, CorruptHeadFileIsAnErrorNotARebuild) {
+  TempDir dir;
+  {
+    auto log = EventLog::Create(dir.path(), 1);
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE((*log)->Append(Body(i)).ok());
+  }
+  ASSERT_TRUE(WriteFileAtomic(dir.Sub("metadata/current_hash"), "garbage").ok());
+  auto log = EventLog::Open(dir.path());
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(*ReadFileToString(dir.Sub("metadata/current_hash")), "garbage");
+}
+
+TEST(EventLogRecovery, DamagedLogIsLeftAsFoundWhenAcknowledgedEventsAreMissing) {
+  TempDir dir;
+  {
+    auto log = EventLog::Create(dir.path(), 1);
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE((*log)->Append(Body(i)).ok());
+  }
+  std::string text = *ReadFileToString(dir.Sub("events.jsonl"));
+  text.back() = 'X';  // the newline of an acknowledged line is gone
+  ASSERT_TRUE(WriteFileAtomic(dir.Sub("events.jsonl"), text).ok());
+  auto log = EventLog::Open(dir.path());
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(*ReadFileToString(dir.Sub("events.jsonl")), text);  // nothing truncated
 }
 
 // A child process appends as fast as it can and reports each acknowledged event on a pipe;

@@ -1,13 +1,16 @@
 #include "common/prefix_check.h"
 
 #include <fcntl.h>
+#include <linux/btrfs.h>
 #include <linux/fiemap.h>
+#include <string.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -22,10 +25,24 @@ struct Extent {
   uint32_t flags;
 };
 
-// Extents whose physical address says nothing reliable about their bytes.
+// Extents whose physical address says nothing reliable about their bytes. For a compressed
+// (ENCODED) extent btrfs reports the start of the whole extent, not where the file's bytes
+// begin inside it, so two files can point at different parts of one compressed extent and look
+// alike: those ranges are always read.
 constexpr uint32_t kUnsafeFlags = FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC |
                                   FIEMAP_EXTENT_DATA_INLINE | FIEMAP_EXTENT_DATA_TAIL |
-                                  FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_UNWRITTEN;
+                                  FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_UNWRITTEN |
+                                  FIEMAP_EXTENT_ENCODED;
+
+// The btrfs filesystem UUID of `fd`'s filesystem; false when it is not btrfs. Physical
+// addresses mean the same thing only within one filesystem.
+bool BtrfsFsid(int fd, std::array<uint8_t, BTRFS_FSID_SIZE>* fsid) {
+  struct btrfs_ioctl_fs_info_args info;
+  memset(&info, 0, sizeof info);
+  if (::ioctl(fd, BTRFS_IOC_FS_INFO, &info) != 0) return false;
+  memcpy(fsid->data(), info.fsid, fsid->size());
+  return true;
+}
 
 // The file's extents covering [0, length); empty when FIEMAP is not supported.
 std::vector<Extent> Extents(int fd, uint64_t length) {
@@ -68,11 +85,7 @@ std::vector<std::pair<uint64_t, uint64_t>> SharedRanges(const std::vector<Extent
     for (size_t k = j; k < b.size() && b[k].logical < x.logical + x.length; ++k) {
       const Extent& y = b[k];
       if (y.flags & kUnsafeFlags) continue;
-      bool encoded = (x.flags | y.flags) & FIEMAP_EXTENT_ENCODED;
-      bool same = encoded ? (x.logical == y.logical && x.physical == y.physical &&
-                             x.length == y.length)
-                          : (x.physical - x.logical == y.physical - y.logical);
-      if (!same) continue;
+      if (x.physical - x.logical != y.physical - y.logical) continue;
       uint64_t lo = std::max(x.logical, y.logical);
       uint64_t hi = std::min({x.logical + x.length, y.logical + y.length, length});
       if (lo < hi) shared.emplace_back(lo, hi);
@@ -116,7 +129,10 @@ absl::StatusOr<PrefixComparison> ComparePrefix(const std::string& reference,
   ASSIGN_OR_RETURN(UniqueFd b, OpenFile(candidate, O_RDONLY));
   PrefixComparison result;
   result.equal = true;
-  auto shared = SharedRanges(Extents(a.get(), length), Extents(b.get(), length), length);
+  std::array<uint8_t, BTRFS_FSID_SIZE> fsid_a, fsid_b;
+  std::vector<std::pair<uint64_t, uint64_t>> shared;
+  if (BtrfsFsid(a.get(), &fsid_a) && BtrfsFsid(b.get(), &fsid_b) && fsid_a == fsid_b)
+    shared = SharedRanges(Extents(a.get(), length), Extents(b.get(), length), length);
   uint64_t pos = 0;
   for (const auto& [lo, hi] : shared) {
     if (hi <= pos) continue;

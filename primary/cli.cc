@@ -98,9 +98,11 @@ Outcome CheckRoot(const GlobalOptions& g) {
   return {};
 }
 
-absl::StatusOr<EventLogPtr> OpenLog(const GlobalOptions& g, const CliEnv& env) {
+absl::StatusOr<EventLogPtr> OpenLog(const GlobalOptions& g, const CliEnv& env,
+                                    size_t max_body_bytes = kDefaultMaxBodyBytes) {
   EventLogOptions options;
   options.clock = env.clock;
+  options.max_body_bytes = max_body_bytes;
   auto log = EventLog::Open(LedgerLayout(g.root).live(), options);
   if (!log.ok()) return log.status();
   const RecoveryReport& r = (*log)->recovery();
@@ -182,7 +184,7 @@ Outcome Append(const GlobalOptions& g, const AppendArgs& a, const CliEnv& env) {
     if (!read.ok()) return Failed(kExitRejected, std::string(read.status().message()));
     bodies = *std::move(read);
   }
-  auto log = OpenLog(g, env);
+  auto log = OpenLog(g, env, a.max_body_bytes);
   if (!log.ok()) return FromStatus(log.status(), "append");
   BlockMakerOptions bm_options;
   bm_options.keep_newest = a.keep;
@@ -203,8 +205,12 @@ Outcome Append(const GlobalOptions& g, const AppendArgs& a, const CliEnv& env) {
                                   std::make_move_iterator(bodies.begin() +
                                                           std::min(bodies.size(), i + chunk)));
     auto r = (*log)->AppendBatch(part);
-    if (!r.ok())
-      return FromStatus(r.status(), absl::StrCat("append (", i, " events were appended)"));
+    if (!r.ok()) {
+      Outcome o = FromStatus(r.status(), absl::StrCat("append (", i, " events before this "
+                                                      "batch were appended)"));
+      if (absl::IsInvalidArgument(r.status())) o.code = kExitRejected;
+      return o;
+    }
     if (first_seq == 0) first_seq = r->front().seq;
     last = *std::move(r);
     if (cut_blocks) {
@@ -320,7 +326,9 @@ Outcome Verify(const GlobalOptions& g, const VerifyArgs& a, const CliEnv& env) {
     auto dir = block_dir(a.from_block);
     if (!dir.ok()) return FromStatus(dir.status(), "verify --from-block");
     auto trusted = ReadHeadFile(*dir);
-    if (!trusted.ok()) return FromStatus(trusted.status(), "verify --from-block");
+    if (!trusted.ok())
+      return Failed(absl::IsDataLoss(trusted.status()) ? kExitVerifyFailed : kExitError,
+                    absl::StrCat("verify --from-block: ", trusted.status().message()));
     if (!trusted->has_value())
       return Failed(kExitVerifyFailed, absl::StrCat("block ", a.from_block, " has no ", kHeadFile));
     report = VerifyLedgerDirFrom(target, **trusted, options);
@@ -328,7 +336,11 @@ Outcome Verify(const GlobalOptions& g, const VerifyArgs& a, const CliEnv& env) {
   } else {
     report = VerifyLedgerDir(target, options);
   }
-  if (!report.ok()) return FromStatus(report.status(), "verify");
+  if (!report.ok()) {
+    Outcome o = FromStatus(report.status(), "verify");
+    if (absl::IsDataLoss(report.status())) o.code = kExitVerifyFailed;
+    return o;
+  }
   double seconds = static_cast<double>(env.clock->MonotonicNanos() - start) / 1e9;
   if (!report->ok())
     return Failed(kExitVerifyFailed,

@@ -88,6 +88,16 @@ TEST_F(CliTest, InvalidLineOnStdinAppendsNothingAndNamesTheLine) {
   EXPECT_EQ(Run({"get", "4"}).code, kExitNotFound);
 }
 
+TEST_F(CliTest, MaxBodyBytesAppliesToTheWholeAppend) {
+  ASSERT_EQ(Run({"init"}).code, kExitOk);
+  std::string big = "{\"blob\":\"" + std::string(1'200'000, 'x') + "\"}\n";
+  EXPECT_EQ(Run({"append"}, Events(1, 3) + big).code, kExitRejected);
+  EXPECT_EQ(Run({"get", "1"}).code, kExitNotFound);
+  auto r = Run({"append", "--max-body-bytes", "2000000"}, Events(1, 3) + big);
+  EXPECT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(Run({"get", "4"}).code, kExitOk);
+}
+
 TEST_F(CliTest, SingleJsonAppendPrintsItsSeqAndHash) {
   ASSERT_EQ(Run({"init"}).code, kExitOk);
   auto r = Run({"append", "--json", R"({"event":"bridge_created","bridge":"br-ex"})"});

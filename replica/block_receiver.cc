@@ -75,6 +75,10 @@ absl::Status ValidateReceiveRequest(const ReceiveRequest& request) {
 BlockReceiver::BlockReceiver(Btrfs& btrfs, std::string root)
     : btrfs_(btrfs), layout_(std::move(root)) {}
 
+std::string BlockReceiver::PromotingPath(const BlockInfo& block) const {
+  return absl::StrCat(layout_.blocks(), "/.promoting-", block.name);
+}
+
 absl::StatusOr<ReceiveResult> BlockReceiver::Receive(const ReceiveRequest& request,
                                                      ByteSource& stream) {
   RETURN_IF_ERROR(ValidateReceiveRequest(request));
@@ -112,10 +116,10 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
       return absl::FailedPreconditionError(absl::StrCat(
           "parent ", *request.parent, " is not held here; send ", block.name, " in full"));
   }
-  std::string target = absl::StrCat(layout_.incoming(), "/", block.name);
-  if (std::filesystem::exists(target)) {
-    // A transfer that died half-way left this behind.
-    RETURN_IF_ERROR(btrfs_.DeleteSubvolume(target));
+  // A transfer or promotion that died half-way may have left these behind.
+  for (const std::string& stale :
+       {absl::StrCat(layout_.incoming(), "/", block.name), PromotingPath(block)}) {
+    if (std::filesystem::exists(stale)) RETURN_IF_ERROR(btrfs_.DeleteSubvolume(stale));
   }
   CountingSource counting(stream);
   ASSIGN_OR_RETURN(std::string path, btrfs_.Receive(layout_.incoming(), counting));
@@ -129,8 +133,16 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
   }
   checked->stream_bytes = counting.bytes();
   // btrfs will not move a read-only subvolume to another directory; promote a copy that keeps
-  // the received identity, then drop the incoming one.
-  if (absl::Status st = btrfs_.PromoteReceived(path, layout_.block(block)); !st.ok()) {
+  // the received identity under a temporary name in blocks/ (where a block name never
+  // matches it), then rename it in place: a crash leaves either no block or a finished one.
+  std::string promoting = PromotingPath(block);
+  if (absl::Status st = btrfs_.PromoteReceived(path, promoting); !st.ok()) {
+    (void)btrfs_.DeleteSubvolume(path);
+    return st;
+  }
+  if (::rename(promoting.c_str(), layout_.block(block).c_str()) != 0) {
+    absl::Status st = ErrnoStatus(absl::StrCat("rename ", promoting, " to ", layout_.block(block)), errno);
+    (void)btrfs_.DeleteSubvolume(promoting);
     (void)btrfs_.DeleteSubvolume(path);
     return st;
   }

@@ -62,6 +62,8 @@ class BlockReceiver {
   absl::StatusOr<ReceiveResult> CheckReceived(const ReceiveRequest& request, const BlockInfo& block,
                                               const std::string& path);
 
+  std::string PromotingPath(const BlockInfo& block) const;
+
   Btrfs& btrfs_;
   LedgerLayout layout_;
 };

@@ -1,0 +1,814 @@
+// snapledger-bench-replication: bootstrap throughput of replication. A ledger of >= 1 GB of
+// realistic events is built on a loop-mounted btrfs (the primary), one block is cut, and that
+// block is replicated in full to a second loop-mounted btrfs (the replica) over SSH on
+// 127.0.0.1, alternately by
+//
+//   snapledger  BlockShipper::ShipOnce over one persistent libssh session to a test sshd whose
+//               authorized_keys forces the real `snapledger-replica receive --root <replica>`:
+//               timed from ShipOnce's start to its return, i.e. to the block received, fully
+//               verified by the replica (VerifyLedgerDir, 2 threads) and promoted. The moment
+//               the last byte of the stream was handed to the channel is also recorded (the
+//               "stream phase": transfer without the replica's verification).
+//   OpenSSH     `btrfs send <block> | ssh -c <cipher> root@127.0.0.1 'btrfs receive <dir>'` over a
+//               persistent ControlMaster connection to the same sshd (a second client key
+//               without a forced command; same host key checking, same cipher, same
+//               environment of the remote command), then, timed separately, VerifyLedgerDir
+//               (2 threads) of what it received: the like-for-like baseline of the total.
+//
+// Both connections are established before anything is timed (and warmed by one untimed
+// transfer each). Before every transfer the replica is emptied (received subvolumes deleted on
+// both sides, `btrfs subvolume sync`, syncfs), untimed. The order of the two alternates from
+// run to run; ratios are paired within a run, then the median over runs. See bench/README.md.
+//
+// Bounded and self-cleaning: a watchdog ends a transfer that runs past --max-transfer-seconds
+// or the whole benchmark past --timeout-seconds, and handles SIGINT/SIGTERM/SIGHUP, by
+// stopping the SSH connection handlers of the sshd this program started (by pid), which makes
+// the blocked transfer fail; RAII then closes the ControlMaster (`ssh -O exit`), stops the sshd,
+// unmounts both filesystems, detaches their loop devices and deletes their directories.
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "bench/bench_util.h"
+#include "common/block.h"
+#include "common/block_maker.h"
+#include "common/btrfs.h"
+#include "common/byte_stream.h"
+#include "common/chain_verifier.h"
+#include "common/event_log.h"
+#include "common/file_util.h"
+#include "common/fmt_absl.h"
+#include "common/head_file.h"
+#include "common/ovs_event_generator.h"
+#include "common/process.h"
+#include "common/ssh_transport.h"
+#include "common/status_macros.h"
+#include "primary/block_shipper.h"
+#include "tests/integration/loop_btrfs.h"
+#include "tests/integration/test_sshd.h"
+
+#ifndef SNAPLEDGER_REPLICA_BIN
+#error "SNAPLEDGER_REPLICA_BIN must name the snapledger-replica binary"
+#endif
+
+namespace snapledger::bench {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kReplicaId[] = "bench-replica";
+constexpr char kBaselineDir[] = "openssh-baseline";
+
+// ---------------------------------------------------------------------------------------------
+// Watchdog: signals and deadlines.
+
+sigset_t StopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  return set;
+}
+
+// Child pids of `pid` (all its threads).
+std::vector<pid_t> ChildrenOf(pid_t pid) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (const auto& task : fs::directory_iterator(absl::StrCat("/proc/", pid, "/task"), ec)) {
+    std::ifstream in(task.path() / "children");
+    pid_t child;
+    while (in >> child) out.push_back(child);
+  }
+  return out;
+}
+
+// The stop signals must be blocked in every thread before it starts (main() does it first):
+// this thread takes them with sigtimedwait. Child processes get an empty mask and default
+// dispositions from ProcessRunner.
+class Watchdog {
+ public:
+  explicit Watchdog(double total_seconds)
+      : total_deadline_(NowNanos() + static_cast<int64_t>(total_seconds * 1e9)),
+        thread_([this] { Loop(); }) {}
+  ~Watchdog() {
+    stop_ = true;
+    thread_.join();
+  }
+
+  void SetSshdPid(pid_t pid) { sshd_pid_ = pid; }
+  // A deadline for the step about to start (a transfer); 0 clears it.
+  void SetStepDeadline(double seconds) {
+    step_deadline_ = seconds <= 0 ? 0 : NowNanos() + static_cast<int64_t>(seconds * 1e9);
+  }
+  bool aborted() const { return aborted_; }
+  // OK, or why the benchmark was stopped.
+  absl::Status status() const {
+    if (!aborted_) return absl::OkStatus();
+    std::lock_guard<std::mutex> l(mu_);
+    return absl::CancelledError(reason_);
+  }
+
+ private:
+  void Loop() {
+    sigset_t set = StopSignals();
+    while (!stop_) {
+      timespec wait{0, 200'000'000};
+      int sig = ::sigtimedwait(&set, nullptr, &wait);
+      int64_t now = NowNanos();
+      std::string why;
+      if (sig > 0) {
+        why = absl::StrCat("stopped by signal ", sig, " (", strsignal(sig), ")");
+      } else if (now > total_deadline_) {
+        why = "--timeout-seconds reached";
+      } else if (step_deadline_ != 0 && now > step_deadline_) {
+        why = "a transfer ran past --max-transfer-seconds";
+      }
+      if (why.empty()) continue;
+      if (!aborted_) {
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          reason_ = why;
+        }
+        aborted_ = true;
+        first_kill_ = now;
+        std::fprintf(stderr,
+                     "\nsnapledger-bench-replication: %s: stopping the SSH connections and "
+                     "cleaning up\n",
+                     why.c_str());
+        KillConnections(SIGTERM);
+      } else if (!escalated_ && (sig > 0 || now - first_kill_ > 5'000'000'000)) {
+        escalated_ = true;
+        KillConnections(SIGKILL);
+      }
+    }
+  }
+
+  // Ends every connection of the sshd we started (its per-connection children, by pid): a
+  // transfer blocked on the network then fails and the benchmark unwinds.
+  void KillConnections(int sig) {
+    pid_t sshd = sshd_pid_;
+    if (sshd <= 0) return;
+    for (pid_t child : ChildrenOf(sshd)) ::kill(child, sig);
+  }
+
+  const int64_t total_deadline_;
+  std::atomic<int64_t> step_deadline_{0};
+  std::atomic<pid_t> sshd_pid_{0};
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> aborted_{false};
+  bool escalated_ = false;
+  int64_t first_kill_ = 0;
+  mutable std::mutex mu_;
+  std::string reason_;
+  std::thread thread_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// CPU accounting.
+
+// User + system CPU seconds of `pid` and its reaped children (from /proc/<pid>/stat).
+double ProcCpuSeconds(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(paren + 2));
+  std::vector<std::string> f;
+  std::string x;
+  while (fields >> x && f.size() < 15) f.push_back(x);
+  if (f.size() < 15) return 0;
+  // After ") ": state(3) ... utime(14) stime(15) cutime(16) cstime(17), 1-based in proc(5).
+  double ticks = 0;
+  for (int i = 11; i <= 14; ++i) ticks += std::stod(f[i]);
+  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// CPU seconds of `pid` and all its descendants, live or reaped. Over an interval in which no
+// process of the tree exits unreaped, differences are exact.
+double TreeCpuSeconds(pid_t pid) {
+  double total = ProcCpuSeconds(pid);
+  for (pid_t child : ChildrenOf(pid)) total += TreeCpuSeconds(child);
+  return total;
+}
+
+// CPU seconds of this process (all threads) plus its reaped children.
+double SelfAndReapedChildrenCpu() {
+  auto sec = [](const timeval& tv) { return tv.tv_sec + tv.tv_usec / 1e6; };
+  struct rusage self {}, children {};
+  ::getrusage(RUSAGE_SELF, &self);
+  ::getrusage(RUSAGE_CHILDREN, &children);
+  return sec(self.ru_utime) + sec(self.ru_stime) + sec(children.ru_utime) +
+         sec(children.ru_stime);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A Btrfs that records when Send finished and how long the sink's Write calls took.
+
+class TimingSink : public ByteSink {
+ public:
+  explicit TimingSink(ByteSink& inner) : inner_(inner) {}
+  absl::Status Write(std::string_view data) override {
+    int64_t t0 = NowNanos();
+    absl::Status st = inner_.Write(data);
+    write_nanos_ += NowNanos() - t0;
+    return st;
+  }
+  absl::Status Close() override { return inner_.Close(); }
+  int64_t write_nanos() const { return write_nanos_; }
+
+ private:
+  ByteSink& inner_;
+  int64_t write_nanos_ = 0;
+};
+
+class TimingBtrfs : public Btrfs {
+ public:
+  explicit TimingBtrfs(Btrfs& inner) : inner_(inner) {}
+
+  absl::Status CheckIsBtrfs(const std::string& p) override { return inner_.CheckIsBtrfs(p); }
+  absl::Status CreateSubvolume(const std::string& p) override { return inner_.CreateSubvolume(p); }
+  absl::Status CreateSnapshot(const std::string& s, const std::string& d,
+                              SnapshotKind k) override {
+    return inner_.CreateSnapshot(s, d, k);
+  }
+  absl::Status DeleteSubvolume(const std::string& p) override { return inner_.DeleteSubvolume(p); }
+  absl::StatusOr<SubvolumeInfo> GetSubvolumeInfo(const std::string& p) override {
+    return inner_.GetSubvolumeInfo(p);
+  }
+  absl::StatusOr<std::vector<SubvolumeInfo>> ListSubvolumes(const std::string& d) override {
+    return inner_.ListSubvolumes(d);
+  }
+  absl::Status SetReadOnly(const std::string& p, bool ro) override {
+    return inner_.SetReadOnly(p, ro);
+  }
+  absl::Status PromoteReceived(const std::string& s, const std::string& d) override {
+    return inner_.PromoteReceived(s, d);
+  }
+  absl::Status Send(const std::string& snapshot, const std::optional<std::string>& parent,
+                    ByteSink& sink) override {
+    TimingSink timed(sink);
+    absl::Status st = inner_.Send(snapshot, parent, timed);
+    send_end_nanos_ = NowNanos();
+    write_nanos_ = timed.write_nanos();
+    return st;
+  }
+  absl::StatusOr<std::string> Receive(const std::string& d, ByteSource& s) override {
+    return inner_.Receive(d, s);
+  }
+
+  int64_t send_end_nanos() const { return send_end_nanos_; }
+  int64_t write_nanos() const { return write_nanos_; }
+
+ private:
+  Btrfs& inner_;
+  int64_t send_end_nanos_ = 0;
+  int64_t write_nanos_ = 0;
+};
+
+// Counts the bytes of a stream and drops them.
+class CountingSink : public ByteSink {
+ public:
+  absl::Status Write(std::string_view data) override {
+    bytes_ += data.size();
+    return absl::OkStatus();
+  }
+  absl::Status Close() override { return absl::OkStatus(); }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  uint64_t bytes_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The ledger.
+
+// Appends to `log` until it holds at least `target_bytes` (a real, valid chain of
+// OvsEventGenerator events), as bench/verify_bench.cc does.
+absl::StatusOr<HeadRecord> BuildLedger(EventLog* log, uint64_t target_bytes, uint64_t seed,
+                                       const Watchdog& watchdog) {
+  OvsEventGenerator gen(seed);
+  constexpr size_t kBatch = 20000;
+  auto generate = [&gen] { return gen.Generate(kBatch); };
+  int64_t start = NowNanos();
+  auto next = std::async(std::launch::async, generate);
+  uint64_t reported = 0;
+  while (log->Head().log_bytes < target_bytes) {
+    std::vector<std::string> batch = next.get();
+    if (watchdog.aborted()) return watchdog.status();
+    next = std::async(std::launch::async, generate);
+    RETURN_IF_ERROR(log->AppendBatch(batch).status());
+    uint64_t bytes = log->Head().log_bytes;
+    if (bytes - reported >= target_bytes / 4) {
+      reported = bytes;
+      fmt::print("  built {:.0f} MB ({:.0f} MB/s)\n", bytes / 1e6,
+                 bytes / 1e6 / ((NowNanos() - start) / 1e9));
+      std::fflush(stdout);
+    }
+  }
+  next.wait();
+  RETURN_IF_ERROR(log->Sync());
+  HeadRecord head = log->Head();
+  fmt::print("  built {} events, {:.1f} MB in {:.1f} s\n", head.head.seq, head.log_bytes / 1e6,
+             (NowNanos() - start) / 1e9);
+  return head;
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenSSH: a ControlMaster connection and clients multiplexed over it.
+
+std::string ShellQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+struct OpenSshConfig {
+  int port = 0;
+  std::string key;          // private key without a forced command
+  std::string known_hosts;  // the test sshd's host key
+  std::string control_path;
+  std::string cipher;
+
+  // ssh with `extra` options, then the destination and `command` (if any). No user config
+  // (-F /dev/null), only this key, strict host key checking against known_hosts.
+  std::vector<std::string> Argv(std::vector<std::string> extra,
+                                const std::string& command = "") const {
+    std::vector<std::string> argv = {"ssh",
+                                     "-F",
+                                     "/dev/null",
+                                     "-p",
+                                     absl::StrCat(port),
+                                     "-l",
+                                     "root",
+                                     "-i",
+                                     key,
+                                     "-o",
+                                     "IdentitiesOnly=yes",
+                                     "-o",
+                                     "BatchMode=yes",
+                                     "-o",
+                                     absl::StrCat("UserKnownHostsFile=", known_hosts),
+                                     "-o",
+                                     "GlobalKnownHostsFile=/dev/null",
+                                     "-o",
+                                     "StrictHostKeyChecking=yes",
+                                     "-o",
+                                     absl::StrCat("ControlPath=", control_path),
+                                     "-o",
+                                     "Compression=no",
+                                     "-c",
+                                     cipher};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.push_back("127.0.0.1");
+    if (!command.empty()) argv.push_back(command);
+    return argv;
+  }
+};
+
+bool IsZombieOrGone(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t paren = stat.rfind(')');
+  return paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] == 'Z';
+}
+
+// A persistent OpenSSH connection: `ssh -M -N` run as our child. The destructor closes it with
+// `ssh -O exit`, waits for it (5 s at most, then SIGTERM by pid) and reaps it.
+class ControlMaster {
+ public:
+  static absl::StatusOr<std::unique_ptr<ControlMaster>> Start(const OpenSshConfig& config) {
+    ProcessSpec spec;
+    spec.argv = config.Argv({"-M", "-N", "-o", "ControlPersist=no"});
+    ASSIGN_OR_RETURN(ChildPtr child, ProcessRunner::Real()->Start(spec));
+    std::unique_ptr<ControlMaster> master(new ControlMaster(config, std::move(child)));
+    for (int i = 0; i < 100; ++i) {
+      if (master->Check().ok()) return master;
+      if (IsZombieOrGone(master->child_->pid())) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ASSIGN_OR_RETURN(ExitStatus exit, master->child_->Wait());
+    return absl::UnavailableError(absl::StrCat("the ssh ControlMaster did not come up (",
+                                               exit.ToString(), "): ", master->child_->Stderr()));
+  }
+
+  ~ControlMaster() {
+    (void)RunCommand(*ProcessRunner::Real(), config_.Argv({"-O", "exit"}));
+    for (int i = 0; i < 50 && !IsZombieOrGone(child_->pid()); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!IsZombieOrGone(child_->pid())) (void)child_->Signal(SIGTERM);
+    (void)child_->Wait();
+  }
+
+  // OK while the master accepts clients.
+  absl::Status Check() const {
+    return RunCommandOk(*ProcessRunner::Real(), config_.Argv({"-O", "check"})).status();
+  }
+  pid_t pid() const { return child_->pid(); }
+
+ private:
+  ControlMaster(OpenSshConfig config, ChildPtr child)
+      : config_(std::move(config)), child_(std::move(child)) {}
+  OpenSshConfig config_;
+  ChildPtr child_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The benchmark.
+
+struct Options {
+  uint64_t size_mb = 1024;
+  int runs = 3;
+  std::string cipher = "aes128-gcm@openssh.com";
+  std::string replica_bin = SNAPLEDGER_REPLICA_BIN;
+  double max_transfer_seconds = 300;
+  double timeout_seconds = 3600;
+  uint64_t seed = 1;
+};
+
+// One timed transfer.
+struct Transfer {
+  double seconds = 0;         // wall: snapledger to ShipOnce's return; OpenSSH the pipeline
+  double stream_seconds = 0;  // snapledger: to the last byte handed to the channel
+  double write_seconds = 0;   // snapledger: time inside the channel's Write calls
+  double verify_seconds = 0;  // OpenSSH: the separate VerifyLedgerDir afterwards
+  double sender_cpu = 0;      // sending processes (btrfs send, ssh or snapledger), CPU s
+  double receiver_cpu = 0;    // the sshd's tree (session, receive command, btrfs receive)
+  uint64_t stream_bytes = 0;
+};
+
+class Bench {
+ public:
+  Bench(const Options& o, Watchdog& watchdog) : o_(o), watchdog_(watchdog) {}
+  // Members go in reverse order: the libssh session, the ControlMaster, the sshd, then the
+  // filesystems.
+  ~Bench() { watchdog_.SetSshdPid(0); }
+  absl::Status Run();
+
+ private:
+  absl::Status ClearReplica();
+  absl::StatusOr<Transfer> RunSnapledger();
+  absl::StatusOr<Transfer> RunOpenSsh();
+  absl::Status Report(const std::vector<Transfer>& ours, const std::vector<Transfer>& theirs);
+
+  const Options& o_;
+  Watchdog& watchdog_;
+  BtrfsPtr btrfs_ = Btrfs::Linux();
+  testing::LoopBtrfsPtr primary_fs_, replica_fs_;
+  testing::TestSshdPtr sshd_;
+  pid_t sshd_pid_ = 0;
+  std::unique_ptr<ControlMaster> master_;
+  OpenSshConfig openssh_;
+  std::unique_ptr<TimingBtrfs> timing_btrfs_;
+  std::unique_ptr<BlockShipper> shipper_;
+  std::vector<BlockInfo> blocks_;
+  std::string block_path_;
+  uint64_t events_ = 0;
+  uint64_t stream_bytes_ = 0;
+};
+
+absl::Status Bench::ClearReplica() {
+  LedgerLayout replica(replica_fs_->mount_point());
+  for (const std::string& dir :
+       {replica.blocks(), replica.incoming(), replica_fs_->Sub(kBaselineDir)}) {
+    std::error_code ec;
+    if (!fs::exists(dir, ec)) continue;
+    ASSIGN_OR_RETURN(std::vector<SubvolumeInfo> subvolumes, btrfs_->ListSubvolumes(dir));
+    for (const SubvolumeInfo& s : subvolumes) RETURN_IF_ERROR(btrfs_->DeleteSubvolume(s.path));
+  }
+  // Flush everything and wait for the cleaner to free the deleted subvolumes' extents, so no
+  // background work of the previous transfer overlaps the next one. The commit (syncfs) first
+  // wakes the cleaner; without it `subvolume sync` waits for the 30 s commit interval.
+  ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(replica_fs_->mount_point(), O_RDONLY | O_DIRECTORY));
+  if (::syncfs(fd.get()) != 0) return ErrnoStatus("syncfs " + replica_fs_->mount_point(), errno);
+  RETURN_IF_ERROR(RunCommandOk(*ProcessRunner::Real(),
+                               {"btrfs", "-q", "subvolume", "sync", replica_fs_->mount_point()})
+                      .status());
+  if (::syncfs(fd.get()) != 0) return ErrnoStatus("syncfs " + replica_fs_->mount_point(), errno);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Transfer> Bench::RunSnapledger() {
+  RETURN_IF_ERROR(ClearReplica());
+  RETURN_IF_ERROR(watchdog_.status());
+  shipper_->SetView(ReplicaView{kReplicaId, {}});  // the replica is empty again
+  double sender0 = SelfAndReapedChildrenCpu();
+  double receiver0 = TreeCpuSeconds(sshd_pid_);
+  watchdog_.SetStepDeadline(o_.max_transfer_seconds);
+  int64_t start = NowNanos();
+  auto shipped = shipper_->ShipOnce(blocks_, /*epoch=*/1);
+  int64_t end = NowNanos();
+  watchdog_.SetStepDeadline(0);
+  RETURN_IF_ERROR(watchdog_.status());
+  if (!shipped.ok()) return shipped.status();
+  if (!shipped->has_value())
+    return absl::InternalError("ShipOnce found the replica in sync; it was emptied");
+  const ShipResult& r = **shipped;
+  if (r.parent || r.events_verified != events_ || r.stream_bytes != stream_bytes_)
+    return absl::InternalError(absl::StrCat(
+        "unexpected transfer: parent ", r.parent ? r.parent->name : "none", ", ",
+        r.events_verified, " of ", events_, " events verified, ", r.stream_bytes, " of ",
+        stream_bytes_, " stream bytes"));
+  ASSIGN_OR_RETURN(std::vector<BlockInfo> held,
+                   ListBlocks(*btrfs_, LedgerLayout(replica_fs_->mount_point())));
+  if (held.size() != 1 || held[0].name != blocks_.back().name)
+    return absl::InternalError("the replica does not hold the promoted block");
+  Transfer t;
+  t.seconds = (end - start) / 1e9;
+  t.stream_seconds = (timing_btrfs_->send_end_nanos() - start) / 1e9;
+  t.write_seconds = timing_btrfs_->write_nanos() / 1e9;
+  t.sender_cpu = SelfAndReapedChildrenCpu() - sender0;
+  t.receiver_cpu = TreeCpuSeconds(sshd_pid_) - receiver0;
+  t.stream_bytes = r.stream_bytes;
+  return t;
+}
+
+absl::StatusOr<Transfer> Bench::RunOpenSsh() {
+  RETURN_IF_ERROR(ClearReplica());
+  RETURN_IF_ERROR(watchdog_.status());
+  std::string dest = replica_fs_->Sub(kBaselineDir);
+  std::error_code ec;
+  fs::create_directories(dest, ec);
+  if (ec) return absl::InternalError(absl::StrCat("mkdir ", dest, ": ", ec.message()));
+  RETURN_IF_ERROR(master_->Check());  // a client must not fall back to a new connection
+
+  // btrfs send | ssh 'btrfs receive', without a local shell: two children joined by a pipe.
+  ASSIGN_OR_RETURN(Pipe pipe, MakePipe());
+  ProcessSpec ssh_spec;
+  ssh_spec.argv = openssh_.Argv({"-T", "-o", "ControlMaster=no"},
+                                absl::StrCat("btrfs -q receive ", ShellQuote(dest)));
+  ssh_spec.stdin_spec = StdioSpec::Fd(pipe.read.get());
+  ProcessSpec send_spec;
+  send_spec.argv = {"btrfs", "-q", "send", block_path_};
+  send_spec.stdout_spec = StdioSpec::Fd(pipe.write.get());
+
+  double sender0 = SelfAndReapedChildrenCpu() + TreeCpuSeconds(master_->pid());
+  double receiver0 = TreeCpuSeconds(sshd_pid_);
+  watchdog_.SetStepDeadline(o_.max_transfer_seconds);
+  int64_t start = NowNanos();
+  ASSIGN_OR_RETURN(ChildPtr ssh, ProcessRunner::Real()->Start(ssh_spec));
+  ASSIGN_OR_RETURN(ChildPtr send, ProcessRunner::Real()->Start(send_spec));
+  pipe.read.Reset();
+  pipe.write.Reset();
+  ASSIGN_OR_RETURN(ExitStatus send_exit, send->Wait());
+  ASSIGN_OR_RETURN(ExitStatus ssh_exit, ssh->Wait());
+  int64_t end = NowNanos();
+  watchdog_.SetStepDeadline(0);
+  RETURN_IF_ERROR(watchdog_.status());
+  RETURN_IF_ERROR(ExitToStatus(send_spec.argv, send_exit, send->Stderr()));
+  RETURN_IF_ERROR(ExitToStatus(ssh_spec.argv, ssh_exit, ssh->Stderr()));
+  Transfer t;
+  t.seconds = (end - start) / 1e9;
+  t.sender_cpu = SelfAndReapedChildrenCpu() + TreeCpuSeconds(master_->pid()) - sender0;
+  t.receiver_cpu = TreeCpuSeconds(sshd_pid_) - receiver0;
+  t.stream_bytes = stream_bytes_;
+
+  std::string received = absl::StrCat(dest, "/", blocks_.back().name);
+  ASSIGN_OR_RETURN(SubvolumeInfo info, btrfs_->GetSubvolumeInfo(received));
+  if (!info.read_only || info.received_uuid.empty())
+    return absl::InternalError(received + " is not a read-only received subvolume");
+  // What snapledger's replica does besides receiving: full verification, 2 threads.
+  start = NowNanos();
+  ASSIGN_OR_RETURN(VerifyReport report, VerifyLedgerDir(received, {HeadCheck::kExact, 2}));
+  t.verify_seconds = (NowNanos() - start) / 1e9;
+  if (!report.ok()) return absl::DataLossError(report.failure->ToString());
+  if (report.events_verified != events_)
+    return absl::InternalError(
+        absl::StrCat("verified ", report.events_verified, " of ", events_, " events"));
+  return t;
+}
+
+double MBps(uint64_t bytes, double seconds) { return seconds > 0 ? bytes / 1e6 / seconds : 0; }
+
+absl::Status Bench::Run() {
+  uint64_t target = o_.size_mb * 1000 * 1000;
+  // Sparse images: room for the ledger, its index and a received copy, with slack.
+  uint64_t image = 2 * target + (1ull << 30);
+  fmt::print(
+      "snapledger-bench-replication  ledger >= {} MB  runs={}  cipher {}  loopback 127.0.0.1\n",
+      o_.size_mb, o_.runs, o_.cipher);
+  fmt::print("load average at the start: {}\n", LoadAverage());
+
+  ASSIGN_OR_RETURN(primary_fs_, testing::LoopBtrfs::Create(image));
+  ASSIGN_OR_RETURN(replica_fs_, testing::LoopBtrfs::Create(image));
+  fmt::print("primary btrfs (loop) at {}, replica btrfs (loop) at {}\n",
+             primary_fs_->mount_point(), replica_fs_->mount_point());
+
+  // The primary's ledger and its one block.
+  const std::string root = primary_fs_->mount_point();
+  LedgerLayout layout(root);
+  RETURN_IF_ERROR(InitializeLedgerRoot(*btrfs_, root));
+  fmt::print("building a ledger of >= {} MB of OVS port-agent events\n", o_.size_mb);
+  std::fflush(stdout);
+  {
+    EventLogOptions options;
+    options.durability = Durability::kInterval;
+    options.sync_interval = absl::Milliseconds(500);
+    ASSIGN_OR_RETURN(EventLogPtr log, EventLog::Create(layout.live(), /*epoch=*/1, options));
+    ASSIGN_OR_RETURN(HeadRecord head, BuildLedger(log.get(), target, o_.seed, watchdog_));
+    events_ = head.head.seq;
+    ASSIGN_OR_RETURN(BlockMakerPtr maker, BlockMaker::Create(*btrfs_, root, *log));
+    ASSIGN_OR_RETURN(std::optional<BlockInfo> block, maker->Cut());
+    if (!block) return absl::InternalError("no block was cut");
+    ASSIGN_OR_RETURN(blocks_, maker->ListBlocks());
+  }
+  block_path_ = layout.block(blocks_.back());
+  {
+    CountingSink counter;  // the stream's size; also reads the block once (page cache)
+    RETURN_IF_ERROR(btrfs_->Send(block_path_, std::nullopt, counter));
+    stream_bytes_ = counter.bytes();
+  }
+  fmt::print("block {}: {} events; full send stream {:.1f} MB\n", blocks_.back().name, events_,
+             stream_bytes_ / 1e6);
+
+  // The sshd: the primary's key forced to the real receive command; a second key without a
+  // forced command for the OpenSSH baseline.
+  ASSIGN_OR_RETURN(sshd_, testing::TestSshd::Start(absl::StrCat(
+                              o_.replica_bin, " receive --root ", replica_fs_->mount_point())));
+  ASSIGN_OR_RETURN(std::string pid_text, ReadFileToString(sshd_->dir() + "/sshd.pid"));
+  sshd_pid_ = std::stoi(std::string(absl::StripAsciiWhitespace(pid_text)));
+  watchdog_.SetSshdPid(sshd_pid_);
+  ASSIGN_OR_RETURN(openssh_.key, sshd_->NewKey("baseline_key"));
+  ASSIGN_OR_RETURN(std::string baseline_pub, ReadFileToString(openssh_.key + ".pub"));
+  {
+    std::ofstream keys(sshd_->dir() + "/authorized_keys", std::ios::app);
+    keys << absl::StripTrailingAsciiWhitespace(baseline_pub) << "\n";
+    if (!keys) return absl::InternalError("cannot add the baseline key to authorized_keys");
+  }
+  SshEndpoint endpoint = sshd_->Endpoint();
+  endpoint.ciphers = o_.cipher;
+  openssh_.port = sshd_->port();
+  openssh_.known_hosts = endpoint.known_hosts_file;
+  openssh_.control_path = sshd_->dir() + "/control";
+  openssh_.cipher = o_.cipher;
+  ASSIGN_OR_RETURN(master_, ControlMaster::Start(openssh_));
+  timing_btrfs_ = std::make_unique<TimingBtrfs>(*btrfs_);
+  shipper_ = std::make_unique<BlockShipper>(*timing_btrfs_, *SshTransport::Libssh(),
+                                            ReplicaTarget{kReplicaId, endpoint}, root);
+  fmt::print("test sshd on 127.0.0.1:{} (pid {}); OpenSSH ControlMaster pid {}\n", sshd_->port(),
+             sshd_pid_, master_->pid());
+
+  // Untimed warm-up: opens the libssh session (the ControlMaster is already up) and runs each
+  // path once.
+  fmt::print("warm-up (untimed; opens the libssh session):");
+  std::fflush(stdout);
+  ASSIGN_OR_RETURN(Transfer w1, RunSnapledger());
+  ASSIGN_OR_RETURN(Transfer w2, RunOpenSsh());
+  fmt::print("  snapledger {:.2f} s, OpenSSH {:.2f} s\n", w1.seconds, w2.seconds);
+
+  std::vector<Transfer> ours, theirs;
+  for (int run = 1; run <= o_.runs; ++run) {
+    bool ours_first = run % 2 == 1;
+    fmt::print("run {}/{} ({} first):", run, o_.runs, ours_first ? "snapledger" : "OpenSSH");
+    std::fflush(stdout);
+    for (int k = 0; k < 2; ++k) {
+      if ((k == 0) == ours_first) {
+        ASSIGN_OR_RETURN(Transfer t, RunSnapledger());
+        fmt::print("  snapledger {:.3f} s ({:.0f} MB/s; stream phase {:.3f} s, {:.0f} MB/s)",
+                   t.seconds, MBps(t.stream_bytes, t.seconds), t.stream_seconds,
+                   MBps(t.stream_bytes, t.stream_seconds));
+        ours.push_back(t);
+      } else {
+        ASSIGN_OR_RETURN(Transfer t, RunOpenSsh());
+        fmt::print("  OpenSSH {:.3f} s ({:.0f} MB/s) + verify {:.3f} s", t.seconds,
+                   MBps(t.stream_bytes, t.seconds), t.verify_seconds);
+        theirs.push_back(t);
+      }
+      std::fflush(stdout);
+    }
+    fmt::print("\n");
+  }
+  RETURN_IF_ERROR(ClearReplica());
+  return Report(ours, theirs);
+}
+
+absl::Status Bench::Report(const std::vector<Transfer>& ours,
+                           const std::vector<Transfer>& theirs) {
+  auto med = [](const std::vector<Transfer>& v, auto field) {
+    std::vector<double> x;
+    for (const Transfer& t : v) x.push_back(field(t));
+    return Median(x);
+  };
+  auto openssh = [](const Transfer& t) { return t.seconds; };
+  auto openssh_verify = [](const Transfer& t) { return t.seconds + t.verify_seconds; };
+  auto total = [](const Transfer& t) { return t.seconds; };
+  auto stream = [](const Transfer& t) { return t.stream_seconds; };
+  uint64_t bytes = stream_bytes_;
+
+  fmt::print("\nmedians of {} run(s); stream {:.1f} MB ({} events); MB = 10^6 bytes\n", o_.runs,
+             bytes / 1e6, events_);
+  fmt::print("  {:<58} {:>8} {:>8} {:>11} {:>11}\n", "case", "wall s", "MB/s", "sender CPU",
+             "recv CPU");
+  auto row = [&](const std::string& name, double s, std::optional<double> snd,
+                 std::optional<double> rcv) {
+    fmt::print("  {:<58} {:>8.3f} {:>8.0f} {:>11} {:>11}\n", name, s, MBps(bytes, s),
+               snd ? fmt::format("{:.2f} s", *snd) : "", rcv ? fmt::format("{:.2f} s", *rcv) : "");
+  };
+  row("OpenSSH: btrfs send | ssh (ControlMaster) | btrfs receive", med(theirs, openssh),
+      med(theirs, [](const Transfer& t) { return t.sender_cpu; }),
+      med(theirs, [](const Transfer& t) { return t.receiver_cpu; }));
+  row("OpenSSH, then VerifyLedgerDir (2 threads) separately", med(theirs, openssh_verify),
+      std::nullopt, std::nullopt);
+  row("snapledger ShipOnce: stream phase (to last byte sent)", med(ours, stream), std::nullopt,
+      std::nullopt);
+  row("snapledger ShipOnce: total (received, verified, promoted)", med(ours, total),
+      med(ours, [](const Transfer& t) { return t.sender_cpu; }),
+      med(ours, [](const Transfer& t) { return t.receiver_cpu; }));
+  fmt::print(
+      "  (CPU: sender = btrfs send + ssh client/ControlMaster or the shipping process; receiver "
+      "= the sshd's session, the remote command and btrfs receive; kernel threads such as the "
+      "loop devices' are not counted)\n");
+  fmt::print("  snapledger: {:.3f} s of the stream phase inside the channel's Write (libssh), "
+             "{:.3f} s from the last byte to the verified, promoted block; OpenSSH's separate "
+             "verification {:.3f} s\n",
+             med(ours, [](const Transfer& t) { return t.write_seconds; }),
+             med(ours, [](const Transfer& t) { return t.seconds - t.stream_seconds; }),
+             med(theirs, [](const Transfer& t) { return t.verify_seconds; }));
+
+  // Speed ratios (> 1: snapledger faster), paired within each run, median over runs.
+  auto paired = [&](auto mine, auto base) {
+    std::vector<double> v;
+    for (size_t i = 0; i < ours.size() && i < theirs.size(); ++i)
+      v.push_back(base(theirs[i]) / mine(ours[i]));
+    return Median(v);
+  };
+  fmt::print("\nratios, snapledger MB/s / OpenSSH MB/s (paired within each run, median)\n");
+  fmt::print("  {:<74} {:>6.2f}x\n",
+             "total (incl. the replica's full verification) vs OpenSSH transfer alone",
+             paired(total, openssh));
+  fmt::print("  {:<74} {:>6.2f}x\n",
+             "total vs OpenSSH transfer + separate VerifyLedgerDir (like for like)",
+             paired(total, openssh_verify));
+  fmt::print("  {:<74} {:>6.2f}x\n", "stream phase (transfer only) vs OpenSSH transfer",
+             paired(stream, openssh));
+  fmt::print("load average at the end: {}\n", LoadAverage());
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace snapledger::bench
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "Bootstrap replication throughput: BlockShipper over libssh vs btrfs send | ssh | "
+      "btrfs receive over an OpenSSH ControlMaster, same data, same sshd, same cipher"};
+  snapledger::bench::Options o;
+  app.add_option("--size-mb", o.size_mb, "minimum ledger size to build, in MB (10^6 bytes)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--runs", o.runs, "timed transfers of each kind; medians are reported")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--cipher", o.cipher, "cipher for both (libssh and OpenSSH)")
+      ->capture_default_str();
+  app.add_option("--replica-bin", o.replica_bin, "the snapledger-replica binary")
+      ->capture_default_str();
+  app.add_option("--max-transfer-seconds", o.max_transfer_seconds,
+                 "a transfer running longer is stopped and the benchmark fails")
+      ->capture_default_str();
+  app.add_option("--timeout-seconds", o.timeout_seconds, "bound on the whole benchmark")
+      ->capture_default_str();
+  app.add_option("--seed", o.seed, "event generator seed")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  // Before any thread starts: the watchdog takes these signals with sigtimedwait.
+  sigset_t stop = snapledger::bench::StopSignals();
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  absl::Status st;
+  {
+    snapledger::bench::Watchdog watchdog(o.timeout_seconds);
+    snapledger::bench::Bench bench(o, watchdog);
+    st = bench.Run();
+    if (st.ok()) st = watchdog.status();
+  }  // ~Bench: ControlMaster closed, sshd stopped, filesystems unmounted, loop devices detached
+  if (!st.ok()) {
+    fmt::print(stderr, "snapledger-bench-replication: {}\n", st);
+    return absl::IsCancelled(st) ? 130 : 1;
+  }
+  return 0;
+}

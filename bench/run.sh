@@ -2,20 +2,29 @@
 # Runs snapledger's benchmarks (see bench/README.md):
 #   1. append throughput on a loop-mounted btrfs image (the production filesystem),
 #   2. the same append benchmark on the host filesystem, for comparison,
-#   3. verification speed vs sha256sum on the btrfs image.
-# Parts 1 and 3 need root (loop mount) and mkfs.btrfs; without them they are skipped with a
-# message. Everything is created under one mktemp directory and removed on exit, failure or
-# interrupt (the image is unmounted and its loop device detached first).
+#   3. verification speed vs sha256sum on the btrfs image,
+#   4. replication: a full block over SSH on 127.0.0.1 (BlockShipper over libssh vs
+#      btrfs send | ssh | btrfs receive over an OpenSSH ControlMaster), between two
+#      loop-mounted btrfs images the benchmark makes itself.
+# Parts 1, 3 and 4 need root (loop mounts) and mkfs.btrfs, part 4 also OpenSSH (sshd, ssh,
+# ssh-keygen); without them they are skipped with a message. Everything is created under one
+# mktemp directory and removed on exit, failure or interrupt (images unmounted and loop
+# devices detached first).
 #
-# Usage: bench/run.sh [--quick]      (BUILD_DIR, default "build", holds the built binaries;
-#                                     a relative BUILD_DIR is taken from the repository root)
+# Usage: bench/run.sh [--quick] [--replication]
+#   --quick        smaller sizes, fewer runs (about two minutes)
+#   --replication  only part 4
+# BUILD_DIR (default "build") holds the built binaries; a relative BUILD_DIR is taken from the
+# repository root.
 set -euo pipefail
 
 quick=0
+only_replication=0
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --replication) only_replication=1 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -25,7 +34,10 @@ build=${BUILD_DIR:-build}
 [[ $build = /* ]] || build=$repo/$build
 append_bin=$build/bench/snapledger-bench-append
 verify_bin=$build/bench/snapledger-bench-verify
-for bin in "$append_bin" "$verify_bin"; do
+replication_bin=$build/bench/snapledger-bench-replication
+bins=("$replication_bin")
+(( only_replication )) || bins+=("$append_bin" "$verify_bin")
+for bin in "${bins[@]}"; do
   if [[ ! -x $bin ]]; then
     echo "run.sh: $bin not found; build first:" >&2
     echo "  cmake -S $repo -B $build -DCMAKE_BUILD_TYPE=Release && cmake --build $build" >&2
@@ -36,10 +48,12 @@ done
 if (( quick )); then
   append_args=(--events 20000 --max-seconds 2 --runs 1)
   verify_args=(--size-mb 100 --runs 1)
+  replication_args=(--size-mb 200 --runs 3)
   image_size=1G
 else
   append_args=(--events 200000 --max-seconds 4 --runs 5)
   verify_args=(--size-mb 1024 --runs 3)
+  replication_args=(--size-mb 1024 --runs 5)
   image_size=4G
 fi
 
@@ -53,6 +67,24 @@ cleanup() {
     umount "$mnt" || umount -l "$mnt"
   fi
   [[ -n $loopdev ]] && losetup -d "$loopdev"
+  # The replication benchmark cleans up after itself, even when stopped; should it have died
+  # anyway, stop the ssh ControlMaster and the sshd it started (by their pid files: the sshd's
+  # connection handlers, then the sshd; its mounts go with them) and detach the loop devices
+  # of its images.
+  local dir pid img dev
+  for dir in "$work"/snapledger-sshd-*; do
+    [[ -f $dir/control_master.pid ]] && kill "$(cat "$dir/control_master.pid")" 2>/dev/null
+    if [[ -f $dir/sshd.pid ]]; then
+      pid=$(cat "$dir/sshd.pid")
+      pkill -TERM -P "$pid" 2>/dev/null
+      kill "$pid" 2>/dev/null
+    fi
+  done
+  sleep 0.5
+  for img in "$work"/snapledger-loop-*/btrfs.img; do
+    [[ -f $img ]] || continue
+    for dev in $(losetup -j "$img" 2>/dev/null | cut -d: -f1); do losetup -d "$dev"; done
+  done
   rm -rf "$work"
   exit "$rc"
 }
@@ -74,8 +106,13 @@ elif ! command -v mkfs.btrfs >/dev/null || ! command -v losetup >/dev/null; then
   echo "SKIPPING the btrfs benchmarks: mkfs.btrfs or losetup is missing (apt install btrfs-progs)"
   btrfs_ok=0
 fi
+ssh_ok=1
+if [[ ! -x /usr/sbin/sshd ]] || ! command -v ssh >/dev/null || ! command -v ssh-keygen >/dev/null
+then
+  ssh_ok=0
+fi
 
-if (( btrfs_ok )); then
+if (( btrfs_ok && !only_replication )); then
   truncate -s "$image_size" "$work/btrfs.img"
   mkfs.btrfs -q "$work/btrfs.img" >/dev/null
   loopdev=$(losetup --find --show "$work/btrfs.img")
@@ -87,10 +124,22 @@ if (( btrfs_ok )); then
   "$append_bin" --dir "$mnt/append" "${append_args[@]}"
 fi
 
-section "append: host filesystem, $(findmnt -no FSTYPE -T "$work") (for comparison)"
-"$append_bin" --dir "$work/host-append" "${append_args[@]}"
+if (( !only_replication )); then
+  section "append: host filesystem, $(findmnt -no FSTYPE -T "$work") (for comparison)"
+  "$append_bin" --dir "$work/host-append" "${append_args[@]}"
+fi
 
-if (( btrfs_ok )); then
+if (( btrfs_ok && !only_replication )); then
   section "verify: btrfs on a loop device ($mnt)"
   "$verify_bin" --dir "$mnt/verify" "${verify_args[@]}"
+fi
+
+section "replication: full block over SSH on 127.0.0.1, two btrfs loop images"
+if (( !btrfs_ok )); then
+  echo "SKIPPED (needs root and btrfs-progs, see above)"
+elif (( !ssh_ok )); then
+  echo "SKIPPED: OpenSSH is missing (apt install openssh-server openssh-client)"
+else
+  # TMPDIR: the benchmark's images, mounts and sshd directory go under $work.
+  TMPDIR=$work "$replication_bin" "${replication_args[@]}"
 fi

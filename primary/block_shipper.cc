@@ -62,7 +62,8 @@ absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epo
   absl::Status sent = btrfs_.Send(layout_.block(step.block), parent, **remote);
   absl::StatusOr<RemoteExit> exit = (*remote)->Wait();
   if (!exit.ok()) {
-    session_.reset();
+    remote->reset();   // the channel must go before the session that owns it
+    session_.reset();  // reconnect next time
     return exit.status();
   }
   if (!exit->ok()) {

@@ -39,7 +39,6 @@ struct ReceiveResult {
   BlockInfo block;
   HeadRecord head;             // the promoted block's head
   uint64_t events_verified = 0;
-  uint64_t stream_bytes = 0;
   uint64_t prefix_bytes_shared = 0;    // old bytes proven unchanged by shared extents
   uint64_t prefix_bytes_compared = 0;  // old bytes read and compared with the parent
   bool already_held = false;   // the block was already verified here; the stream was drained

@@ -98,7 +98,6 @@ int Receive(const std::string& root, TransferArgs t) {
   std::cout << "{\"block\":\"" << result->block.name << "\",\"seq\":" << result->head.head.seq
             << ",\"hash\":\"" << result->head.head.hash
             << "\",\"events_verified\":" << result->events_verified
-            << ",\"stream_bytes\":" << result->stream_bytes
             << ",\"prefix_bytes_shared\":" << result->prefix_bytes_shared
             << ",\"prefix_bytes_compared\":" << result->prefix_bytes_compared
             << ",\"already_held\":" << (result->already_held ? "true" : "false") << "}\n";

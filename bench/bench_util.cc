@@ -1,15 +1,20 @@
 #include "bench/bench_util.h"
 
+#include <fmt/core.h>
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
+#include <future>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/file_util.h"
+#include "common/ovs_event_generator.h"
+#include "common/status_macros.h"
 
 namespace snapledger::bench {
 
@@ -77,6 +82,36 @@ std::string LoadAverage() {
   std::string one, five, fifteen;
   in >> one >> five >> fifteen;
   return absl::StrCat(one, " ", five, " ", fifteen, " (1/5/15 min)");
+}
+
+absl::StatusOr<HeadRecord> FillLedger(EventLog& log, uint64_t target_bytes, uint64_t seed,
+                                      int progress_steps,
+                                      const std::function<absl::Status()>& abort) {
+  OvsEventGenerator gen(seed);
+  constexpr size_t kBatch = 20000;
+  auto generate = [&gen] { return gen.Generate(kBatch); };
+  int64_t start = NowNanos();
+  auto next = std::async(std::launch::async, generate);
+  uint64_t reported = 0;
+  while (log.Head().log_bytes < target_bytes) {
+    std::vector<std::string> batch = next.get();
+    if (abort) RETURN_IF_ERROR(abort());
+    next = std::async(std::launch::async, generate);
+    RETURN_IF_ERROR(log.AppendBatch(batch).status());
+    uint64_t bytes = log.Head().log_bytes;
+    if (bytes - reported >= target_bytes / std::max(progress_steps, 1)) {
+      reported = bytes;
+      fmt::print("  built {:.0f} MB ({:.0f} MB/s)\n", bytes / 1e6,
+                 bytes / 1e6 / ((NowNanos() - start) / 1e9));
+      std::fflush(stdout);
+    }
+  }
+  next.wait();
+  RETURN_IF_ERROR(log.Sync());
+  HeadRecord head = log.Head();
+  fmt::print("  built {} events, {:.1f} MB in {:.1f} s\n", head.head.seq, head.log_bytes / 1e6,
+             (NowNanos() - start) / 1e9);
+  return head;
 }
 
 }  // namespace snapledger::bench

@@ -5,7 +5,10 @@
 #include <string>
 #include <vector>
 
+#include <functional>
+
 #include "absl/status/statusor.h"
+#include "common/event_log.h"
 
 namespace snapledger::bench {
 
@@ -49,5 +52,13 @@ double Median(std::vector<double> v);
 // The 1, 5 and 15 minute load averages from /proc/loadavg, for the report: other work on the
 // machine skews every figure.
 std::string LoadAverage();
+
+// Appends OvsEventGenerator events (seeded) to `log` in large batches until it holds at least
+// `target_bytes`, generating the next batch on a second thread while the current one is
+// appended; prints progress `progress_steps` times; Sync()s at the end. `abort` (optional) is
+// asked before each batch and stops the fill with its status when not OK.
+absl::StatusOr<HeadRecord> FillLedger(EventLog& log, uint64_t target_bytes, uint64_t seed,
+                                      int progress_steps,
+                                      const std::function<absl::Status()>& abort = nullptr);
 
 }  // namespace snapledger::bench

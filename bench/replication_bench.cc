@@ -358,31 +358,9 @@ class CountingSink : public ByteSink {
 // OvsEventGenerator events), as bench/verify_bench.cc does.
 absl::StatusOr<HeadRecord> BuildLedger(EventLog* log, uint64_t target_bytes, uint64_t seed,
                                        const Watchdog& watchdog) {
-  OvsEventGenerator gen(seed);
-  constexpr size_t kBatch = 20000;
-  auto generate = [&gen] { return gen.Generate(kBatch); };
-  int64_t start = NowNanos();
-  auto next = std::async(std::launch::async, generate);
-  uint64_t reported = 0;
-  while (log->Head().log_bytes < target_bytes) {
-    std::vector<std::string> batch = next.get();
-    if (watchdog.aborted()) return watchdog.status();
-    next = std::async(std::launch::async, generate);
-    RETURN_IF_ERROR(log->AppendBatch(batch).status());
-    uint64_t bytes = log->Head().log_bytes;
-    if (bytes - reported >= target_bytes / 4) {
-      reported = bytes;
-      fmt::print("  built {:.0f} MB ({:.0f} MB/s)\n", bytes / 1e6,
-                 bytes / 1e6 / ((NowNanos() - start) / 1e9));
-      std::fflush(stdout);
-    }
-  }
-  next.wait();
-  RETURN_IF_ERROR(log->Sync());
-  HeadRecord head = log->Head();
-  fmt::print("  built {} events, {:.1f} MB in {:.1f} s\n", head.head.seq, head.log_bytes / 1e6,
-             (NowNanos() - start) / 1e9);
-  return head;
+  return FillLedger(*log, target_bytes, seed, 4, [&watchdog] {
+    return watchdog.status();
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

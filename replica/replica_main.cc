@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "common/btrfs.h"
 #include "common/byte_stream.h"
@@ -44,8 +45,7 @@ void AddTransferOptions(CLI::App& app, TransferArgs& t) {
 bool ParseOriginalCommand(const std::string& command, TransferArgs& t, std::string* error) {
   std::vector<std::string> words = absl::StrSplit(command, ' ', absl::SkipEmpty());
   if (!words.empty() && (words[0] == "snapledger-replica" ||
-                         words[0].size() > 19 &&
-                             words[0].substr(words[0].size() - 19) == "/snapledger-replica"))
+                         absl::EndsWith(words[0], "/snapledger-replica")))
     words.erase(words.begin());
   if (words.empty() || words[0] != "receive") {
     *error = "this key may only run `snapledger-replica receive`";

@@ -19,6 +19,7 @@
 #include "common/head_file.h"
 #include "common/process.h"
 #include "tests/integration/loop_btrfs.h"
+#include "tests/integration/primary_ledger.h"
 
 #ifndef SNAPLEDGER_REPLICA_BIN
 #error "SNAPLEDGER_REPLICA_BIN must name the snapledger-replica binary"
@@ -40,13 +41,10 @@ class ReplicaReceiveTest : public ::testing::Test {
     ASSIGN_LOOP_BTRFS_OR_SKIP(primary_fs_);
     ASSIGN_LOOP_BTRFS_OR_SKIP(replica_fs_);
     btrfs_ = Btrfs::Linux();
-    ASSERT_TRUE(InitializeLedgerRoot(*btrfs_, primary_fs_->mount_point()).ok());
-    auto log = EventLog::Create(LedgerLayout(primary_fs_->mount_point()).live(), 1);
-    ASSERT_TRUE(log.ok()) << log.status();
-    log_ = std::move(*log);
-    auto maker = BlockMaker::Create(*btrfs_, primary_fs_->mount_point(), *log_);
-    ASSERT_TRUE(maker.ok()) << maker.status();
-    maker_ = std::move(*maker);
+    auto primary = testing::CreatePrimaryLedger(*btrfs_, primary_fs_->mount_point());
+    ASSERT_TRUE(primary.ok()) << primary.status();
+    log_ = std::move(primary->log);
+    maker_ = std::move(primary->maker);
   }
 
   void Append(int n) {

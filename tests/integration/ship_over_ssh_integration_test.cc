@@ -12,6 +12,7 @@
 #include "common/file_util.h"
 #include "primary/block_shipper.h"
 #include "tests/integration/loop_btrfs.h"
+#include "tests/integration/primary_ledger.h"
 #include "tests/integration/test_sshd.h"
 
 #ifndef SNAPLEDGER_REPLICA_BIN
@@ -31,13 +32,10 @@ class ShipOverSshTest : public ::testing::Test {
     ASSIGN_TEST_SSHD_OR_SKIP(sshd_, absl::StrCat(SNAPLEDGER_REPLICA_BIN, " receive --root ",
                                                  replica_fs_->mount_point()));
     btrfs_ = Btrfs::Linux();
-    ASSERT_TRUE(InitializeLedgerRoot(*btrfs_, primary_fs_->mount_point()).ok());
-    auto log = EventLog::Create(LedgerLayout(primary_fs_->mount_point()).live(), 1);
-    ASSERT_TRUE(log.ok()) << log.status();
-    log_ = std::move(*log);
-    auto maker = BlockMaker::Create(*btrfs_, primary_fs_->mount_point(), *log_);
-    ASSERT_TRUE(maker.ok()) << maker.status();
-    maker_ = std::move(*maker);
+    auto primary = testing::CreatePrimaryLedger(*btrfs_, primary_fs_->mount_point());
+    ASSERT_TRUE(primary.ok()) << primary.status();
+    log_ = std::move(primary->log);
+    maker_ = std::move(primary->maker);
   }
 
   void Append(int n) {

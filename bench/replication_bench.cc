@@ -9,6 +9,9 @@
 //               verified by the replica (VerifyLedgerDir, 2 threads) and promoted. The moment
 //               the last byte of the stream was handed to the channel is also recorded (the
 //               "stream phase": transfer without the replica's verification).
+//   snapledger + zstd  the same with ReplicaTarget::compression = kZstd (--zstd-level,
+//               --zstd-workers): the stream is compressed into the channel and decompressed by
+//               the replica before btrfs receive. MB/s are still of the uncompressed stream.
 //   OpenSSH     `btrfs send <block> | ssh -c <cipher> root@127.0.0.1 'btrfs receive <dir>'` over a
 //               persistent ControlMaster connection to the same sshd (a second client key
 //               without a forced command; same host key checking, same cipher, same
@@ -20,7 +23,7 @@
 //
 // Both connections are established before anything is timed (and warmed by one untimed
 // transfer each). Before every transfer the replica is emptied (received subvolumes deleted on
-// both sides, `btrfs subvolume sync`, syncfs), untimed. The order of the two alternates from
+// both sides, `btrfs subvolume sync`, syncfs), untimed. The order of the three rotates from
 // run to run; ratios are paired within a run, then the median over runs. See bench/README.md.
 //
 // Bounded and self-cleaning: a watchdog ends a transfer that runs past --max-transfer-seconds
@@ -320,6 +323,7 @@ class KeepAliveSession : public SshSession {
     return RemoteCommandPtr(new KeepAliveCommand(session_, std::move(c)));
   }
   bool Connected() const override { return session_->Connected(); }
+  void Abort() override { session_->Abort(); }
 
  private:
   std::shared_ptr<SshSession> session_;
@@ -476,6 +480,8 @@ struct Options {
   int runs = 3;
   std::string cipher = "aes128-gcm@openssh.com";
   std::string replica_bin = SNAPLEDGER_REPLICA_BIN;
+  int zstd_level = 1;
+  int zstd_workers = 2;
   double max_transfer_seconds = 300;
   double timeout_seconds = 3600;
   uint64_t seed = 1;
@@ -492,6 +498,7 @@ struct Transfer {
   double sender_cpu = 0;      // sending processes (btrfs send, ssh or snapledger), CPU s
   double receiver_cpu = 0;    // the sshd's tree (session, receive command, btrfs receive)
   uint64_t stream_bytes = 0;
+  uint64_t wire_bytes = 0;    // snapledger: bytes into the channel (compressed with zstd)
 };
 
 class Bench {
@@ -504,9 +511,10 @@ class Bench {
 
  private:
   absl::Status ClearReplica();
-  absl::StatusOr<Transfer> RunSnapledger();
+  absl::StatusOr<Transfer> RunSnapledger(BlockShipper& shipper);
   absl::StatusOr<Transfer> RunOpenSsh();
-  absl::Status Report(const std::vector<Transfer>& ours, const std::vector<Transfer>& theirs);
+  absl::Status Report(const std::vector<Transfer>& ours, const std::vector<Transfer>& zstd,
+                      const std::vector<Transfer>& theirs);
 
   const Options& o_;
   Watchdog& watchdog_;
@@ -519,6 +527,7 @@ class Bench {
   std::unique_ptr<TimingBtrfs> timing_btrfs_;
   KeepAliveTransport keepalive_transport_{*SshTransport::Libssh()};
   std::unique_ptr<BlockShipper> shipper_;
+  std::unique_ptr<BlockShipper> zstd_shipper_;  // the same, compressing with zstd
   std::vector<BlockInfo> blocks_;
   std::string block_path_;
   uint64_t events_ = 0;
@@ -547,15 +556,15 @@ absl::Status Bench::ClearReplica() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Transfer> Bench::RunSnapledger() {
+absl::StatusOr<Transfer> Bench::RunSnapledger(BlockShipper& shipper) {
   RETURN_IF_ERROR(ClearReplica());
   RETURN_IF_ERROR(watchdog_.status());
-  shipper_->SetView(ReplicaView{kReplicaId, {}});  // the replica is empty again
+  shipper.SetView(ReplicaView{kReplicaId, {}});  // the replica is empty again
   double sender0 = SelfAndReapedChildrenCpu();
   double receiver0 = TreeCpuSeconds(sshd_pid_);
   watchdog_.SetStepDeadline(o_.max_transfer_seconds);
   int64_t start = NowNanos();
-  auto shipped = shipper_->ShipOnce(blocks_, /*epoch=*/1);
+  auto shipped = shipper.ShipOnce(blocks_, /*epoch=*/1);
   int64_t end = NowNanos();
   watchdog_.SetStepDeadline(0);
   RETURN_IF_ERROR(watchdog_.status());
@@ -579,6 +588,7 @@ absl::StatusOr<Transfer> Bench::RunSnapledger() {
   t.sender_cpu = SelfAndReapedChildrenCpu() - sender0;
   t.receiver_cpu = TreeCpuSeconds(sshd_pid_) - receiver0;
   t.stream_bytes = r.stream_bytes;
+  t.wire_bytes = r.wire_bytes;
   return t;
 }
 
@@ -621,6 +631,7 @@ absl::StatusOr<Transfer> Bench::RunOpenSsh() {
   t.sender_cpu = SelfAndReapedChildrenCpu() + TreeCpuSeconds(master_->pid()) - sender0;
   t.receiver_cpu = TreeCpuSeconds(sshd_pid_) - receiver0;
   t.stream_bytes = stream_bytes_;
+  t.wire_bytes = stream_bytes_;
 
   std::string received = absl::StrCat(dest, "/", blocks_.back().name);
   ASSIGN_OR_RETURN(SubvolumeInfo info, btrfs_->GetSubvolumeInfo(received));
@@ -652,8 +663,9 @@ absl::Status Bench::Run() {
   // Sparse images: room for the ledger, its index and a received copy, with slack.
   uint64_t image = 2 * target + (1ull << 30);
   fmt::print(
-      "snapledger-bench-replication  ledger >= {} MB  runs={}  cipher {}  loopback 127.0.0.1\n",
-      o_.size_mb, o_.runs, o_.cipher);
+      "snapledger-bench-replication  ledger >= {} MB  runs={}  cipher {}  zstd level {} workers {}  "
+      "loopback 127.0.0.1\n",
+      o_.size_mb, o_.runs, o_.cipher, o_.zstd_level, o_.zstd_workers);
   fmt::print("load average at the start: {}\n", LoadAverage());
 
   ASSIGN_OR_RETURN(primary_fs_, testing::LoopBtrfs::Create(image));
@@ -720,44 +732,66 @@ absl::Status Bench::Run() {
   timing_btrfs_ = std::make_unique<TimingBtrfs>(*btrfs_);
   shipper_ = std::make_unique<BlockShipper>(*timing_btrfs_, keepalive_transport_,
                                             ReplicaTarget{kReplicaId, endpoint}, root);
+  ReplicaTarget zstd_target{kReplicaId, endpoint};
+  zstd_target.compression = StreamCompression::kZstd;
+  zstd_target.zstd = ZstdOptions{o_.zstd_level, o_.zstd_workers};
+  zstd_shipper_ =
+      std::make_unique<BlockShipper>(*timing_btrfs_, keepalive_transport_, zstd_target, root);
   fmt::print("test sshd on 127.0.0.1:{} (pid {}); OpenSSH ControlMaster pid {}\n", sshd_->port(),
              sshd_pid_, master_->pid());
 
-  // Untimed warm-up: opens the libssh session (the ControlMaster is already up) and runs each
+  // Untimed warm-up: opens the libssh sessions (the ControlMaster is already up) and runs each
   // path once.
-  fmt::print("warm-up (untimed; opens the libssh session):");
+  fmt::print("warm-up (untimed; opens the libssh sessions):");
   std::fflush(stdout);
-  ASSIGN_OR_RETURN(Transfer w1, RunSnapledger());
-  ASSIGN_OR_RETURN(Transfer w2, RunOpenSsh());
-  fmt::print("  snapledger {:.2f} s, OpenSSH {:.2f} s\n", w1.seconds, w2.seconds);
+  ASSIGN_OR_RETURN(Transfer w1, RunSnapledger(*shipper_));
+  ASSIGN_OR_RETURN(Transfer w2, RunSnapledger(*zstd_shipper_));
+  ASSIGN_OR_RETURN(Transfer w3, RunOpenSsh());
+  fmt::print("  snapledger {:.2f} s, snapledger+zstd {:.2f} s ({:.1f} MB on the wire), OpenSSH "
+             "{:.2f} s\n",
+             w1.seconds, w2.seconds, w2.wire_bytes / 1e6, w3.seconds);
 
-  std::vector<Transfer> ours, theirs;
+  std::vector<Transfer> ours, zstd, theirs;
+  enum Kind { kPlain, kZstd, kOpenSsh };
+  const char* kNames[] = {"snapledger", "snapledger+zstd", "OpenSSH"};
   for (int run = 1; run <= o_.runs; ++run) {
-    bool ours_first = run % 2 == 1;
-    fmt::print("run {}/{} ({} first):", run, o_.runs, ours_first ? "snapledger" : "OpenSSH");
+    // The order rotates, so each kind goes first, second and third equally often.
+    const int first = (run - 1) % 3;
+    fmt::print("run {}/{} ({} first):", run, o_.runs, kNames[first]);
     std::fflush(stdout);
-    for (int k = 0; k < 2; ++k) {
-      if ((k == 0) == ours_first) {
-        ASSIGN_OR_RETURN(Transfer t, RunSnapledger());
-        fmt::print("  snapledger {:.3f} s ({:.0f} MB/s; stream phase {:.3f} s, {:.0f} MB/s)",
-                   t.seconds, MBps(t.stream_bytes, t.seconds), t.stream_seconds,
-                   MBps(t.stream_bytes, t.stream_seconds));
-        ours.push_back(t);
-      } else {
-        ASSIGN_OR_RETURN(Transfer t, RunOpenSsh());
-        fmt::print("  OpenSSH {:.3f} s ({:.0f} MB/s) + verify {:.3f} s + flush {:.3f} s", t.seconds,
-                   MBps(t.stream_bytes, t.seconds), t.verify_seconds, t.flush_seconds);
-        theirs.push_back(t);
+    for (int k = 0; k < 3; ++k) {
+      switch (static_cast<Kind>((first + k) % 3)) {
+        case kPlain:
+        case kZstd: {
+          bool compressed = (first + k) % 3 == kZstd;
+          ASSIGN_OR_RETURN(Transfer t, RunSnapledger(compressed ? *zstd_shipper_ : *shipper_));
+          fmt::print("  {} {:.3f} s ({:.0f} MB/s; stream phase {:.3f} s, {:.0f} MB/s{})",
+                     kNames[compressed ? kZstd : kPlain], t.seconds,
+                     MBps(t.stream_bytes, t.seconds), t.stream_seconds,
+                     MBps(t.stream_bytes, t.stream_seconds),
+                     compressed ? fmt::format("; wire {:.1f} MB", t.wire_bytes / 1e6) : "");
+          (compressed ? zstd : ours).push_back(t);
+          break;
+        }
+        case kOpenSsh: {
+          ASSIGN_OR_RETURN(Transfer t, RunOpenSsh());
+          fmt::print("  OpenSSH {:.3f} s ({:.0f} MB/s) + verify {:.3f} s + flush {:.3f} s",
+                     t.seconds, MBps(t.stream_bytes, t.seconds), t.verify_seconds,
+                     t.flush_seconds);
+          theirs.push_back(t);
+          break;
+        }
       }
       std::fflush(stdout);
     }
     fmt::print("\n");
   }
   RETURN_IF_ERROR(ClearReplica());
-  return Report(ours, theirs);
+  return Report(ours, zstd, theirs);
 }
 
-absl::Status Bench::Report(const std::vector<Transfer>& ours, const std::vector<Transfer>& theirs) {
+absl::Status Bench::Report(const std::vector<Transfer>& ours, const std::vector<Transfer>& zstd,
+                           const std::vector<Transfer>& theirs) {
   auto med = [](const std::vector<Transfer>& v, auto field) {
     std::vector<double> x;
     for (const Transfer& t : v) x.push_back(field(t));
@@ -793,6 +827,11 @@ absl::Status Bench::Report(const std::vector<Transfer>& ours, const std::vector<
   row("snapledger ShipOnce: total (received, verified, promoted)", med(ours, total),
       med(ours, [](const Transfer& t) { return t.sender_cpu; }),
       med(ours, [](const Transfer& t) { return t.receiver_cpu; }));
+  row("snapledger + zstd: stream phase (to last byte sent)", med(zstd, stream), std::nullopt,
+      std::nullopt);
+  row("snapledger + zstd: total (received, verified, promoted)", med(zstd, total),
+      med(zstd, [](const Transfer& t) { return t.sender_cpu; }),
+      med(zstd, [](const Transfer& t) { return t.receiver_cpu; }));
   fmt::print(
       "  (CPU: sender = btrfs send + ssh client/ControlMaster or the shipping process; receiver "
       "= the sshd's session, the remote command and btrfs receive; kernel threads such as the "
@@ -818,6 +857,13 @@ absl::Status Bench::Report(const std::vector<Transfer>& ours, const std::vector<
       v.push_back(base(theirs[i]) / mine(ours[i]));
     return Median(v);
   };
+  uint64_t wire = zstd.empty() ? 0 : zstd.front().wire_bytes;
+  fmt::print(
+      "  zstd (level {}, {} workers): {:.1f} MB on the wire for {:.1f} MB of stream ({:.2f}x "
+      "smaller); {:.3f} s of the stream phase inside the compressor and channel writes\n",
+      o_.zstd_level, o_.zstd_workers, wire / 1e6, bytes / 1e6,
+      wire > 0 ? static_cast<double>(bytes) / wire : 0.0,
+      med(zstd, [](const Transfer& t) { return t.write_seconds; }));
   fmt::print("\nratios, snapledger MB/s / OpenSSH MB/s (paired within each run, median)\n");
   fmt::print("  {:<74} {:>6.2f}x\n",
              "total (incl. the replica's full verification) vs OpenSSH transfer alone",
@@ -829,6 +875,19 @@ absl::Status Bench::Report(const std::vector<Transfer>& ours, const std::vector<
              paired(total, openssh_all));
   fmt::print("  {:<74} {:>6.2f}x\n", "stream phase (transfer only) vs OpenSSH transfer",
              paired(stream, openssh));
+  auto paired_zstd = [&](auto mine, auto base) {
+    std::vector<double> v;
+    for (size_t i = 0; i < zstd.size() && i < theirs.size(); ++i)
+      v.push_back(base(theirs[i]) / mine(zstd[i]));
+    return Median(v);
+  };
+  fmt::print("  {:<74} {:>6.2f}x\n", "zstd total vs OpenSSH transfer alone (uncompressed)",
+             paired_zstd(total, openssh));
+  fmt::print("  {:<74} {:>6.2f}x\n",
+             "zstd total vs OpenSSH transfer + VerifyLedgerDir + syncfs (like for like)",
+             paired_zstd(total, openssh_all));
+  fmt::print("  {:<74} {:>6.2f}x\n", "zstd stream phase vs OpenSSH transfer (uncompressed)",
+             paired_zstd(stream, openssh));
   fmt::print("load average at the end: {}\n", LoadAverage());
   return absl::OkStatus();
 }
@@ -851,6 +910,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--replica-bin", o.replica_bin, "the snapledger-replica binary")
       ->capture_default_str();
+  app.add_option("--zstd-level", o.zstd_level, "zstd level of the compressed snapledger case")
+      ->capture_default_str();
+  app.add_option("--zstd-workers", o.zstd_workers,
+                 "zstd worker threads (ZSTD_c_nbWorkers; 0: compress on the shipping thread)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--max-transfer-seconds", o.max_transfer_seconds,
                  "a transfer running longer is stopped and the benchmark fails")
       ->capture_default_str();

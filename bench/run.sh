@@ -3,9 +3,9 @@
 #   1. append throughput on a loop-mounted btrfs image (the production filesystem),
 #   2. the same append benchmark on the host filesystem, for comparison,
 #   3. verification speed vs sha256sum on the btrfs image,
-#   4. replication: a full block over SSH on 127.0.0.1 (BlockShipper over libssh vs
-#      btrfs send | ssh | btrfs receive over an OpenSSH ControlMaster), between two
-#      loop-mounted btrfs images the benchmark makes itself.
+#   4. replication: a full block over SSH on 127.0.0.1 (BlockShipper over libssh, plain and
+#      zstd-compressed, vs btrfs send | ssh | btrfs receive over an OpenSSH ControlMaster),
+#      between two loop-mounted btrfs images the benchmark makes itself.
 # Parts 1, 3 and 4 need root (loop mounts) and mkfs.btrfs, part 4 also OpenSSH (sshd, ssh,
 # ssh-keygen); without them they are skipped with a message. Everything is created under one
 # mktemp directory and removed on exit, failure or interrupt (images unmounted and loop

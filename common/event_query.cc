@@ -254,6 +254,10 @@ class EventQuery::Impl {
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(this, &Impl::NotRebuilding));
   }
+  void SetLedgerDir(std::string dir) {
+    absl::MutexLock lock(&dir_mu_);
+    ledger_dir_ = std::move(dir);
+  }
 
  private:
   // What a query may use: an index caught up to the view (or null: scan), or a request to
@@ -280,7 +284,13 @@ class EventQuery::Impl {
   bool NotRebuilding() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !rebuilding_; }
   absl::StatusOr<IndexStatus> StatusOf(const LogFile& log);
 
-  const std::string ledger_dir_;
+  std::string LedgerDir() const {
+    absl::MutexLock lock(&dir_mu_);
+    return ledger_dir_;
+  }
+
+  mutable absl::Mutex dir_mu_;  // never held while taking mu_
+  std::string ledger_dir_ ABSL_GUARDED_BY(dir_mu_);
   const std::string index_dir_;
   const EventQueryOptions options_;
   std::atomic<bool> cancel_{false};
@@ -304,7 +314,7 @@ absl::StatusOr<T> EventQuery::Impl::Answer(
   bool waited = false;
   while (true) {
     const bool may_wait = !options_.rebuild_in_background && !waited;
-    ASSIGN_OR_RETURN(LogFile log, LogFile::Open(ledger_dir_));
+    ASSIGN_OR_RETURN(LogFile log, LogFile::Open(LedgerDir()));
     ASSIGN_OR_RETURN(IndexChoice choice, ChooseIndex(log));
     bool rebuild_started = choice.rebuild_started;
     if (choice.index != nullptr) {
@@ -368,7 +378,7 @@ absl::StatusOr<bool> EventQuery::Impl::IndexIsAheadOfView(const IndexCoverage& c
   if (coverage.end_offset <= log.size()) return false;
   // The log only grows, so a view opened after `coverage` was read is at least as long as the
   // log was when the index was caught up to it, unless the log shrank or was replaced.
-  ASSIGN_OR_RETURN(LogFile now, LogFile::Open(ledger_dir_));
+  ASSIGN_OR_RETURN(LogFile now, LogFile::Open(LedgerDir()));
   return now.size() >= coverage.end_offset;
 }
 
@@ -407,7 +417,7 @@ void EventQuery::Impl::StartRebuildLocked(std::string reason) {
 }
 
 void EventQuery::Impl::RunRebuild() {
-  absl::StatusOr<LogFile> log = LogFile::Open(ledger_dir_);
+  absl::StatusOr<LogFile> log = LogFile::Open(LedgerDir());
   absl::StatusOr<LookupIndexPtr> fresh =
       log.ok() ? LookupIndex::Rebuild(index_dir_, *log, options_.index, &cancel_) : log.status();
   absl::MutexLock lock(&mu_);
@@ -441,10 +451,10 @@ absl::Status EventQuery::Impl::RebuildIndex() {
 }
 
 absl::StatusOr<IndexStatus> EventQuery::Impl::CheckIndex() {
-  ASSIGN_OR_RETURN(LogFile log, LogFile::Open(ledger_dir_));
+  ASSIGN_OR_RETURN(LogFile log, LogFile::Open(LedgerDir()));
   ASSIGN_OR_RETURN(IndexStatus status, StatusOf(log));
   if (status.state != IndexState::kCurrent && status.state != IndexState::kLagging) {
-    ASSIGN_OR_RETURN(status.log_events, CountEvents(log, ledger_dir_));
+    ASSIGN_OR_RETURN(status.log_events, CountEvents(log, LedgerDir()));
   }
   status.lag = status.log_events - status.indexed_through;
   absl::MutexLock lock(&mu_);
@@ -491,6 +501,10 @@ EventQuery::EventQuery(std::string ledger_dir, std::string index_dir, EventQuery
                                    std::move(options))) {}
 
 EventQuery::~EventQuery() = default;
+
+void EventQuery::SetLedgerDir(std::string ledger_dir) {
+  impl_->SetLedgerDir(std::move(ledger_dir));
+}
 
 absl::StatusOr<std::string> EventQuery::Get(uint64_t seq) {
   if (seq == 0) return absl::InvalidArgumentError("seq numbers start at 1");

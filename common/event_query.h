@@ -101,6 +101,12 @@ class EventQuery {
   // Returns once no rebuild is running (immediately if none is).
   void WaitForRebuild();
 
+  // Answers from `ledger_dir` from now on: a newer copy of the same ledger (a replica moving
+  // to its newest verified block), so the index stays valid and catches up O(new events).
+  // Queries in progress finish on the old directory. A directory holding another ledger
+  // makes the index stale, and it is rebuilt as described above.
+  void SetLedgerDir(std::string ledger_dir);
+
   class Impl;
 
  private:

@@ -1,6 +1,9 @@
 #include "common/ssh_transport.h"
 
 #include <libssh/libssh.h>
+#include <sys/socket.h>
+
+#include <atomic>
 
 #include "absl/strings/str_cat.h"
 
@@ -105,11 +108,12 @@ class LibsshCommand : public RemoteCommand {
 class LibsshSession : public SshSession {
  public:
   LibsshSession(SessionHandle session, std::string where)
-      : session_(std::move(session)), where_(std::move(where)) {}
+      : session_(std::move(session)), where_(std::move(where)), fd_(ssh_get_fd(session_.get())) {}
 
   absl::StatusOr<RemoteCommandPtr> Exec(const std::string& command) override {
     ChannelHandle channel(ssh_channel_new(session_.get()));
-    if (!channel) return SessionError(session_.get(), absl::StatusCode::kUnavailable, "new channel");
+    if (!channel)
+      return SessionError(session_.get(), absl::StatusCode::kUnavailable, "new channel");
     if (ssh_channel_open_session(channel.get()) != SSH_OK)
       return SessionError(session_.get(), absl::StatusCode::kUnavailable,
                           absl::StrCat("open channel to ", where_));
@@ -120,11 +124,23 @@ class LibsshSession : public SshSession {
                                               absl::StrCat("`", command, "` on ", where_)));
   }
 
-  bool Connected() const override { return ssh_is_connected(session_.get()) != 0; }
+  bool Connected() const override {
+    return !aborted_.load() && ssh_is_connected(session_.get()) != 0;
+  }
+
+  // Only the socket is touched, never libssh's state (which belongs to the thread using the
+  // session): a blocked poll/recv/send on it returns, libssh sees the connection gone and
+  // fails the call in progress.
+  void Abort() override {
+    aborted_.store(true);
+    if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+  }
 
  private:
   SessionHandle session_;
   std::string where_;
+  const socket_t fd_;  // owned by session_; read once, while connected
+  std::atomic<bool> aborted_{false};
 };
 
 absl::Status CheckHostKey(ssh_session s, const SshEndpoint& e) {
@@ -144,9 +160,9 @@ absl::Status CheckHostKey(ssh_session s, const SshEndpoint& e) {
                               absl::StrCat("record host key in ", e.known_hosts_file));
         return absl::OkStatus();
       }
-      return absl::PermissionDeniedError(absl::StrCat(
-          "host key of ", Where(e), " is not in ", e.known_hosts_file,
-          ": add it (ssh-keyscan) or allow trust on first use explicitly"));
+      return absl::PermissionDeniedError(
+          absl::StrCat("host key of ", Where(e), " is not in ", e.known_hosts_file,
+                       ": add it (ssh-keyscan) or allow trust on first use explicitly"));
     default:
       return SessionError(s, absl::StatusCode::kInternal, "check host key");
   }
@@ -178,15 +194,14 @@ class LibsshTransport : public SshTransport {
                           absl::StrCat("connect to ", Where(e)));
     if (absl::Status st = CheckHostKey(s.get(), e); !st.ok()) return st;
     ssh_key raw_key = nullptr;
-    if (ssh_pki_import_privkey_file(e.identity_file.c_str(), nullptr, nullptr, nullptr,
-                                    &raw_key) != SSH_OK)
-      return absl::PermissionDeniedError(
-          absl::StrCat("cannot read private key ", e.identity_file));
+    if (ssh_pki_import_privkey_file(e.identity_file.c_str(), nullptr, nullptr, nullptr, &raw_key) !=
+        SSH_OK)
+      return absl::PermissionDeniedError(absl::StrCat("cannot read private key ", e.identity_file));
     KeyHandle key(raw_key);
     if (ssh_userauth_publickey(s.get(), nullptr, key.get()) != SSH_AUTH_SUCCESS)
-      return SessionError(s.get(), absl::StatusCode::kPermissionDenied,
-                          absl::StrCat("public key authentication to ", Where(e), " with ",
-                                       e.identity_file));
+      return SessionError(
+          s.get(), absl::StatusCode::kPermissionDenied,
+          absl::StrCat("public key authentication to ", Where(e), " with ", e.identity_file));
     return SshSessionPtr(new LibsshSession(std::move(s), Where(e)));
   }
 };

@@ -22,11 +22,12 @@ struct SshEndpoint {
   std::string host;
   int port = 22;
   std::string user = "root";
-  std::string identity_file;     // private key (OpenSSH format), no passphrase
-  std::string known_hosts_file;  // must hold the server's host key
+  std::string identity_file;            // private key (OpenSSH format), no passphrase
+  std::string known_hosts_file;         // must hold the server's host key
   bool trust_unknown_host_key = false;  // TOFU: only when the operator asks for it
   // Preferred ciphers, client to server and back; AES-GCM is the fastest with AES-NI.
-  std::string ciphers = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com";
+  std::string ciphers =
+      "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com";
   absl::Duration connect_timeout = absl::Seconds(10);
 };
 
@@ -48,14 +49,20 @@ class RemoteCommand : public ByteSink {
 };
 using RemoteCommandPtr = std::unique_ptr<RemoteCommand>;
 
-// An authenticated connection. Not thread-safe: one channel at a time.
+// An authenticated connection. Not thread-safe: one channel at a time, except Abort().
 class SshSession {
  public:
   virtual ~SshSession() = default;
   // Opens a channel and execs `command` (the server may replace it with a forced command).
   virtual absl::StatusOr<RemoteCommandPtr> Exec(const std::string& command) = 0;
-  // False once the connection broke; the caller reconnects.
+  // False once the connection broke or was aborted; the caller reconnects.
   virtual bool Connected() const = 0;
+  // Breaks the connection, from any thread: a Write, Wait or Exec blocked on the network (in
+  // another thread) returns an error promptly, and every later call fails; Connected() is
+  // false from then on. For watchdogs. The session must not be destroyed while Abort runs.
+  // Idempotent. libssh shuts the session's socket down (shutdown(2); the fd stays open until
+  // the session is destroyed). The default does nothing, for doubles without a network.
+  virtual void Abort() {}
 };
 using SshSessionPtr = std::unique_ptr<SshSession>;
 

@@ -1,26 +1,178 @@
 #include "primary/block_shipper.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
+#include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/head_file.h"
 #include "common/status_macros.h"
 
 namespace snapledger {
+namespace {
+
+// Counts what the channel accepted into the shipper's progress counter (read by the watchdog
+// and by TransferBytes()), and remembers whether the channel refused a write.
+class ProgressSink : public ByteSink {
+ public:
+  ProgressSink(ByteSink& channel, std::atomic<uint64_t>& progress)
+      : channel_(channel), progress_(progress) {}
+  absl::Status Write(std::string_view data) override {
+    absl::Status st = channel_.Write(data);
+    if (!st.ok()) {
+      failed_ = true;
+      return st;
+    }
+    progress_.fetch_add(data.size(), std::memory_order_relaxed);
+    bytes_ += data.size();
+    return absl::OkStatus();
+  }
+  absl::Status Close() override { return channel_.Close(); }
+  bool failed() const { return failed_; }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  ByteSink& channel_;
+  std::atomic<uint64_t>& progress_;
+  uint64_t bytes_ = 0;
+  bool failed_ = false;
+};
+
+std::string Seconds(absl::Duration d) { return absl::StrCat(absl::ToDoubleSeconds(d), " s"); }
+
+// Watches one transfer from its own thread: while the stream flows, `progress` must move at
+// least every `options.watchdog`; after StreamEnded(), the verdict must come within
+// `options.verdict_timeout`. Otherwise it aborts `session` (which makes the blocked libssh call
+// on the shipping thread fail) and records why. The thread is joined by Stop() or the
+// destructor; `session` must outlive that.
+class TransferWatchdog {
+ public:
+  TransferWatchdog(SshSession& session, const std::atomic<uint64_t>& progress,
+                   const BlockShipperOptions& options, Clock* clock)
+      : session_(session), progress_(progress), options_(options), clock_(clock), thread_([this] {
+          Loop();
+        }) {}
+  ~TransferWatchdog() { (void)Stop(); }
+  TransferWatchdog(const TransferWatchdog&) = delete;
+  TransferWatchdog& operator=(const TransferWatchdog&) = delete;
+
+  void StreamEnded() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock l(&mu_);
+    stream_ended_at_ = clock_->MonotonicNanos();
+  }
+
+  // Ends the watch. Returns why the transfer was aborted, if it was.
+  std::optional<std::string> Stop() ABSL_LOCKS_EXCLUDED(mu_) {
+    {
+      absl::MutexLock l(&mu_);
+      done_ = true;
+    }
+    if (thread_.joinable()) thread_.join();
+    absl::MutexLock l(&mu_);
+    return fired_;
+  }
+
+ private:
+  void Loop() ABSL_LOCKS_EXCLUDED(mu_) {
+    const absl::Duration poll =
+        std::clamp(options_.watchdog / 10, absl::Milliseconds(10), absl::Milliseconds(500));
+    absl::MutexLock l(&mu_);
+    uint64_t last = progress_.load(std::memory_order_relaxed);
+    int64_t last_move = clock_->MonotonicNanos();
+    while (!done_) {
+      mu_.AwaitWithTimeout(absl::Condition(&done_), poll);
+      if (done_) return;
+      const int64_t now = clock_->MonotonicNanos();
+      const uint64_t moved = progress_.load(std::memory_order_relaxed);
+      if (moved != last) {
+        last = moved;
+        last_move = now;
+      }
+      if (!stream_ended_at_ && absl::Nanoseconds(now - last_move) >= options_.watchdog) {
+        fired_ = absl::StrCat("no bytes moved into the channel for ", Seconds(options_.watchdog),
+                              " (", moved, " bytes written)");
+      } else if (stream_ended_at_ &&
+                 absl::Nanoseconds(now - *stream_ended_at_) >= options_.verdict_timeout) {
+        fired_ = absl::StrCat("no verdict from the replica within ",
+                              Seconds(options_.verdict_timeout), " of the end of the stream");
+      }
+      if (fired_) {
+        session_.Abort();
+        return;
+      }
+    }
+  }
+
+  SshSession& session_;
+  const std::atomic<uint64_t>& progress_;
+  const BlockShipperOptions options_;
+  Clock* const clock_;
+  absl::Mutex mu_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<int64_t> stream_ended_at_ ABSL_GUARDED_BY(mu_);
+  std::optional<std::string> fired_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;  // last: starts once everything above is initialized
+};
+
+}  // namespace
+
+std::string_view ShipFailureReason(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kDeadlineExceeded:
+      return "watchdog";
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kUnauthenticated:
+      return "trust";
+    case absl::StatusCode::kFailedPrecondition:
+      return "conflict";
+    case absl::StatusCode::kDataLoss:
+      return "verification";
+    case absl::StatusCode::kAborted:
+      return "refused";
+    case absl::StatusCode::kUnavailable:
+      return "network";
+    default:
+      return "local";
+  }
+}
+
+// What one transfer did, for Ship to classify once the watchdog has stopped.
+struct BlockShipper::Transfer {
+  absl::Status opened;          // Exec's error
+  RemoteCommandPtr remote;      // null when Exec failed
+  absl::Status sent;            // btrfs send (and compression) into the channel
+  bool channel_failed = false;  // the channel refused a write: the replica or the network
+  absl::StatusOr<RemoteExit> exit = absl::UnknownError("the remote command was not waited for");
+  uint64_t stream_bytes = 0;
+  uint64_t wire_bytes = 0;
+  std::optional<std::string> stalled;  // why the watchdog aborted the session
+};
 
 BlockShipper::BlockShipper(Btrfs& btrfs, SshTransport& transport, ReplicaTarget target,
                            std::string root, Clock* clock)
+    : BlockShipper(btrfs, transport, std::move(target), std::move(root), BlockShipperOptions(),
+                   clock) {}
+
+BlockShipper::BlockShipper(Btrfs& btrfs, SshTransport& transport, ReplicaTarget target,
+                           std::string root, BlockShipperOptions options, Clock* clock)
     : btrfs_(btrfs),
       transport_(transport),
       target_(std::move(target)),
       layout_(std::move(root)),
+      options_(options),
       clock_(clock) {
   view_.id = target_.id;
 }
 
 absl::StatusOr<std::optional<ShipResult>> BlockShipper::ShipOnce(
     const std::vector<BlockInfo>& primary_blocks, uint64_t epoch) {
+  {
+    absl::MutexLock lock(&abort_mu_);
+    if (aborted_) return absl::CancelledError("the shipper was stopped");
+  }
   ReplicaPlan plan = PlanReplica(primary_blocks, view_);
   if (std::holds_alternative<InSync>(plan)) return std::nullopt;
   if (const auto* conflict = std::get_if<PlanConflict>(&plan))
@@ -32,9 +184,26 @@ absl::StatusOr<std::optional<ShipResult>> BlockShipper::ShipOnce(
 
 absl::Status BlockShipper::EnsureSession() {
   if (session_ && session_->Connected()) return absl::OkStatus();
-  session_.reset();
-  ASSIGN_OR_RETURN(session_, transport_.Connect(target_.endpoint));
+  DropSession();
+  ASSIGN_OR_RETURN(SshSessionPtr session, transport_.Connect(target_.endpoint));
+  absl::MutexLock lock(&abort_mu_);
+  session_ = std::move(session);
+  if (aborted_) {
+    session_->Abort();
+    return absl::CancelledError("the shipper was stopped");
+  }
   return absl::OkStatus();
+}
+
+void BlockShipper::DropSession() {
+  absl::MutexLock lock(&abort_mu_);
+  session_.reset();
+}
+
+void BlockShipper::Abort() {
+  absl::MutexLock lock(&abort_mu_);
+  aborted_ = true;
+  if (session_) session_->Abort();
 }
 
 std::string BlockShipper::ReceiveCommand(const SendStep& step, const HeadRecord& head,
@@ -43,47 +212,106 @@ std::string BlockShipper::ReceiveCommand(const SendStep& step, const HeadRecord&
   if (step.parent) absl::StrAppend(&cmd, " --parent ", step.parent->name);
   absl::StrAppend(&cmd, " --epoch ", epoch, " --head-seq ", head.head.seq, " --head-hash ",
                   head.head.hash);
+  // Only when compressing: a replica that predates the flag still receives uncompressed.
+  if (target_.compression != StreamCompression::kNone)
+    absl::StrAppend(&cmd, " --compress ", std::string(StreamCompressionName(target_.compression)));
   return cmd;
+}
+
+// Runs `btrfs send` into `channel`, through zstd when compressing. Sets `*stream_bytes` to the
+// uncompressed bytes sent when compressing (the caller counts them otherwise).
+absl::Status BlockShipper::SendStream(const SendStep& step, ByteSink& channel,
+                                      uint64_t* stream_bytes) {
+  std::optional<std::string> parent;
+  if (step.parent) parent = layout_.block(*step.parent);
+  const std::string block = layout_.block(step.block);
+  if (target_.compression == StreamCompression::kNone) return btrfs_.Send(block, parent, channel);
+  ASSIGN_OR_RETURN(ZstdCompressSinkPtr zstd, ZstdCompressSink::Create(channel, target_.zstd));
+  absl::Status sent = btrfs_.Send(block, parent, *zstd);
+  // A failed send leaves the frame unfinished: the replica sees a truncated zstd stream, never
+  // a shorter one that decompresses cleanly.
+  if (sent.ok()) sent = zstd->Finish();
+  *stream_bytes = zstd->bytes_in();
+  return sent;
+}
+
+BlockShipper::Transfer BlockShipper::RunTransfer(const SendStep& step, const std::string& command) {
+  Transfer t;
+  transfer_bytes_.store(0, std::memory_order_relaxed);
+  // Watches from before the channel opens: an exec the server never answers stalls too.
+  TransferWatchdog watchdog(*session_, transfer_bytes_, options_, clock_);
+  absl::StatusOr<RemoteCommandPtr> remote = session_->Exec(command);
+  if (!remote.ok()) {
+    t.opened = remote.status();
+    t.stalled = watchdog.Stop();
+    return t;
+  }
+  t.remote = std::move(*remote);
+  ProgressSink channel(*t.remote, transfer_bytes_);
+  t.sent = SendStream(step, channel, &t.stream_bytes);
+  if (target_.compression == StreamCompression::kNone) t.stream_bytes = channel.bytes();
+  t.channel_failed = channel.failed();
+  watchdog.StreamEnded();
+  t.exit = t.remote->Wait();  // sends EOF first
+  t.stalled = watchdog.Stop();
+  t.wire_bytes = t.remote->bytes_written();
+  return t;
 }
 
 absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epoch) {
   int64_t start = clock_->MonotonicNanos();
   ASSIGN_OR_RETURN(std::optional<HeadRecord> head, ReadHeadFile(layout_.block(step.block)));
   if (!head)
-    return absl::DataLossError(absl::StrCat("block ", step.block.name, " has no head file"));
+    return absl::InternalError(absl::StrCat("block ", step.block.name, " has no head file"));
   RETURN_IF_ERROR(EnsureSession());
-  auto remote = session_->Exec(ReceiveCommand(step, *head, epoch));
-  if (!remote.ok()) {
-    session_.reset();  // a session that cannot open channels is reconnected next time
-    return remote.status();
+  Transfer t = RunTransfer(step, ReceiveCommand(step, *head, epoch));
+  // The watchdog has stopped: nothing aborts the session from here on.
+  auto drop_session = [&] {
+    t.remote.reset();  // the channel must go before the session that owns it
+    DropSession();  // reconnect next time
+  };
+  const std::string who = absl::StrCat("replica ", target_.id, ": ", step.block.name, ": ");
+  if (t.stalled) {
+    drop_session();
+    return absl::DeadlineExceededError(absl::StrCat(who, *t.stalled, "; transfer aborted"));
   }
-  std::optional<std::string> parent;
-  if (step.parent) parent = layout_.block(*step.parent);
-  absl::Status sent = btrfs_.Send(layout_.block(step.block), parent, **remote);
-  absl::StatusOr<RemoteExit> exit = (*remote)->Wait();
+  if (!t.opened.ok()) {
+    drop_session();  // a session that cannot open channels is reconnected next time
+    return t.opened;
+  }
+  if (!t.exit.ok()) {
+    drop_session();
+    return t.exit.status();
+  }
+  if (!t.sent.ok() && !t.channel_failed) {
+    // The primary's side failed (btrfs send, compression); the replica only saw a cut stream.
+    // Its code must classify as local (a `btrfs send` killed by a signal is Aborted).
+    absl::StatusCode code =
+        ShipFailureReason(t.sent) == "local" ? t.sent.code() : absl::StatusCode::kInternal;
+    return absl::Status(code, absl::StrCat(who, "sending failed: ", t.sent.message()));
+  }
+  const RemoteExit& exit = *t.exit;
   if (!exit.ok()) {
-    remote->reset();   // the channel must go before the session that owns it
-    session_.reset();  // reconnect next time
-    return exit.status();
-  }
-  if (!exit->ok()) {
-    std::string why = absl::StrCat("replica ", target_.id, " refused ", step.block.name,
-                                   " (exit ", exit->exit_status, "): ", exit->stderr_text);
-    if (absl::StrContains(exit->stderr_text, "is not held here") && step.parent) {
+    std::string why = absl::StrCat("replica ", target_.id, " refused ", step.block.name, " (exit ",
+                                   exit.exit_status, "): ", exit.stderr_text);
+    if (absl::StrContains(exit.stderr_text, "is not held here") && step.parent) {
       // The replica lost the parent we planned with: forget it so the next plan picks an older
       // common block or a full send.
       std::erase(view_.verified_blocks, step.parent->name);
     }
-    return exit->exit_status == 3 ? absl::DataLossError(why) : absl::AbortedError(why);
+    return exit.exit_status == 3 ? absl::DataLossError(why) : absl::AbortedError(why);
   }
-  if (!sent.ok()) return sent;
-  ShipResult result{step.block, step.parent, (*remote)->bytes_written(), 0,
-                    absl::Nanoseconds(clock_->MonotonicNanos() - start)};
-  nlohmann::json reply = nlohmann::json::parse(exit->stdout_text, nullptr, false);
+  if (!t.sent.ok()) return t.sent;
+  ShipResult result{step.block,
+                    step.parent,
+                    t.stream_bytes,
+                    0,
+                    absl::Nanoseconds(clock_->MonotonicNanos() - start),
+                    t.wire_bytes};
+  nlohmann::json reply = nlohmann::json::parse(exit.stdout_text, nullptr, false);
   if (reply.is_discarded() || reply.value("block", "") != step.block.name)
-    return absl::DataLossError(absl::StrCat("replica ", target_.id,
-                                            " answered without confirming ", step.block.name,
-                                            ": ", exit->stdout_text));
+    return absl::DataLossError(absl::StrCat("replica ", target_.id, " answered without confirming ",
+                                            step.block.name, ": ", exit.stdout_text));
   result.events_verified = reply.value("events_verified", uint64_t{0});
   view_.verified_blocks.push_back(step.block.name);
   return result;

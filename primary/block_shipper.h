@@ -2,22 +2,27 @@
 // `btrfs send [-p parent] block` into a channel of a persistent SSH session that execs the
 // replica's receive command, and records what the replica verified.
 //
-// One BlockShipper per replica; not thread-safe (the daemon runs each in its own thread).
-// Retries, backoff and the watchdog are the caller's: ShipOnce does one step and classifies
-// its failure (see ShipOnce).
+// One BlockShipper per replica; not thread-safe (the daemon runs each in its own thread),
+// except TransferBytes(). Retries and backoff are the caller's: ShipOnce does one step and
+// classifies its failure (see ShipOnce, ShipFailureReason). A transfer that stalls is aborted
+// by the shipper's own watchdog (BlockShipperOptions).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/block.h"
 #include "common/btrfs.h"
 #include "common/clock.h"
 #include "common/head_file.h"
 #include "common/ssh_transport.h"
+#include "common/zstd_stream.h"
 #include "primary/replication_plan.h"
 
 namespace snapledger {
@@ -28,29 +33,78 @@ struct ReplicaTarget {
   // The command requested on the replica; its sshd normally replaces it with the forced
   // command and passes this in SSH_ORIGINAL_COMMAND.
   std::string receive_command = "snapledger-replica receive";
+  // kZstd: the stream is zstd-compressed (with `zstd`) on the way and the receive command is
+  // asked for `--compress zstd` (a replica too old for the flag refuses the transfer).
+  StreamCompression compression = StreamCompression::kNone;
+  // Level 1 on 2 zstd worker threads: on 2 vCPUs that overlapped compression with libssh's
+  // encryption and beat compressing on the shipping thread (bench/README.md).
+  ZstdOptions zstd = {.level = 1, .workers = 2};
 };
 
 struct ShipResult {
   BlockInfo block;
   std::optional<BlockInfo> parent;
-  uint64_t stream_bytes = 0;     // bytes written into the channel
+  uint64_t stream_bytes = 0;     // uncompressed `btrfs send` bytes
   uint64_t events_verified = 0;  // as the replica reported
   absl::Duration elapsed;
+  uint64_t wire_bytes = 0;  // bytes written into the channel (== stream_bytes uncompressed)
 };
+
+struct BlockShipperOptions {
+  // A transfer that moves no bytes into the channel for this long (from the channel's opening,
+  // or the last write that moved some) is aborted: the session is broken with
+  // SshSession::Abort, `btrfs send` killed and reaped, and ShipOnce returns DeadlineExceeded.
+  // Progress is seen per channel write (up to 1 MiB), so this must be well above the time one
+  // MiB takes on the slowest link.
+  absl::Duration watchdog = absl::Seconds(30);
+  // After the last byte the replica verifies and promotes the block, moving nothing; if its
+  // answer takes longer than this the transfer is aborted the same way.
+  absl::Duration verdict_timeout = absl::Minutes(10);
+};
+
+// The `reason` label of a ShipOnce failure, for metrics (kReplicationFailureReasons):
+//   "watchdog"      DeadlineExceeded: the transfer stalled or the verdict never came;
+//   "trust"         PermissionDenied, Unauthenticated: host key or authentication refused;
+//   "conflict"      FailedPrecondition: the plan found diverged or ahead history;
+//   "verification"  DataLoss: the replica refused the block as not verifying (or answered
+//                   without confirming it);
+//   "refused"       Aborted: the replica's receive command failed otherwise or stopped
+//                   reading (bad arguments, parent not held, lock held, stream error);
+//   "network"       Unavailable: connect, channel or transfer failed on the network;
+//   "local"         anything else: the primary's own side (btrfs send, a missing head file,
+//                   compression), and OK, which is no shipping failure.
+// Pure; the strings are static.
+std::string_view ShipFailureReason(const absl::Status& status);
 
 class BlockShipper {
  public:
-  // All borrowed; must outlive the shipper.
+  // All borrowed; must outlive the shipper. Default options.
   BlockShipper(Btrfs& btrfs, SshTransport& transport, ReplicaTarget target, std::string root,
                Clock* clock = Clock::Real());
+  // `clock` also times the watchdog (which polls it a few times a second).
+  BlockShipper(Btrfs& btrfs, SshTransport& transport, ReplicaTarget target, std::string root,
+               BlockShipperOptions options, Clock* clock = Clock::Real());
 
   // Plans against `primary_blocks` (sorted by seq) and, unless the replica is in sync, ships
-  // one block. Returns nullopt when in sync. Errors: FailedPrecondition for a planning conflict
-  // (permanent: do not retry), PermissionDenied for trust failures (host key, auth; do not
-  // retry blindly), DataLoss when the replica refused the block as not verifying, Unavailable
-  // or Aborted for network and stream failures (retry with backoff).
+  // one block. Returns nullopt when in sync. Errors (see ShipFailureReason): FailedPrecondition
+  // for a planning conflict (permanent: do not retry), PermissionDenied for trust failures
+  // (host key, auth; do not retry blindly), DataLoss when the replica refused the block as not
+  // verifying, Aborted when the replica's receive command refused or failed otherwise,
+  // Unavailable for network failures, DeadlineExceeded when the watchdog aborted a stalled
+  // transfer (retry those with backoff; the session is reconnected); Internal and others for
+  // failures on the primary's side.
   absl::StatusOr<std::optional<ShipResult>> ShipOnce(const std::vector<BlockInfo>& primary_blocks,
                                                      uint64_t epoch);
+
+  // Bytes written into the channel so far in the current transfer (the last one's total
+  // between transfers; 0 before the first). Thread-safe: for progress reports while ShipOnce
+  // runs on another thread.
+  uint64_t TransferBytes() const { return transfer_bytes_.load(std::memory_order_relaxed); }
+
+  // Stops the shipper for good: a transfer in progress fails at once (its session is broken
+  // with SshSession::Abort) and every later ShipOnce returns Cancelled. Thread-safe: for a
+  // daemon shutting down while ShipOnce runs on the shipper's thread.
+  void Abort();
 
   // What this shipper knows the replica holds verified.
   const ReplicaView& view() const { return view_; }
@@ -58,17 +112,28 @@ class BlockShipper {
   void SetView(ReplicaView view) { view_ = std::move(view); }
 
  private:
+  struct Transfer;
+
   absl::Status EnsureSession();
+  void DropSession();
   absl::StatusOr<ShipResult> Ship(const SendStep& step, uint64_t epoch);
+  Transfer RunTransfer(const SendStep& step, const std::string& command);
+  absl::Status SendStream(const SendStep& step, ByteSink& channel, uint64_t* stream_bytes);
   std::string ReceiveCommand(const SendStep& step, const HeadRecord& head, uint64_t epoch) const;
 
   Btrfs& btrfs_;
   SshTransport& transport_;
   ReplicaTarget target_;
   LedgerLayout layout_;
+  BlockShipperOptions options_;
   Clock* clock_;
   ReplicaView view_;
+  // Guards the session pointer against Abort() from another thread; the session itself is
+  // used only by the shipper's thread (Abort on it is thread-safe).
+  absl::Mutex abort_mu_;
   SshSessionPtr session_;
+  bool aborted_ = false;
+  std::atomic<uint64_t> transfer_bytes_{0};
 };
 
 }  // namespace snapledger

@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <iostream>
 #include <iterator>
@@ -13,6 +14,9 @@
 #include <string>
 #include <vector>
 
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -25,6 +29,8 @@
 #include "common/event_query.h"
 #include "common/fmt_absl.h"
 #include "common/head_file.h"
+#include "primary/status_table.h"
+#include "snapledger/v1/snapledger.grpc.pb.h"
 
 namespace snapledger {
 namespace {
@@ -139,6 +145,7 @@ Outcome Init(const GlobalOptions& g, const InitArgs& a, const CliEnv& env) {
 
 struct AppendArgs {
   std::string json;
+  std::string primary;  // host:port: append through the primary daemon's gRPC API
   uint64_t block_every = 0;
   int64_t block_interval_ms = 0;
   size_t keep = 16;
@@ -171,8 +178,42 @@ absl::StatusOr<std::vector<std::string>> ReadBodies(std::istream& in, size_t max
   return bodies;
 }
 
+// Appends through a running primary (Ledger.AppendStream): the bodies were checked already,
+// so a rejection here means the primary's limits differ; events before it stay appended.
+Outcome AppendRemote(const AppendArgs& a, const std::vector<std::string>& bodies,
+                     const CliEnv& env) {
+  if (a.primary.find(':') == std::string::npos)
+    return Failed(kExitUsage, absl::StrCat("append --primary '", a.primary,
+                                           "': expected host:port of the primary's gRPC server"));
+  auto stub = v1::Ledger::NewStub(
+      grpc::CreateChannel(a.primary, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
+  v1::AppendBatchResponse response;
+  auto writer = stub->AppendStream(&context, &response);
+  v1::AppendRequest request;
+  for (const std::string& body : bodies) {
+    request.set_body_json(body);
+    if (!writer->Write(request)) break;  // the stream failed: Finish says why
+  }
+  writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  if (!status.ok()) {
+    int code = status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? kExitRejected
+                                                                          : kExitError;
+    return Failed(code, absl::StrCat("append to the primary at ", a.primary, ": ",
+                                     status.error_message()));
+  }
+  *env.out << "appended " << response.count() << " events (seq " << response.first_seq() << ".."
+           << response.last_seq() << ") through the primary at " << a.primary << ", head "
+           << response.last_hash() << "\n";
+  return {};
+}
+
 Outcome Append(const GlobalOptions& g, const AppendArgs& a, const CliEnv& env) {
-  if (Outcome o = CheckRoot(g); o.code != kExitOk) return o;
+  if (a.primary.empty()) {
+    if (Outcome o = CheckRoot(g); o.code != kExitOk) return o;
+  }
   std::vector<std::string> bodies;
   if (!a.json.empty()) {
     if (auto c = CanonicalizeBody(a.json, a.max_body_bytes); !c.ok())
@@ -184,6 +225,7 @@ Outcome Append(const GlobalOptions& g, const AppendArgs& a, const CliEnv& env) {
     if (!read.ok()) return Failed(kExitRejected, std::string(read.status().message()));
     bodies = *std::move(read);
   }
+  if (!a.primary.empty()) return AppendRemote(a, bodies, env);
   auto log = OpenLog(g, env, a.max_body_bytes);
   if (!log.ok()) return FromStatus(log.status(), "append");
   BlockMakerOptions bm_options;
@@ -447,6 +489,45 @@ Outcome Status(const GlobalOptions& g, const CliEnv& env) {
   return {};
 }
 
+// ---- status --primary ----
+
+struct ClusterStatusArgs {
+  std::string primary;  // host:port of the primary's gRPC server; empty: local status
+  double timeout_seconds = 5;
+  bool json = false;
+};
+
+// Asks the primary for the cluster's replication status and prints it as a table or JSON.
+Outcome ClusterStatus(const ClusterStatusArgs& a, const CliEnv& env) {
+  if (a.primary.find(':') == std::string::npos)
+    return Failed(kExitUsage, absl::StrCat("status --primary '", a.primary,
+                                           "': expected host:port of the primary's gRPC server"));
+  auto channel = grpc::CreateChannel(a.primary, grpc::InsecureChannelCredentials());
+  auto stub = v1::Replication::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                           std::chrono::duration<double>(a.timeout_seconds)));
+  v1::ClusterStatusResponse response;
+  grpc::Status st = stub->ClusterStatus(&context, v1::ClusterStatusRequest(), &response);
+  if (!st.ok()) {
+    if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
+      return Failed(kExitError, absl::StrCat("cannot reach the primary at ", a.primary,
+                                             ": no answer within ", a.timeout_seconds,
+                                             " s (--timeout)"));
+    if (st.error_code() == grpc::StatusCode::UNAVAILABLE)
+      return Failed(kExitError, absl::StrCat("cannot reach the primary at ", a.primary, ": ",
+                                             st.error_message()));
+    std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(st.error_code()));
+    return Failed(kExitError, absl::StrCat("the primary at ", a.primary,
+                                           " answered ClusterStatus with ", code, ": ",
+                                           st.error_message()));
+  }
+  int64_t now = env.clock->NowMicros();
+  *env.out << (a.json ? ClusterStatusToJson(response, now) : RenderClusterStatus(response, now));
+  return {};
+}
+
 void SetUpLogging(const CliEnv& env, bool quiet) {
   auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(*env.err);
   sink->set_pattern("snapledger: %l: %v");
@@ -482,6 +563,9 @@ int RunCli(int argc, const char* const* argv, const CliEnv& env) {
       "append", "append events: one --json body, or JSON objects one per line on stdin (all "
                 "are checked first; if any is invalid nothing is appended)");
   append->add_option("--json", append_args.json, "one event body (a JSON object)");
+  append->add_option("--primary", append_args.primary,
+                     "host:port of a running primary: append through its gRPC API instead of "
+                     "opening --root (blocks are then the primary's business)");
   append->add_option("--block-every", append_args.block_every,
                      "cut a block after every N events appended");
   append->add_option("--block-interval-ms", append_args.block_interval_ms,
@@ -517,7 +601,20 @@ int RunCli(int argc, const char* const* argv, const CliEnv& env) {
       ->check(CLI::PositiveNumber);
 
   auto* blocks = app.add_subcommand("blocks", "list blocks, oldest first");
-  auto* status = app.add_subcommand("status", "show the head, blocks and lookup index");
+  ClusterStatusArgs cluster_args;
+  auto* status = app.add_subcommand(
+      "status", "show the local ledger's head, blocks and lookup index; with --primary, the "
+                "replication status of the cluster as the primary sees it");
+  auto* status_primary = status->add_option("--primary", cluster_args.primary,
+                     "host:port of the primary's gRPC server: ask it for every replica's state "
+                     "and lag instead of reading --root");
+  status->add_option("--timeout", cluster_args.timeout_seconds,
+                     "seconds to wait for the primary (default 5)")
+      ->check(CLI::PositiveNumber)
+      ->needs(status_primary);
+  auto* status_json = status->add_flag("--json", cluster_args.json,
+                                       "print JSON instead of a table (with --primary)");
+  status_json->needs(status_primary);
 
   try {
     app.parse(argc, argv);
@@ -545,7 +642,8 @@ int RunCli(int argc, const char* const* argv, const CliEnv& env) {
   if (verify->parsed()) outcome = Verify(g, verify_args, env);
   if (snapshot->parsed()) outcome = Snapshot(g, snapshot_keep, env);
   if (blocks->parsed()) outcome = Blocks(g, env);
-  if (status->parsed()) outcome = Status(g, env);
+  if (status->parsed())
+    outcome = status_primary->count() > 0 ? ClusterStatus(cluster_args, env) : Status(g, env);
   if (outcome.code != kExitOk) *env.err << "snapledger: " << outcome.message << "\n";
   spdlog::default_logger()->flush();
   return outcome.code;

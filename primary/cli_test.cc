@@ -1,7 +1,14 @@
 #include "primary/cli.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <vector>
 
@@ -10,6 +17,7 @@
 #include "common/file_util.h"
 #include "common/memory_btrfs.h"
 #include "common/testing/temp_dir.h"
+#include "snapledger/v1/snapledger.grpc.pb.h"
 
 namespace snapledger {
 namespace {
@@ -184,6 +192,147 @@ TEST_F(CliTest, UsageErrorsExitWith2) {
   EXPECT_EQ(Run({"get"}).code, kExitUsage);
   ASSERT_EQ(Run({"init"}).code, kExitOk);
   EXPECT_EQ(Run({"get", "not-a-key"}).code, kExitUsage);
+}
+
+// ---- status --primary, against a fake Replication service ----
+
+// Answers ClusterStatus with a fixed response (or error).
+class FakeReplication final : public v1::Replication::Service {
+ public:
+  grpc::Status ClusterStatus(grpc::ServerContext*, const v1::ClusterStatusRequest*,
+                             v1::ClusterStatusResponse* response) override {
+    *response = response_;
+    return status_;
+  }
+  v1::ClusterStatusResponse response_;
+  grpc::Status status_ = grpc::Status::OK;
+};
+
+// A TCP socket bound on 127.0.0.1 with a kernel-chosen port; with `listen` it accepts
+// connections into the backlog but never answers, without it connections are refused. Held
+// for the test, so the port cannot be taken by anyone else meanwhile.
+class SilentPort {
+ public:
+  explicit SilentPort(bool listen) : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0 ||
+        (listen && ::listen(fd_, 16) != 0))
+      std::abort();
+    port_ = ntohs(addr.sin_port);
+  }
+  ~SilentPort() { ::close(fd_); }
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+ private:
+  int fd_;
+  int port_;
+};
+
+class ClusterStatusTest : public CliTest {
+ protected:
+  void SetUp() override {
+    v1::ClusterStatusResponse& r = fake_.response_;
+    r.mutable_primary_head()->set_seq(5000);
+    r.mutable_primary_head()->set_hash(std::string(64, 'c'));
+    r.set_newest_block("block-000000004990-cccccccccccc");
+    v1::ReplicaStatus* a = r.add_replicas();
+    a->set_replica_id("replica-a");
+    a->set_state(v1::REPLICA_STATE_IN_SYNC);
+    a->mutable_head()->set_seq(5000);
+    a->set_last_success_unix_micros(clock_.NowMicros() - 3'000'000);
+    v1::ReplicaStatus* b = r.add_replicas();
+    b->set_replica_id("replica-b");
+    b->set_state(v1::REPLICA_STATE_STALLED);
+    b->mutable_head()->set_seq(4100);
+    b->set_lag_events(900);
+    b->set_lag_blocks(3);
+    b->set_lag_seconds(42.5);
+    b->set_last_error("ssh: connection refused");
+
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&fake_);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    address_ = absl::StrCat("127.0.0.1:", port);
+  }
+  void TearDown() override {
+    if (server_) server_->Shutdown();
+  }
+
+  FakeReplication fake_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
+};
+
+TEST_F(ClusterStatusTest, PrintsThePrimaryHeadAndARowPerReplica) {
+  auto r = Run({"status", "--primary", address_});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_NE(r.out.find("seq 5000  hash cccccccccccc"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("block-000000004990-cccccccccccc"), std::string::npos) << r.out;
+  std::vector<std::string> lines = absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  auto row = [&](const std::string& id) -> std::vector<std::string> {
+    for (const auto& l : lines)
+      if (l.rfind(id + " ", 0) == 0) return absl::StrSplit(l, ' ', absl::SkipEmpty());
+    ADD_FAILURE() << "no row for " << id << " in:\n" << r.out;
+    return {};
+  };
+  EXPECT_EQ(row("replica-a"), (std::vector<std::string>{"replica-a", "in_sync", "5000", "0", "0",
+                                                        "0.0", "3s", "ago", "-"}));
+  EXPECT_EQ(row("replica-b"),
+            (std::vector<std::string>{"replica-b", "stalled", "4100", "900", "3", "42.5", "never",
+                                      "ssh:", "connection", "refused"}));
+}
+
+TEST_F(ClusterStatusTest, JsonIsForMachines) {
+  auto r = Run({"status", "--primary", address_, "--json"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  auto doc = nlohmann::json::parse(r.out);
+  EXPECT_EQ(doc["primary"]["head"]["seq"], 5000);
+  ASSERT_EQ(doc["replicas"].size(), 2u);
+  EXPECT_EQ(doc["replicas"][1]["state"], "stalled");
+  EXPECT_EQ(doc["replicas"][1]["lag_events"], 900);
+  EXPECT_EQ(doc["replicas"][0]["last_success_age_seconds"], 3.0);
+}
+
+TEST_F(ClusterStatusTest, AnUnreachablePrimaryIsAnErrorNamingTheAddress) {
+  SilentPort closed(/*listen=*/false);
+  auto r = Run({"status", "--primary", closed.address()});
+  EXPECT_EQ(r.code, kExitError);
+  EXPECT_NE(r.err.find("cannot reach the primary at " + closed.address()), std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.out, "");
+}
+
+TEST_F(ClusterStatusTest, APrimaryThatNeverAnswersTimesOut) {
+  SilentPort silent(/*listen=*/true);
+  auto r = Run({"status", "--primary", silent.address(), "--timeout", "0.2"});
+  EXPECT_EQ(r.code, kExitError);
+  EXPECT_NE(r.err.find("cannot reach the primary at " + silent.address() +
+                       ": no answer within 0.2 s"),
+            std::string::npos)
+      << r.err;
+}
+
+TEST_F(ClusterStatusTest, AnErrorFromThePrimaryIsReported) {
+  fake_.status_ = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "not the primary");
+  auto r = Run({"status", "--primary", address_});
+  EXPECT_EQ(r.code, kExitError);
+  EXPECT_NE(r.err.find("answered ClusterStatus with FAILED_PRECONDITION: not the primary"),
+            std::string::npos)
+      << r.err;
+}
+
+TEST_F(ClusterStatusTest, BadOptionsAreUsageErrors) {
+  EXPECT_EQ(Run({"status", "--json"}).code, kExitUsage);
+  EXPECT_EQ(Run({"status", "--timeout", "3"}).code, kExitUsage);
+  EXPECT_EQ(Run({"status", "--primary", address_, "--timeout", "0"}).code, kExitUsage);
+  EXPECT_EQ(Run({"status", "--primary", "no-port"}).code, kExitUsage);
 }
 
 }  // namespace

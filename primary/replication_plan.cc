@@ -81,4 +81,10 @@ PrimaryRetentionPlan PlanPrimaryRetention(const std::vector<BlockInfo>& primary_
   return plan;
 }
 
+absl::Duration RetryDelay(int failures, absl::Duration initial, absl::Duration max) {
+  absl::Duration delay = initial;
+  for (int i = 1; i < failures && delay < max; ++i) delay *= 2;
+  return std::min(delay, max);
+}
+
 }  // namespace snapledger

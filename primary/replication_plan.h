@@ -10,6 +10,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "common/block.h"
 
 namespace snapledger {
@@ -76,5 +77,9 @@ struct PrimaryRetentionPlan {
 PrimaryRetentionPlan PlanPrimaryRetention(const std::vector<BlockInfo>& primary_blocks,
                                           const std::vector<ReplicaView>& replicas,
                                           const RetentionLimits& limits);
+
+// How long a shipper waits after its `failures`-th consecutive failure (1 for the first):
+// initial, 2x, 4x ... capped at `max`.
+absl::Duration RetryDelay(int failures, absl::Duration initial, absl::Duration max);
 
 }  // namespace snapledger

@@ -102,5 +102,14 @@ TEST(PlanPrimaryRetention, NeverDeletesTheNewestBlock) {
   EXPECT_EQ(plan.delete_blocks, std::vector<std::string>{Block(1).name});
 }
 
+TEST(RetryDelay, DoublesFromTheInitialDelayUpToTheCap) {
+  absl::Duration initial = absl::Milliseconds(100), max = absl::Seconds(1);
+  EXPECT_EQ(RetryDelay(1, initial, max), absl::Milliseconds(100));
+  EXPECT_EQ(RetryDelay(2, initial, max), absl::Milliseconds(200));
+  EXPECT_EQ(RetryDelay(4, initial, max), absl::Milliseconds(800));
+  EXPECT_EQ(RetryDelay(5, initial, max), absl::Seconds(1));
+  EXPECT_EQ(RetryDelay(1000, initial, max), absl::Seconds(1));
+}
+
 }  // namespace
 }  // namespace snapledger

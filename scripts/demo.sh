@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
-# The single-node demo: installs what it needs, builds, creates a loop-mounted btrfs
-# filesystem, initialises a ledger, appends realistic Open vSwitch port-agent events while
-# cutting blocks, verifies, lists blocks, looks events up, and cleans everything up.
+# The demo: a primary and two replicas on this machine, each a network namespace with its own
+# loop-mounted btrfs filesystem, its own OpenSSH sshd and the real daemons
+# (scripts/cluster.sh). Appends Open vSwitch port-agent events through the primary's gRPC
+# API, shows `snapledger status` with both replicas in sync, proves the replicas hold
+# byte-identical, verified ledgers, and tears everything down.
 # Usage: sudo scripts/demo.sh [--events N] [--keep]
-#   --keep   leave the filesystem mounted at the end (prints how to unmount it)
+#   --keep   leave the cluster running at the end (prints how to stop it)
+# The single-node walk through the CLI is scripts/demo-single-node.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-events=5000
+events=20000
 keep=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --events) events=$2; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "demo: unknown option $1" >&2; exit 2 ;;
   esac
 done
 if [ "$(id -u)" -ne 0 ]; then
-  echo "demo: run as root: it installs packages and mounts a loop-backed btrfs filesystem" >&2
+  echo "demo: run as root: it installs packages, mounts loop-backed btrfs and creates namespaces" >&2
   exit 1
 fi
 
@@ -26,71 +29,56 @@ bash scripts/build.sh
 build=$(pwd)/${BUILD_DIR:-build}
 snapledger=$build/primary/snapledger
 eventgen=$build/bench/snapledger-eventgen
+cluster() { bash scripts/cluster.sh "$@"; }
 
-work=$(mktemp -d /var/tmp/snapledger-demo.XXXXXX)
-mnt=$work/ledger
-loopdev=""
+dir=$(mktemp -d /var/tmp/snapledger-demo.XXXXXX)
 cleanup() {
   if [ "$keep" = 1 ]; then
     echo
-    echo "The demo ledger stays mounted at $mnt (loop device $loopdev). Try:"
-    echo "  $snapledger --root $mnt status"
-    echo "Clean up with: umount $mnt && losetup -d $loopdev && rm -rf $work"
+    echo "The cluster keeps running in $dir. Try:"
+    echo "  $snapledger status --primary \$(awk '/^primary /{print \$3}' <(bash scripts/cluster.sh status --dir $dir)):7400"
+    echo "Stop it with: bash scripts/cluster.sh down --dir $dir"
     return
   fi
-  mountpoint -q "$mnt" && umount "$mnt"
-  [ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null || true
-  rm -rf "$work"
+  cluster down --dir "$dir" || true
+  rm -rf "$dir"
 }
 trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*" | sed "s|$build/[a-z]*/||g; s|$work|\$DEMO|g"; "$@"; }
 
-step "a 1 GiB btrfs filesystem on a loop device"
-truncate -s 1G "$work/ledger.img"
-mkfs.btrfs -q "$work/ledger.img" >/dev/null
-loopdev=$(losetup --find --show "$work/ledger.img")
-mkdir -p "$mnt"
-mount "$loopdev" "$mnt"
-echo "mounted $loopdev at $mnt"
+step "three hosts: network namespaces on a bridge, loop-mounted btrfs, sshd each"
+cluster up --dir "$dir" --replicas 2 --bin-dir "$build/primary:$build/replica"
+cluster status --dir "$dir"
+primary_ip=$(awk '$1=="primary"{print $3}' <(cluster status --dir "$dir"))
+primary=$primary_ip:7400
 
-step "initialise the ledger"
-run "$snapledger" --root "$mnt" init
+step "start the daemons: snapledger-primary, and snapledger-replica serve on r1 and r2"
+for host in primary r1 r2; do cluster start "$host" --dir "$dir" --wait 30; done
 
-step "append $events Open vSwitch port-agent events, cutting a block every 1000"
-echo "(one of them:)"
+step "append $events port-agent events through the primary's gRPC API"
 "$eventgen" --count 1 --seed 7
-"$eventgen" --count "$events" --seed 7 | run "$snapledger" --root "$mnt" append --block-every 1000
+"$eventgen" --count "$events" --seed 7 |
+  "$snapledger" append --primary "$primary"
 
-step "a bad event is rejected and nothing is appended"
-printf '%s\n' '{"event":"port_created","port":"tap1"}' '["not","an","object"]' |
-  run "$snapledger" --root "$mnt" append || echo "(exit code $?: input rejected)"
+step "wait until both replicas verified the primary's newest block"
+for i in $(seq 1 120); do
+  if "$snapledger" status --primary "$primary" --json |
+      jq -e '(.replicas | length) == 2 and all(.replicas[]; .state == "in_sync")' >/dev/null; then
+    break
+  fi
+  sleep 0.5
+done
+"$snapledger" status --primary "$primary"
 
-step "verify the whole chain, and incrementally from the first block"
-run "$snapledger" --root "$mnt" verify
-first_block=$("$snapledger" --root "$mnt" blocks | awk 'NR==2{print $1}')
-run "$snapledger" --root "$mnt" verify --from-block "$first_block"
+step "the replicas hold byte-identical, verified copies of the newest block"
+newest=$("$snapledger" status --primary "$primary" --json | jq -r .newest_block)
+for host in primary r1 r2; do
+  root=$dir/$host/mnt/ledger
+  printf '%-8s %s\n' "$host" "$(sha256sum "$root/blocks/$newest/events.jsonl" | cut -c1-64)"
+done
+"$snapledger" --root "$dir/r1/mnt/ledger" verify --block "$newest"
 
-step "blocks (read-only btrfs snapshots)"
-run "$snapledger" --root "$mnt" blocks
-btrfs subvolume list -o "$mnt/blocks" | sed "s|^|  |"
-
-step "look events up: by seq, by hash, by time range"
-run "$snapledger" --root "$mnt" get 42
-hash=$("$snapledger" --root "$mnt" get 4242 | jq -r .hash)
-run "$snapledger" --root "$mnt" get "$hash"
-ts=$("$snapledger" --root "$mnt" get 100 | jq -r .ts)
-run "$snapledger" --root "$mnt" range --from "$ts" --limit 3
-
-step "tamper with one byte of a copy of the newest block, and verify it"
-newest=$("$snapledger" --root "$mnt" blocks | awk '/^block-/{b=$1} END{print b}')
-cp -r "$mnt/blocks/$newest" "$work/tampered"
-sed -i '1234s/"body":{"/"body":{"X/' "$work/tampered/events.jsonl"
-mkdir -p "$work/tampered-root/blocks"
-mv "$work/tampered" "$work/tampered-root/blocks/$newest"
-run "$snapledger" --root "$work/tampered-root" verify --block "$newest" ||
-  echo "(exit code $?: verification failed, as it should)"
-
-step "status"
-run "$snapledger" --root "$mnt" status
+step "stop the daemons"
+for host in r2 r1 primary; do cluster stop "$host" --dir "$dir"; done
+echo "done"

@@ -8,9 +8,20 @@
 
 namespace snapledger {
 
+void LedgerService::Observe(bool ok, absl::Time received) const {
+  if (!observer_) return;
+  if (ok) {
+    observer_->Appended(absl::Now() - received);
+  } else {
+    observer_->Rejected();
+  }
+}
+
 grpc::Status LedgerService::Append(grpc::ServerContext*, const v1::AppendRequest* request,
                                    v1::AppendResponse* response) {
+  absl::Time received = absl::Now();
   auto r = log_.Append(request->body_json());
+  Observe(r.ok(), received);
   if (!r.ok()) return ToGrpcStatus(r.status());
   response->set_seq(r->seq);
   response->set_ts_micros(r->ts);
@@ -21,12 +32,17 @@ grpc::Status LedgerService::Append(grpc::ServerContext*, const v1::AppendRequest
 grpc::Status LedgerService::AppendStream(grpc::ServerContext*,
                                          grpc::ServerReader<v1::AppendRequest>* reader,
                                          v1::AppendBatchResponse* response) {
-  std::deque<std::shared_future<absl::StatusOr<AppendResult>>> in_flight;
+  struct InFlight {
+    std::shared_future<absl::StatusOr<AppendResult>> result;
+    absl::Time received;
+  };
+  std::deque<InFlight> in_flight;
   uint64_t position = 0, acknowledged = 0;
   AppendResult first, last;
   // Waits for the oldest append; an error names the stream position of the event.
   auto settle_one = [&]() -> grpc::Status {
-    absl::StatusOr<AppendResult> r = in_flight.front().get();  // a copy
+    absl::StatusOr<AppendResult> r = in_flight.front().result.get();  // a copy
+    Observe(r.ok(), in_flight.front().received);
     in_flight.pop_front();
     uint64_t at = acknowledged + 1;
     if (!r.ok())
@@ -42,14 +58,16 @@ grpc::Status LedgerService::AppendStream(grpc::ServerContext*,
   grpc::Status status;
   while (status.ok() && reader->Read(&request)) {
     ++position;
-    in_flight.push_back(log_.AppendAsync(request.body_json()).share());
+    absl::Time received = absl::Now();
+    in_flight.push_back({log_.AppendAsync(request.body_json()).share(), received});
     // A rejected body fails at once (before anything is queued): stop reading so that no
     // event after it is appended.
-    const auto& newest = in_flight.back();
+    const auto& newest = in_flight.back().result;
     if (newest.wait_for(std::chrono::seconds(0)) == std::future_status::ready &&
         !newest.get().ok()) {
       absl::Status rejected = newest.get().status();
       in_flight.pop_back();
+      Observe(false, received);
       while (!in_flight.empty() && status.ok()) status = settle_one();
       if (status.ok())
         status = grpc::Status(ToGrpcStatus(rejected).error_code(),

@@ -5,15 +5,27 @@
 
 #include <cstddef>
 
+#include "absl/time/time.h"
 #include "common/event_log.h"
 #include "snapledger/v1/snapledger.grpc.pb.h"
 
 namespace snapledger {
 
-// Thread-safe. `log` is borrowed and must outlive the service.
+// Told about every append the service handles (for metrics). Must be thread-safe.
+class AppendObserver {
+ public:
+  virtual ~AppendObserver() = default;
+  // An event became durable `latency` after the service received it.
+  virtual void Appended(absl::Duration latency) = 0;
+  // An event was rejected (invalid body, or the log failed).
+  virtual void Rejected() = 0;
+};
+
+// Thread-safe. `log` and `observer` (optional) are borrowed and must outlive the service.
 class LedgerService final : public v1::Ledger::Service {
  public:
-  explicit LedgerService(EventLog& log, size_t window = 256) : log_(log), window_(window) {}
+  explicit LedgerService(EventLog& log, size_t window = 256, AppendObserver* observer = nullptr)
+      : log_(log), window_(window), observer_(observer) {}
 
   grpc::Status Append(grpc::ServerContext* context, const v1::AppendRequest* request,
                       v1::AppendResponse* response) override;
@@ -24,8 +36,11 @@ class LedgerService final : public v1::Ledger::Service {
                             v1::AppendBatchResponse* response) override;
 
  private:
+  void Observe(bool ok, absl::Time received) const;
+
   EventLog& log_;
   const size_t window_;
+  AppendObserver* const observer_;
 };
 
 }  // namespace snapledger

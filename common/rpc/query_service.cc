@@ -22,17 +22,25 @@ bool EventFromLine(const std::string& line, v1::Event* event) {
   return true;
 }
 
+namespace {
+grpc::Status NoLedgerYet() {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "no verified ledger to answer from yet");
+}
+}  // namespace
+
 grpc::Status QueryService::Get(grpc::ServerContext*, const v1::GetRequest* request,
                                v1::Event* response) {
+  std::shared_ptr<EventQuery> query = source_();
+  if (!query) return NoLedgerYet();
   absl::StatusOr<std::string> line;
   switch (request->key_case()) {
     case v1::GetRequest::kSeq:
       if (request->seq() == 0)
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "seq starts at 1");
-      line = query_.Get(request->seq());
+      line = query->Get(request->seq());
       break;
     case v1::GetRequest::kHash:
-      line = query_.GetByHash(request->hash());
+      line = query->GetByHash(request->hash());
       break;
     default:
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "give a seq or a hash");
@@ -49,7 +57,9 @@ grpc::Status QueryService::Range(grpc::ServerContext*, const v1::RangeRequest* r
   uint32_t limit = request->limit() == 0 ? 1000 : request->limit();
   if (limit > kMaxLimit)
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "limit is at most 100000");
-  auto lines = query_.Range(request->from_ts_micros(), request->to_ts_micros(), limit);
+  std::shared_ptr<EventQuery> query = source_();
+  if (!query) return NoLedgerYet();
+  auto lines = query->Range(request->from_ts_micros(), request->to_ts_micros(), limit);
   if (!lines.ok()) return ToGrpcStatus(lines.status());
   v1::Event event;
   for (const std::string& line : *lines) {

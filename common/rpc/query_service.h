@@ -3,6 +3,7 @@
 // index is missing or being rebuilt). Runs on the primary and on replicas.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -15,7 +16,13 @@ namespace snapledger {
 class QueryService final : public v1::Query::Service {
  public:
   // `query` is borrowed and must outlive the service.
-  explicit QueryService(EventQuery& query) : query_(query) {}
+  explicit QueryService(EventQuery& query)
+      : source_([q = std::shared_ptr<EventQuery>(&query, [](EventQuery*) {})] { return q; }) {}
+  // Asks `source` for the EventQuery to answer each call from (a replica switches to each new
+  // verified block); when it returns null, calls fail with UNAVAILABLE. `source` must be
+  // thread-safe.
+  explicit QueryService(std::function<std::shared_ptr<EventQuery>()> source)
+      : source_(std::move(source)) {}
 
   grpc::Status Get(grpc::ServerContext* context, const v1::GetRequest* request,
                    v1::Event* response) override;
@@ -23,7 +30,7 @@ class QueryService final : public v1::Query::Service {
                      grpc::ServerWriter<v1::Event>* writer) override;
 
  private:
-  EventQuery& query_;
+  std::function<std::shared_ptr<EventQuery>()> source_;
 };
 
 // Maps an absl::Status to a grpc::Status with the same code and message.

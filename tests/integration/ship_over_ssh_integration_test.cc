@@ -1,9 +1,13 @@
 // End to end over real SSH: a primary ledger on one loop-mounted btrfs, a replica on another,
 // an OpenSSH sshd whose authorized_keys restricts the primary's key to the real
 // `snapledger-replica receive`, and the BlockShipper streaming `btrfs send -p` deltas through
-// one persistent libssh session.
+// one persistent libssh session; the same compressed with zstd; and the shipper's watchdog
+// aborting a transfer the replica stopped reading.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "common/block_maker.h"
@@ -24,6 +28,32 @@ namespace {
 
 using ::testing::HasSubstr;
 
+// Entries of a /proc directory of this process (fds, threads).
+int CountEntries(const std::string& dir) {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    (void)e;
+    ++n;
+  }
+  return n;
+}
+
+// This process's children whose command name is `comm` (live or zombie: not reaped).
+std::vector<pid_t> ChildrenNamed(const std::string& comm) {
+  std::vector<pid_t> out;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream children(task.path() / "children");
+    pid_t pid;
+    while (children >> pid) {
+      std::ifstream in("/proc/" + std::to_string(pid) + "/comm");
+      std::string name;
+      std::getline(in, name);
+      if (name == comm) out.push_back(pid);
+    }
+  }
+  return out;
+}
+
 class ShipOverSshTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -42,8 +72,8 @@ class ShipOverSshTest : public ::testing::Test {
     std::vector<std::string> bodies;
     for (int i = 0; i < n; ++i, ++next_)
       bodies.push_back(absl::StrCat("{\"event\":\"port_moved\",\"port\":\"tap", next_,
-                                    "\",\"from_vlan\":", next_ % 4000, ",\"to_vlan\":",
-                                    (next_ + 7) % 4000, "}"));
+                                    "\",\"from_vlan\":", next_ % 4000,
+                                    ",\"to_vlan\":", (next_ + 7) % 4000, "}"));
     ASSERT_TRUE(log_->AppendBatch(bodies).ok());
   }
 
@@ -121,6 +151,72 @@ TEST_F(ShipOverSshTest, ParentMissingOnTheReplicaFallsBackToAFullSend) {
   ASSERT_TRUE(full->has_value());
   EXPECT_FALSE((*full)->parent.has_value());
   EXPECT_EQ((*full)->events_verified, 200u);
+}
+
+TEST_F(ShipOverSshTest, ZstdCompressedFullSendThenDeltaPutLessOnTheWire) {
+  ReplicaTarget target = Target();
+  target.compression = StreamCompression::kZstd;
+  BlockShipper shipper(*btrfs_, *SshTransport::Libssh(), target, primary_fs_->mount_point());
+  Append(20000);
+  auto blocks = CutAndList();
+  auto first = shipper.ShipOnce(blocks, 1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(first->has_value());
+  EXPECT_FALSE((*first)->parent.has_value());
+  EXPECT_EQ((*first)->events_verified, 20000u);
+  EXPECT_GT((*first)->wire_bytes, 0u);
+  EXPECT_LT((*first)->wire_bytes, (*first)->stream_bytes);
+  EXPECT_EQ(shipper.TransferBytes(), (*first)->wire_bytes);
+
+  Append(300);
+  blocks = CutAndList();
+  auto second = shipper.ShipOnce(blocks, 1);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE(second->has_value());
+  EXPECT_EQ((*second)->parent, blocks.front());
+  EXPECT_EQ((*second)->events_verified, 300u);
+  EXPECT_LT((*second)->wire_bytes, (*second)->stream_bytes);
+  EXPECT_LT((*second)->stream_bytes * 20, (*first)->stream_bytes);
+
+  std::string replica_log =
+      LedgerLayout(replica_fs_->mount_point()).block(blocks.back()) + "/events.jsonl";
+  std::string primary_log =
+      LedgerLayout(primary_fs_->mount_point()).block(blocks.back()) + "/events.jsonl";
+  EXPECT_EQ(*ReadFileToString(replica_log), *ReadFileToString(primary_log));
+}
+
+TEST_F(ShipOverSshTest, WatchdogAbortsATransferTheReplicaStoppedReading) {
+  // A forced command that never reads its stdin: the channel's window fills and the shipper's
+  // write blocks. It ends by itself once its sshd session process is gone (or after ~60 s).
+  testing::TestSshdPtr stalling;
+  ASSIGN_TEST_SSHD_OR_SKIP(
+      stalling, "for i in $(seq 600); do kill -0 $PPID 2>/dev/null || exit 0; sleep 0.1; done");
+  BlockShipperOptions options;
+  options.watchdog = absl::Seconds(2);
+  BlockShipper shipper(*btrfs_, *SshTransport::Libssh(),
+                       ReplicaTarget{"stalling-replica", stalling->Endpoint()},
+                       primary_fs_->mount_point(), options);
+  Append(60000);  // a stream well beyond the channel window and the socket buffers
+  auto blocks = CutAndList();
+  const int fds_before = CountEntries("/proc/self/fd");
+  const int threads_before = CountEntries("/proc/self/task");
+
+  absl::Time start = absl::Now();
+  auto r = shipper.ShipOnce(blocks, 1);
+  absl::Duration took = absl::Now() - start;
+
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("no bytes moved"));
+  EXPECT_EQ(ShipFailureReason(r.status()), "watchdog");
+  EXPECT_LT(took, absl::Seconds(20)) << "bounded by the 2 s watchdog, not by the remote command";
+  EXPECT_GT(shipper.TransferBytes(), 0u) << "some bytes moved before the stall";
+  // Nothing left behind: `btrfs send` killed and reaped, the session's socket closed, the
+  // watchdog thread joined.
+  EXPECT_THAT(ChildrenNamed("btrfs"), ::testing::IsEmpty());
+  EXPECT_EQ(CountEntries("/proc/self/fd"), fds_before);
+  EXPECT_EQ(CountEntries("/proc/self/task"), threads_before);
+  EXPECT_TRUE(shipper.view().verified_blocks.empty());
 }
 
 }  // namespace

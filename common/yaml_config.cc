@@ -1,0 +1,125 @@
+#include "common/yaml_config.h"
+
+#include <filesystem>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace snapledger {
+
+absl::StatusOr<YAML::Node> LoadYamlFile(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec))
+    return absl::NotFoundError(absl::StrCat("config file ", path, " does not exist"));
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    // yaml-cpp's marks are 0-based.
+    return absl::InvalidArgumentError(absl::StrCat(path, " line ", e.mark.line + 1, " column ",
+                                                   e.mark.column + 1, ": ", e.msg));
+  }
+  if (!root.IsMap())
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": the top level must be a mapping of settings"));
+  return root;
+}
+
+YamlSection::YamlSection(YAML::Node node, std::string where)
+    : node_(std::move(node)), where_(std::move(where)) {}
+
+absl::Status YamlSection::Error(const std::string& key, const std::string& what) const {
+  return absl::InvalidArgumentError(absl::StrCat(where_, ".", key, ": ", what));
+}
+
+absl::Status YamlSection::Get(const std::string& key, std::string* out) {
+  known_.insert(key);
+  YAML::Node v = node_[key];
+  if (!v) return absl::OkStatus();
+  if (!v.IsScalar()) return Error(key, "must be a string");
+  *out = v.Scalar();
+  return absl::OkStatus();
+}
+
+absl::Status YamlSection::Get(const std::string& key, bool* out) {
+  known_.insert(key);
+  YAML::Node v = node_[key];
+  if (!v) return absl::OkStatus();
+  bool value = false;
+  if (!v.IsScalar() || !YAML::convert<bool>::decode(v, value))
+    return Error(key, absl::StrCat("must be true or false, not '", v.IsScalar() ? v.Scalar() : "?",
+                                   "'"));
+  *out = value;
+  return absl::OkStatus();
+}
+
+absl::Status YamlSection::Get(const std::string& key, uint64_t* out) {
+  known_.insert(key);
+  YAML::Node v = node_[key];
+  if (!v) return absl::OkStatus();
+  uint64_t value = 0;
+  if (!v.IsScalar() || !absl::SimpleAtoi(v.Scalar(), &value))
+    return Error(key, absl::StrCat("must be a non-negative integer, not '",
+                                   v.IsScalar() ? v.Scalar() : "?", "'"));
+  *out = value;
+  return absl::OkStatus();
+}
+
+absl::Status YamlSection::Get(const std::string& key, int* out) {
+  uint64_t value = static_cast<uint64_t>(*out < 0 ? 0 : *out);
+  if (absl::Status s = Get(key, &value); !s.ok()) return s;
+  if (value > static_cast<uint64_t>(INT32_MAX)) return Error(key, "is too large");
+  *out = static_cast<int>(value);
+  return absl::OkStatus();
+}
+
+absl::Status YamlSection::GetMillis(const std::string& key, absl::Duration* out) {
+  uint64_t ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(*out));
+  if (absl::Status s = Get(key, &ms); !s.ok()) return s;
+  *out = absl::Milliseconds(ms);
+  return absl::OkStatus();
+}
+
+absl::Status YamlSection::GetSeconds(const std::string& key, absl::Duration* out) {
+  known_.insert(key);
+  YAML::Node v = node_[key];
+  if (!v) return absl::OkStatus();
+  double seconds = 0;
+  if (!v.IsScalar() || !absl::SimpleAtod(v.Scalar(), &seconds) || seconds < 0)
+    return Error(key, absl::StrCat("must be a non-negative number of seconds, not '",
+                                   v.IsScalar() ? v.Scalar() : "?", "'"));
+  *out = absl::Seconds(seconds);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<YamlSection> YamlSection::Section(const std::string& key) {
+  known_.insert(key);
+  YAML::Node v = node_[key];
+  std::string where = absl::StrCat(where_, ".", key);
+  if (!v || v.IsNull()) return YamlSection(YAML::Node(YAML::NodeType::Map), where);
+  if (!v.IsMap()) return Error(key, "must be a mapping");
+  return YamlSection(v, where);
+}
+
+absl::StatusOr<std::vector<YamlSection>> YamlSection::SectionList(const std::string& key) {
+  known_.insert(key);
+  YAML::Node v = node_[key];
+  std::vector<YamlSection> out;
+  if (!v || v.IsNull()) return out;
+  if (!v.IsSequence()) return Error(key, "must be a list");
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (!v[i].IsMap()) return Error(absl::StrCat(key, "[", i, "]"), "must be a mapping");
+    out.emplace_back(v[i], absl::StrCat(where_, ".", key, "[", i, "]"));
+  }
+  return out;
+}
+
+absl::Status YamlSection::CheckNoUnknownKeys() const {
+  for (const auto& kv : node_) {
+    std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "?";
+    if (!known_.contains(key)) return Error(key, "unknown setting (a typo?)");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace snapledger

@@ -1,0 +1,399 @@
+#include "primary/primary_daemon.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include <prometheus/registry.h>
+#include <spdlog/spdlog.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/block_maker.h"
+#include "common/event_log.h"
+#include "common/event_query.h"
+#include "common/fmt_absl.h"
+#include "common/metrics.h"
+#include "common/rpc/grpc_server.h"
+#include "common/rpc/ledger_service.h"
+#include "common/rpc/query_service.h"
+#include "common/status_macros.h"
+#include "primary/block_shipper.h"
+#include "primary/replication_service.h"
+#include "primary/replication_state.h"
+
+namespace snapledger {
+namespace {
+
+// How often an idle shipper re-plans without being woken (a report may have changed its view).
+constexpr absl::Duration kIdlePoll = absl::Milliseconds(200);
+
+class MetricsAppendObserver final : public AppendObserver {
+ public:
+  explicit MetricsAppendObserver(PrimaryMetrics& metrics) : metrics_(metrics) {}
+  void Appended(absl::Duration latency) override {
+    metrics_.events_appended().Increment();
+    metrics_.append_latency().Observe(absl::ToDoubleSeconds(latency));
+  }
+  void Rejected() override { metrics_.append_rejected().Increment(); }
+
+ private:
+  PrimaryMetrics& metrics_;
+};
+
+std::string MetricsStateName(ReplicaHealth health) {
+  switch (health) {
+    case ReplicaHealth::kInSync:
+      return "in_sync";
+    case ReplicaHealth::kCatchingUp:
+      return "catching_up";
+    case ReplicaHealth::kStalled:
+      return "stalled";
+    case ReplicaHealth::kFailing:
+      return "failing";
+    case ReplicaHealth::kUnknown:
+      break;
+  }
+  return "unknown";
+}
+
+absl::StatusOr<EventLogPtr> OpenOrCreateLog(const std::string& live, uint64_t epoch) {
+  std::error_code ec;
+  if (std::filesystem::exists(std::filesystem::path(live) / "events.jsonl", ec))
+    return EventLog::Open(live);
+  spdlog::info("creating a new ledger in {} with epoch {}", live, epoch);
+  return EventLog::Create(live, epoch);
+}
+
+}  // namespace
+
+class PrimaryDaemon::Impl {
+ public:
+  Impl(PrimaryConfig config, Btrfs& btrfs, SshTransport& transport, Clock* clock)
+      : config_(std::move(config)),
+        btrfs_(btrfs),
+        transport_(transport),
+        clock_(clock),
+        layout_(config_.ledger_root) {}
+  ~Impl() { Stop(); }
+
+  absl::Status Init();
+  void Stop();
+
+  int grpc_port() const { return server_ ? server_->port() : 0; }
+  int metrics_port() const { return metrics_server_ ? metrics_server_->port() : 0; }
+
+ private:
+  struct ReplicaLink {
+    ReplicaTarget target;
+    std::unique_ptr<BlockShipper> shipper;
+  };
+
+  void StopOnce();
+  void BlockLoop();
+  void CutAndRetain();
+  void PublishLag();
+  void ShipperLoop(ReplicaLink& link);
+  void RecordShipped(ReplicaLink& link, const ShipResult& result);
+  absl::Status RefreshBlocks() ABSL_EXCLUSIVE_LOCKS_REQUIRED(retention_mu_);
+  PrimaryPosition Position();
+  // Waits up to `timeout`, or until a new block is cut when `seen_generation` is given.
+  // False once the daemon is stopping.
+  bool Wait(uint64_t* seen_generation, absl::Duration timeout);
+
+  const PrimaryConfig config_;
+  Btrfs& btrfs_;
+  SshTransport& transport_;
+  Clock* const clock_;
+  const LedgerLayout layout_;
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<PrimaryMetrics> metrics_;
+  std::unique_ptr<MetricsServer> metrics_server_;
+  EventLogPtr log_;
+  BlockMakerPtr maker_;
+  std::unique_ptr<ReplicationState> state_;
+  std::unique_ptr<EventQuery> query_;
+  std::unique_ptr<MetricsAppendObserver> observer_;
+  std::unique_ptr<LedgerService> ledger_service_;
+  std::unique_ptr<ReplicationService> replication_service_;
+  std::unique_ptr<QueryService> query_service_;
+  GrpcServerPtr server_;
+  std::vector<std::unique_ptr<ReplicaLink>> links_;
+  std::vector<std::thread> threads_;
+
+  // Held while retention is planned and applied, and while a shipper plans and registers its
+  // transfer, so a block being shipped is never pruned between the two.
+  absl::Mutex retention_mu_;
+
+  absl::Mutex mu_;
+  std::vector<BlockInfo> blocks_ ABSL_GUARDED_BY(mu_);
+  uint64_t block_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::once_flag stop_once_;
+};
+
+absl::Status PrimaryDaemon::Impl::Init() {
+  RETURN_IF_ERROR(ValidatePrimaryConfig(config_));
+  registry_ = std::make_shared<prometheus::Registry>();
+  metrics_ = std::make_unique<PrimaryMetrics>(*registry_);
+  if (!config_.metrics_listen.empty()) {
+    ASSIGN_OR_RETURN(metrics_server_, MetricsServer::Start(config_.metrics_listen, registry_));
+  }
+
+  RETURN_IF_ERROR(InitializeLedgerRoot(btrfs_, config_.ledger_root));
+  ASSIGN_OR_RETURN(log_, OpenOrCreateLog(layout_.live(), config_.epoch));
+  BlockMakerOptions maker_options;
+  maker_options.keep_newest = std::max<size_t>(1, config_.retention.keep_newest);
+  maker_options.clock = clock_;
+  ASSIGN_OR_RETURN(maker_, BlockMaker::Create(btrfs_, config_.ledger_root, *log_, maker_options));
+  {
+    absl::MutexLock lock(&retention_mu_);
+    RETURN_IF_ERROR(RefreshBlocks());
+  }
+
+  std::vector<std::string> ids;
+  for (const ReplicaTarget& r : config_.replicas) {
+    ids.push_back(r.id);
+    metrics_->ForReplica(r.id);  // every series exists before anything happens
+    metrics_->SetReplicaState(r.id, "unknown");
+  }
+  state_ = std::make_unique<ReplicationState>(ids, TrackerOptions{config_.stall_after});
+
+  std::string index_dir = config_.index_dir.empty()
+                              ? absl::StrCat(config_.ledger_root, "/index/lookup")
+                              : config_.index_dir;
+  query_ = std::make_unique<EventQuery>(layout_.live(), index_dir);
+  observer_ = std::make_unique<MetricsAppendObserver>(*metrics_);
+  ledger_service_ = std::make_unique<LedgerService>(*log_, 256, observer_.get());
+  replication_service_ =
+      std::make_unique<ReplicationService>(*state_, [this] { return Position(); }, clock_);
+  query_service_ = std::make_unique<QueryService>(*query_);
+  ASSIGN_OR_RETURN(server_, GrpcServer::Start(config_.grpc_listen,
+                                              {ledger_service_.get(), replication_service_.get(),
+                                               query_service_.get()}));
+
+  for (const ReplicaTarget& target : config_.replicas) {
+    auto link = std::make_unique<ReplicaLink>();
+    link->target = target;
+    SshEndpoint endpoint = config_.ssh;
+    endpoint.host = target.endpoint.host;
+    endpoint.port = target.endpoint.port;
+    endpoint.user = target.endpoint.user;
+    link->target.endpoint = endpoint;
+    BlockShipperOptions options;
+    options.watchdog = config_.shipping.watchdog;
+    link->shipper = std::make_unique<BlockShipper>(btrfs_, transport_, link->target,
+                                                   config_.ledger_root, options, clock_);
+    links_.push_back(std::move(link));
+  }
+  threads_.emplace_back([this] { BlockLoop(); });
+  for (auto& link : links_) threads_.emplace_back([this, l = link.get()] { ShipperLoop(*l); });
+  spdlog::info("primary {} serving gRPC on port {}, metrics on port {}, {} replica(s); head seq {}",
+               config_.node_id, grpc_port(), metrics_port(), links_.size(), log_->Head().head.seq);
+  return absl::OkStatus();
+}
+
+void PrimaryDaemon::Impl::Stop() {
+  std::call_once(stop_once_, [this] { StopOnce(); });
+}
+
+void PrimaryDaemon::Impl::StopOnce() {
+  if (server_) server_->SetNotServing();
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  server_.reset();  // drains calls in progress: acknowledged appends stay acknowledged
+  for (auto& link : links_) link->shipper->Abort();  // transfers in flight fail at once
+  for (std::thread& t : threads_) t.join();
+  threads_.clear();
+  if (log_) {
+    if (absl::Status s = log_->Sync(); !s.ok()) spdlog::error("final sync failed: {}", s);
+  }
+  spdlog::info("primary {} stopped", config_.node_id);
+}
+
+bool PrimaryDaemon::Impl::Wait(uint64_t* seen_generation, absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto woken = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return stopping_ || (seen_generation && *seen_generation != block_generation_);
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&woken), timeout);
+  if (seen_generation) *seen_generation = block_generation_;
+  return !stopping_;
+}
+
+absl::Status PrimaryDaemon::Impl::RefreshBlocks() {
+  ASSIGN_OR_RETURN(std::vector<BlockInfo> blocks, maker_->ListBlocks());
+  metrics_->blocks().Set(static_cast<double>(blocks.size()));
+  absl::MutexLock lock(&mu_);
+  blocks_ = std::move(blocks);
+  return absl::OkStatus();
+}
+
+PrimaryPosition PrimaryDaemon::Impl::Position() {
+  PrimaryPosition position;
+  position.head = log_->Head();
+  absl::MutexLock lock(&mu_);
+  position.blocks = blocks_;
+  return position;
+}
+
+void PrimaryDaemon::Impl::BlockLoop() {
+  absl::Duration tick = config_.blocks.max_age == absl::ZeroDuration()
+                            ? absl::Milliseconds(50)
+                            : std::clamp(config_.blocks.max_age / 4, absl::Milliseconds(5),
+                                         absl::Milliseconds(100));
+  do {
+    CutAndRetain();
+    PublishLag();
+  } while (Wait(nullptr, tick));
+}
+
+void PrimaryDaemon::Impl::CutAndRetain() {
+  absl::MutexLock retention(&retention_mu_);
+  std::vector<BlockInfo> before = Position().blocks;
+  ReplicationState::Retention plan = state_->PlanRetention(before, config_.retention);
+  for (const std::string& id : plan.newly_dropped_holds) {
+    metrics_->ForReplica(id).holds_dropped.Increment();
+    spdlog::warn("replica {} is more than {} blocks behind: its hold is dropped, and it will be "
+                 "re-bootstrapped with a full send",
+                 id, config_.retention.max_blocks_behind);
+  }
+  int64_t start = clock_->MonotonicNanos();
+  absl::StatusOr<std::optional<BlockInfo>> cut = maker_->CutIfDue(config_.blocks, plan.plan.holds);
+  if (!cut.ok()) {
+    spdlog::error("cutting a block failed: {}", cut.status());
+  } else if (*cut) {
+    metrics_->blocks_cut().Increment();
+    metrics_->snapshot_duration().Observe(
+        static_cast<double>(clock_->MonotonicNanos() - start) / 1e9);
+  }
+  if (absl::Status s = RefreshBlocks(); !s.ok()) {
+    spdlog::error("listing blocks failed: {}", s);
+    return;
+  }
+  std::vector<BlockInfo> after = Position().blocks;
+  size_t added = cut.ok() && *cut ? 1 : 0;
+  if (before.size() + added > after.size())
+    metrics_->blocks_pruned().Increment(static_cast<double>(before.size() + added - after.size()));
+  if (added) {
+    absl::MutexLock lock(&mu_);
+    ++block_generation_;
+  }
+}
+
+void PrimaryDaemon::Impl::PublishLag() {
+  PrimaryPosition position = Position();
+  metrics_->head_seq().Set(static_cast<double>(position.head.head.seq));
+  for (const ReplicaLag& lag :
+       state_->Evaluate(position.head, position.blocks, clock_->NowMicros())) {
+    PrimaryMetrics::Replica& m = metrics_->ForReplica(lag.replica_id);
+    m.lag_events.Set(static_cast<double>(lag.lag_events));
+    m.lag_blocks.Set(static_cast<double>(lag.lag_blocks));
+    m.lag_bytes.Set(static_cast<double>(lag.lag_bytes));
+    m.lag_seconds.Set(lag.lag_seconds);
+    m.head_seq.Set(static_cast<double>(lag.head.head.seq));
+    if (lag.last_success_micros > 0)
+      m.last_success.Set(static_cast<double>(lag.last_success_micros) / 1e6);
+    metrics_->SetReplicaState(lag.replica_id, MetricsStateName(lag.health));
+  }
+}
+
+void PrimaryDaemon::Impl::ShipperLoop(ReplicaLink& link) {
+  const std::string& id = link.target.id;
+  BlockShipper& shipper = *link.shipper;
+  uint64_t seen_report = 0, seen_blocks = 0;
+  int failures = 0;
+  bool shipped = false;
+  const int64_t started = clock_->MonotonicNanos();
+  while (true) {
+    if (std::optional<ReplicaView> view = state_->TakeReportedView(id, shipper.view(), &seen_report))
+      shipper.SetView(*std::move(view));
+    // A replica the primary has not heard from may already hold blocks: give its report a
+    // moment before falling back to a full send.
+    if (!shipped && !state_->HasReported(id) &&
+        absl::Nanoseconds(clock_->MonotonicNanos() - started) < config_.shipping.initial_report_wait) {
+      if (!Wait(nullptr, absl::Milliseconds(50))) return;
+      continue;
+    }
+    std::vector<BlockInfo> blocks;
+    {
+      absl::MutexLock retention(&retention_mu_);
+      blocks = Position().blocks;
+      ReplicaPlan plan = PlanReplica(blocks, shipper.view());
+      if (const auto* step = std::get_if<SendStep>(&plan)) {
+        Transfer transfer{step->block.name, std::nullopt};
+        if (step->parent) transfer.parent = step->parent->name;
+        state_->BeginTransfer(id, std::move(transfer));
+      }
+    }
+    absl::StatusOr<std::optional<ShipResult>> r = shipper.ShipOnce(blocks, log_->Head().epoch);
+    state_->EndTransfer(id);
+    if (absl::IsCancelled(r.status())) return;  // stopping
+    if (!r.ok()) {
+      ++failures;
+      std::string_view reason = ShipFailureReason(r.status());
+      metrics_->CountFailure(id, reason);
+      state_->RecordFailure(id, std::string(r.status().message()), clock_->NowMicros());
+      absl::Duration delay =
+          reason == "conflict"
+              ? config_.shipping.backoff_max
+              : RetryDelay(failures, config_.shipping.backoff_initial, config_.shipping.backoff_max);
+      spdlog::warn("replica {}: transfer failed ({}; attempt {}, retrying in {}): {}", id, reason,
+                   failures, absl::FormatDuration(delay), r.status().message());
+      if (!Wait(nullptr, delay)) return;
+      continue;
+    }
+    failures = 0;
+    if (!r->has_value()) {
+      if (!Wait(&seen_blocks, kIdlePoll)) return;
+      continue;
+    }
+    shipped = true;
+    RecordShipped(link, **r);
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+    }
+  }
+}
+
+void PrimaryDaemon::Impl::RecordShipped(ReplicaLink& link, const ShipResult& result) {
+  const std::string& id = link.target.id;
+  PrimaryMetrics::Replica& m = metrics_->ForReplica(id);
+  m.wire_bytes_sent.Increment(static_cast<double>(result.wire_bytes));
+  m.stream_bytes_sent.Increment(static_cast<double>(result.stream_bytes));
+  m.transfers.Increment();
+  m.transfer_duration.Observe(absl::ToDoubleSeconds(result.elapsed));
+  absl::StatusOr<std::optional<HeadRecord>> head = ReadHeadFile(layout_.block(result.block));
+  if (head.ok() && *head) {
+    state_->RecordVerified(id, result.block, **head, clock_->NowMicros());
+  } else {
+    // The block was pruned meanwhile; the replica's next report carries its head.
+    spdlog::warn("replica {}: cannot read the head of {} just shipped: {}", id, result.block.name,
+                 head.ok() ? "no head file" : head.status().ToString());
+  }
+  state_->SetShipperView(id, link.shipper->view());
+  spdlog::info("replica {}: {} verified ({}{} bytes, {} events, {})", id, result.block.name,
+               result.parent ? absl::StrCat("delta from ", result.parent->name, ", ") : "full, ",
+               result.wire_bytes, result.events_verified, absl::FormatDuration(result.elapsed));
+}
+
+PrimaryDaemon::PrimaryDaemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+PrimaryDaemon::~PrimaryDaemon() = default;
+void PrimaryDaemon::Stop() { impl_->Stop(); }
+int PrimaryDaemon::grpc_port() const { return impl_->grpc_port(); }
+int PrimaryDaemon::metrics_port() const { return impl_->metrics_port(); }
+
+absl::StatusOr<PrimaryDaemonPtr> PrimaryDaemon::Start(const PrimaryConfig& config, Btrfs& btrfs,
+                                                      SshTransport& transport, Clock* clock) {
+  auto impl = std::make_unique<Impl>(config, btrfs, transport, clock);
+  RETURN_IF_ERROR(impl->Init());
+  return PrimaryDaemonPtr(new PrimaryDaemon(std::move(impl)));
+}
+
+}  // namespace snapledger

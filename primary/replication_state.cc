@@ -1,0 +1,143 @@
+#include "primary/replication_state.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace snapledger {
+namespace {
+
+std::optional<BlockInfo> NewestBlock(const std::vector<std::string>& names) {
+  std::optional<BlockInfo> newest;
+  for (const std::string& name : names) {
+    absl::StatusOr<BlockInfo> b = ParseBlockName(name);
+    if (b.ok() && (!newest || BlockSeqLess(*newest, *b))) newest = *b;
+  }
+  return newest;
+}
+
+}  // namespace
+
+ReplicationState::ReplicationState(const std::vector<std::string>& replica_ids,
+                                   TrackerOptions options)
+    : tracker_(options) {
+  for (const std::string& id : replica_ids) {
+    replicas_[id].view.id = id;
+    tracker_.AddReplica(id);
+  }
+}
+
+absl::Status ReplicationState::ApplyReport(const ReplicaReport& report, int64_t now_micros) {
+  for (const std::string& name : report.verified_blocks)
+    if (absl::StatusOr<BlockInfo> b = ParseBlockName(name); !b.ok())
+      return absl::InvalidArgumentError(
+          absl::StrCat("replica ", report.replica_id, " reported a bad block name: ",
+                       b.status().message()));
+  absl::MutexLock lock(&mu_);
+  auto it = replicas_.find(report.replica_id);
+  if (it == replicas_.end())
+    return absl::NotFoundError(absl::StrCat("replica '", report.replica_id,
+                                            "' is not in this primary's configuration"));
+  Replica& r = it->second;
+  std::optional<BlockInfo> newest = NewestBlock(report.verified_blocks);
+  std::optional<BlockInfo> known =
+      r.report ? NewestBlock(r.report->verified_blocks) : std::nullopt;
+  r.report = report;
+  ++r.report_generation;
+  r.view.verified_blocks = report.verified_blocks;
+  // A heartbeat repeating the same newest block is not a new success.
+  if (newest && (!known || known->name != newest->name))
+    tracker_.RecordVerified(report.replica_id, *newest, report.head, now_micros);
+  return absl::OkStatus();
+}
+
+std::optional<ReplicaView> ReplicationState::TakeReportedView(const std::string& id,
+                                                              const ReplicaView& shipper_view,
+                                                              uint64_t* seen_generation) {
+  absl::MutexLock lock(&mu_);
+  auto it = replicas_.find(id);
+  if (it == replicas_.end() || !it->second.report ||
+      it->second.report_generation == *seen_generation)
+    return std::nullopt;
+  *seen_generation = it->second.report_generation;
+  ReplicaView view{id, it->second.report->verified_blocks};
+  std::optional<BlockInfo> newest_reported = NewestBlock(view.verified_blocks);
+  for (const std::string& name : shipper_view.verified_blocks) {
+    absl::StatusOr<BlockInfo> b = ParseBlockName(name);
+    if (b.ok() && (!newest_reported || BlockSeqLess(*newest_reported, *b)) &&
+        std::find(view.verified_blocks.begin(), view.verified_blocks.end(), name) ==
+            view.verified_blocks.end())
+      view.verified_blocks.push_back(name);
+  }
+  it->second.view = view;
+  return view;
+}
+
+bool ReplicationState::HasReported(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  auto it = replicas_.find(id);
+  return it != replicas_.end() && it->second.report.has_value();
+}
+
+void ReplicationState::BeginTransfer(const std::string& id, Transfer transfer) {
+  absl::MutexLock lock(&mu_);
+  replicas_[id].in_flight = std::move(transfer);
+}
+
+void ReplicationState::EndTransfer(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  replicas_[id].in_flight.reset();
+}
+
+void ReplicationState::RecordVerified(const std::string& id, const BlockInfo& block,
+                                      const HeadRecord& head, int64_t now_micros) {
+  absl::MutexLock lock(&mu_);
+  tracker_.RecordVerified(id, block, head, now_micros);
+}
+
+void ReplicationState::RecordFailure(const std::string& id, const std::string& error,
+                                     int64_t now_micros) {
+  absl::MutexLock lock(&mu_);
+  tracker_.RecordFailure(id, error, now_micros);
+}
+
+void ReplicationState::SetShipperView(const std::string& id, const ReplicaView& view) {
+  absl::MutexLock lock(&mu_);
+  replicas_[id].view = view;
+}
+
+ReplicationState::Retention ReplicationState::PlanRetention(
+    const std::vector<BlockInfo>& primary_blocks, const RetentionLimits& limits) {
+  absl::MutexLock lock(&mu_);
+  std::vector<ReplicaView> views;
+  for (const auto& [id, r] : replicas_) views.push_back(r.view);
+  Retention out;
+  out.plan = PlanPrimaryRetention(primary_blocks, views, limits);
+  for (const std::string& id : out.plan.dropped_holds) {
+    Replica& r = replicas_[id];
+    std::optional<BlockInfo> parent = ReplicaParent(primary_blocks, r.view);
+    if (parent && r.dropped_holds.insert(parent->name).second)
+      out.newly_dropped_holds.push_back(id);
+  }
+  std::set<std::string> in_flight;
+  for (const auto& [id, r] : replicas_) {
+    if (!r.in_flight) continue;
+    in_flight.insert(r.in_flight->block);
+    if (r.in_flight->parent) in_flight.insert(*r.in_flight->parent);
+  }
+  if (!in_flight.empty()) {
+    out.plan.holds.insert(in_flight.begin(), in_flight.end());
+    std::erase_if(out.plan.delete_blocks,
+                  [&](const std::string& name) { return in_flight.contains(name); });
+  }
+  return out;
+}
+
+std::vector<ReplicaLag> ReplicationState::Evaluate(const HeadRecord& primary_head,
+                                                   const std::vector<BlockInfo>& primary_blocks,
+                                                   int64_t now_micros) {
+  absl::MutexLock lock(&mu_);
+  return tracker_.Evaluate(primary_head, primary_blocks, now_micros);
+}
+
+}  // namespace snapledger

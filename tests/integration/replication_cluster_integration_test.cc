@@ -1,0 +1,399 @@
+// Replication end to end: a primary and two replicas, each a network namespace with its own
+// loop-mounted btrfs, its own OpenSSH sshd and the real daemons (tests/integration/
+// test_cluster.h). Nothing is a double: blocks are btrfs snapshots, streams are
+// `btrfs send`, they travel over libssh channels to the replicas' sshd, whose forced command
+// verifies and promotes them.
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/file_util.h"
+#include "common/process.h"
+#include "common/sha256.h"
+#include "replica/receive_journal.h"
+#include "tests/integration/cluster_client.h"
+#include "tests/integration/test_cluster.h"
+
+namespace snapledger::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+class ReplicationClusterTest : public ::testing::Test {
+ protected:
+  // Brings a cluster up with `replicas` replicas and starts every daemon.
+  void StartCluster(int replicas = 2,
+                    std::function<void(const ClusterHost&, YAML::Node&)> edit = nullptr) {
+    ClusterOptions options;
+    options.replicas = replicas;
+    options.image_mb = 512;
+    options.edit_config = [edit](const ClusterHost& host, YAML::Node& config) {
+      if (host.name == "primary") {
+        config["shipping"]["watchdog_seconds"] = 3;
+        config["shipping"]["backoff_max_ms"] = 1000;
+        config["ssh"]["connect_timeout_seconds"] = 3;
+      }
+      if (edit) edit(host, config);
+    };
+    ASSIGN_TEST_CLUSTER_OR_SKIP(cluster_, options);
+    for (const ClusterHost& host : cluster_->hosts()) {
+      absl::Status started = cluster_->StartDaemon(host.name);
+      ASSERT_TRUE(started.ok()) << started;
+    }
+    primary_ = std::make_unique<PrimaryClient>(cluster_->primary().grpc_address);
+  }
+
+  v1::ClusterStatusResponse Status() {
+    absl::StatusOr<v1::ClusterStatusResponse> s = primary_->Status();
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.value_or(v1::ClusterStatusResponse{});
+  }
+
+  // True once every named replica verified the primary's newest block and that block holds
+  // the primary's head (nothing waits to be cut).
+  bool InSync(const std::vector<std::string>& replicas) {
+    absl::StatusOr<v1::ClusterStatusResponse> s = primary_->Status();
+    if (!s.ok() || s->newest_block().empty()) return false;
+    if (!absl::StrContains(s->newest_block(),
+                           absl::StrFormat("block-%012d-", s->primary_head().seq())))
+      return false;
+    for (const std::string& id : replicas) {
+      std::optional<v1::ReplicaStatus> r = ReplicaIn(*s, id);
+      if (!r || r->last_verified_block() != s->newest_block() ||
+          r->state() != v1::REPLICA_STATE_IN_SYNC)
+        return false;
+    }
+    return true;
+  }
+
+  void ExpectInSync(const std::vector<std::string>& replicas, absl::Duration timeout) {
+    bool ok = WaitFor([&] { return InSync(replicas); }, timeout);
+    EXPECT_TRUE(ok) << "not in sync after " << timeout << ":\n" << Status().DebugString();
+  }
+
+  std::string BlockDir(const std::string& host, const std::string& block) {
+    return absl::StrCat(cluster_->host(host).ledger_root, "/blocks/", block);
+  }
+
+  std::set<std::string> BlocksOf(const std::string& host) {
+    std::set<std::string> names;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(cluster_->host(host).ledger_root + "/blocks", ec))
+      names.insert(e.path().filename().string());
+    return names;
+  }
+
+  std::vector<std::string> IncomingOf(const std::string& host) {
+    std::vector<std::string> names;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(cluster_->host(host).ledger_root + "/incoming", ec))
+      names.push_back(e.path().filename().string());
+    return names;
+  }
+
+  double PrimaryMetric(const std::string& name, const std::map<std::string, std::string>& labels) {
+    absl::StatusOr<std::string> scrape = ScrapeMetrics(cluster_->primary().metrics_address);
+    EXPECT_TRUE(scrape.ok()) << scrape.status();
+    return MetricValue(scrape.value_or(""), name, labels).value_or(-1);
+  }
+
+  double ReplicaMetric(const std::string& host, const std::string& name,
+                       const std::map<std::string, std::string>& labels = {}) {
+    absl::StatusOr<std::string> scrape = ScrapeMetrics(cluster_->host(host).metrics_address);
+    EXPECT_TRUE(scrape.ok()) << scrape.status();
+    return MetricValue(scrape.value_or(""), name, labels).value_or(-1);
+  }
+
+  TestClusterPtr cluster_;
+  std::unique_ptr<PrimaryClient> primary_;
+};
+
+std::string FileSha256(const std::string& path) {
+  absl::StatusOr<std::string> content = ReadFileToString(path);
+  EXPECT_TRUE(content.ok()) << content.status();
+  return ToHex(Sha256::Of(content.value_or("")));
+}
+
+// Runs a command in this (the root) namespace.
+CommandOutput RunHere(const std::vector<std::string>& argv) {
+  absl::StatusOr<CommandOutput> out = RunCommand(*ProcessRunner::Real(), argv);
+  EXPECT_TRUE(out.ok()) << out.status();
+  return out.value_or(CommandOutput{});
+}
+
+// Reads <root>/receive-journal.jsonl from its start.
+std::vector<nlohmann::json> JournalLines(const std::string& root) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(ReceiveJournalPath(root));
+  std::string line;
+  while (std::getline(in, line)) out.push_back(nlohmann::json::parse(line, nullptr, false));
+  return out;
+}
+
+// 1. 200,000 events appended while blocks ship; both replicas end at the primary's head,
+// verified, with byte-identical events.jsonl.
+TEST_F(ReplicationClusterTest, TwoReplicasConvergeWhileEventsAreAppended) {
+  StartCluster();
+  uint64_t last = 0;
+  for (int batch = 0; batch < 20; ++batch) {
+    absl::StatusOr<uint64_t> seq = primary_->Append(10'000, absl::StrCat("b", batch));
+    ASSERT_TRUE(seq.ok()) << seq.status();
+    last = *seq;
+  }
+  EXPECT_EQ(last, 200'000u);
+  ExpectInSync({"r1", "r2"}, absl::Seconds(120));
+  v1::ClusterStatusResponse status = Status();
+  const std::string newest = status.newest_block();
+  std::string primary_sum = FileSha256(BlockDir("primary", newest) + "/events.jsonl");
+  for (const std::string r : {"r1", "r2"}) {
+    EXPECT_EQ(FileSha256(BlockDir(r, newest) + "/events.jsonl"), primary_sum) << r;
+    EXPECT_EQ(ReplicaIn(status, r)->head().seq(), 200'000u);
+    // An independent full verification of what the replica holds.
+    absl::StatusOr<std::string> verify = cluster_->ExecOk(
+        r, {cluster_->BinaryPath("snapledger"), "verify", "--root", cluster_->host(r).ledger_root,
+            "--block", newest});
+    EXPECT_TRUE(verify.ok()) << verify.status();
+    // Blocks were shipped as they were cut, so most transfers were deltas.
+    std::vector<nlohmann::json> journal = JournalLines(cluster_->host(r).ledger_root);
+    size_t deltas = 0;
+    for (const auto& o : journal) deltas += o.contains("parent") && o.value("ok", false);
+    EXPECT_GE(deltas, 1u) << r;
+    EXPECT_TRUE(IncomingOf(r).empty()) << r;
+  }
+}
+
+// 2. A replica that is down while events keep coming catches up with incremental sends.
+TEST_F(ReplicationClusterTest, StoppedReplicaCatchesUpWithDeltas) {
+  StartCluster();
+  ASSERT_TRUE(primary_->Append(5'000).ok());
+  ExpectInSync({"r1", "r2"}, absl::Seconds(60));
+  const std::string before = Status().newest_block();
+  const size_t journal_before = JournalLines(cluster_->host("r2").ledger_root).size();
+  double stream_before = PrimaryMetric("snapledger_replication_stream_bytes_total", {{"replica", "r2"}});
+
+  // The replica host goes away: its daemon stops and its network is gone.
+  ASSERT_TRUE(cluster_->StopDaemon("r2").ok());
+  ASSERT_TRUE(cluster_->LinkDown("r2").ok());
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(primary_->Append(4'000, absl::StrCat("away", i)).ok());
+  ExpectInSync({"r1"}, absl::Seconds(60));
+  EXPECT_GT(ReplicaIn(Status(), "r2")->lag_events(), 0u);
+
+  ASSERT_TRUE(cluster_->LinkUp("r2").ok());
+  ASSERT_TRUE(cluster_->StartDaemon("r2").ok());
+  ExpectInSync({"r1", "r2"}, absl::Seconds(90));
+
+  // Every transfer since it came back was a delta from a block it held, and the bytes sent
+  // are about the bytes appended, not the whole ledger again.
+  std::vector<nlohmann::json> journal = JournalLines(cluster_->host("r2").ledger_root);
+  ASSERT_GT(journal.size(), journal_before);
+  for (size_t i = journal_before; i < journal.size(); ++i) {
+    if (!journal[i].value("ok", false)) continue;
+    EXPECT_TRUE(journal[i].contains("parent")) << journal[i].dump();
+  }
+  uint64_t log_bytes = Status().primary_head().log_bytes();
+  uint64_t appended_bytes = log_bytes - ReplicaIn(Status(), "r1")->head().log_bytes() +
+                            (log_bytes * 20'000 / 25'000);  // the 20,000 events appended away
+  double sent = PrimaryMetric("snapledger_replication_stream_bytes_total", {{"replica", "r2"}}) -
+                stream_before;
+  EXPECT_GT(sent, 0);
+  EXPECT_LT(sent, 1.5 * static_cast<double>(appended_bytes))
+      << "sent " << sent << " bytes for about " << appended_bytes << " appended";
+  EXPECT_TRUE(BlocksOf("r2").contains(Status().newest_block()));
+  EXPECT_NE(before, Status().newest_block());
+}
+
+// 3. The link cut mid-stream: no half-received subvolume remains, the shipper retries, the
+// replica converges.
+TEST_F(ReplicationClusterTest, LinkCutMidStreamLeavesNothingHalfDoneAndConverges) {
+  StartCluster(1, [](const ClusterHost& host, YAML::Node& config) {
+    if (host.name == "primary") config["blocks"]["every_events"] = 200'000;
+  });
+  ASSERT_TRUE(primary_->Append(1'000).ok());
+  ExpectInSync({"r1"}, absl::Seconds(60));
+  // Slow the link to r1 to ~4 MB/s so a 20 MB block takes seconds to stream.
+  const std::string veth = absl::StrCat("sl", cluster_->tag(), "v1");
+  CommandOutput tc = RunHere({"tc", "qdisc", "add", "dev", veth, "root", "tbf", "rate",
+                                 "32mbit", "burst", "64kb", "latency", "2s"});
+  if (!tc.exit.ok()) GTEST_SKIP() << "tc tbf is not available: " << tc.stderr_text;
+  ASSERT_TRUE(primary_->Append(80'000, "big").ok());
+  bool mid_stream = WaitFor([&] { return !IncomingOf("r1").empty(); }, absl::Seconds(30));
+  ASSERT_TRUE(mid_stream) << "no transfer started";
+  ASSERT_TRUE(cluster_->LinkDown("r1").ok());
+  double failures_before =
+      PrimaryMetric("snapledger_replication_failures_total", {{"replica", "r1"}, {"reason", "watchdog"}}) +
+      PrimaryMetric("snapledger_replication_failures_total", {{"replica", "r1"}, {"reason", "network"}});
+  // The watchdog (3 s) notices the stalled transfer.
+  EXPECT_TRUE(WaitFor([&] {
+    return ReplicaIn(Status(), "r1")->state() == v1::REPLICA_STATE_FAILING;
+  }, absl::Seconds(30))) << Status().DebugString();
+  RunHere({"tc", "qdisc", "del", "dev", veth, "root"});
+  ASSERT_TRUE(cluster_->LinkUp("r1").ok());
+  ExpectInSync({"r1"}, absl::Seconds(120));
+  double failures_after =
+      PrimaryMetric("snapledger_replication_failures_total", {{"replica", "r1"}, {"reason", "watchdog"}}) +
+      PrimaryMetric("snapledger_replication_failures_total", {{"replica", "r1"}, {"reason", "network"}});
+  EXPECT_GE(failures_after, failures_before);
+  EXPECT_GE(failures_after, 1);
+  EXPECT_TRUE(IncomingOf("r1").empty()) << "a half-received subvolume remains";
+}
+
+// 4. A block whose events were changed on the primary's disk behind the ledger's back is
+// refused: the replicas stay on their last good block and never hold the bad one; the
+// failure shows in metrics and status.
+TEST_F(ReplicationClusterTest, TamperedHistoryIsRefusedByEveryReplica) {
+  StartCluster();
+  ASSERT_TRUE(primary_->Append(5'000).ok());
+  ExpectInSync({"r1", "r2"}, absl::Seconds(60));
+  const std::string good = Status().newest_block();
+
+  // Rewrite one byte of an old event in the live log, same length, as an intruder would.
+  const std::string log = cluster_->primary().ledger_root + "/live/events.jsonl";
+  {
+    std::fstream f(log, std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(f.good());
+    f.seekg(1000);
+    std::string window(200, '\0');
+    f.read(window.data(), 200);
+    size_t digit = window.find("\"i\":");
+    ASSERT_NE(digit, std::string::npos);
+    f.seekp(1000 + static_cast<std::streamoff>(digit) + 4);
+    char c = window[digit + 4] == '9' ? '8' : '9';
+    f.write(&c, 1);
+  }
+  ASSERT_TRUE(primary_->Append(3'000, "after").ok());
+  for (const std::string r : {"r1", "r2"}) {
+    EXPECT_TRUE(WaitFor([&] {
+      std::optional<v1::ReplicaStatus> s = ReplicaIn(Status(), r);
+      return s && s->state() == v1::REPLICA_STATE_FAILING;
+    }, absl::Seconds(60))) << Status().DebugString();
+    EXPECT_EQ(ReplicaIn(Status(), r)->last_verified_block(), good);
+    EXPECT_NE(ReplicaIn(Status(), r)->last_error().find("verif"), std::string::npos)
+        << ReplicaIn(Status(), r)->last_error();
+    EXPECT_GE(PrimaryMetric("snapledger_replication_failures_total",
+                            {{"replica", r}, {"reason", "verification"}}), 1);
+    EXPECT_TRUE(WaitFor([&] { return ReplicaMetric(r, "snapledger_verification_failures_total") >= 1; },
+                        absl::Seconds(10)));
+    std::set<std::string> held = BlocksOf(r);
+    EXPECT_EQ(*held.rbegin(), good) << r << " holds a block after the last good one";
+    EXPECT_TRUE(IncomingOf(r).empty());
+  }
+}
+
+// 5. Security: an unknown host key is refused; the primary's key runs nothing but the receive
+// command; the receive command rejects path tricks.
+TEST_F(ReplicationClusterTest, UnknownHostKeyIsRefusedAndTheKeyRunsNothingElse) {
+  std::string known_hosts, without_r2;
+  StartCluster(2, [&](const ClusterHost& host, YAML::Node& config) {
+    if (host.name != "primary") return;
+    known_hosts = config["ssh"]["known_hosts_file"].as<std::string>();
+    without_r2 = known_hosts + ".without-r2";
+    std::ofstream(without_r2) << "";  // filled below, once every address is known
+    config["ssh"]["known_hosts_file"] = without_r2;
+  });
+  {
+    std::ifstream in(known_hosts);
+    std::string line, kept;
+    const std::string r2_address = absl::StrCat(cluster_->host("r2").address, " ");
+    while (std::getline(in, line))
+      if (!absl::StrContains(line, r2_address) &&
+          !absl::StrContains(line, absl::StrCat("[", cluster_->host("r2").address, "]")))
+        kept += line + "\n";
+    std::ofstream(without_r2, std::ios::trunc) << kept;
+  }
+  // Restart the primary so that nothing it did with the empty file matters.
+  ASSERT_TRUE(cluster_->StopDaemon("primary").ok());
+  ASSERT_TRUE(cluster_->StartDaemon("primary").ok());
+  ASSERT_TRUE(primary_->Append(2'000).ok());
+  ExpectInSync({"r1"}, absl::Seconds(60));
+  EXPECT_TRUE(WaitFor([&] {
+    return PrimaryMetric("snapledger_replication_failures_total",
+                         {{"replica", "r2"}, {"reason", "trust"}}) >= 1;
+  }, absl::Seconds(30)));
+  std::optional<v1::ReplicaStatus> r2 = ReplicaIn(Status(), "r2");
+  ASSERT_TRUE(r2.has_value());
+  EXPECT_EQ(r2->state(), v1::REPLICA_STATE_FAILING);
+  EXPECT_TRUE(absl::StrContains(r2->last_error(), "host key")) << r2->last_error();
+  EXPECT_TRUE(BlocksOf("r2").empty());
+
+  // The primary's key, used by hand from the primary's namespace, runs only the forced command.
+  std::vector<std::string> ssh = {"ssh", "-i", cluster_->identity_file(),
+                                  "-o", absl::StrCat("UserKnownHostsFile=", cluster_->known_hosts_file()),
+                                  "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+                                  absl::StrCat("root@", cluster_->host("r1").address)};
+  auto run = [&](const std::string& command) {
+    std::vector<std::string> argv = ssh;
+    argv.push_back(command);
+    absl::StatusOr<CommandOutput> out = cluster_->Exec("primary", argv, absl::Seconds(30));
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.value_or(CommandOutput{});
+  };
+  CommandOutput cat = run("cat /etc/passwd");
+  EXPECT_FALSE(cat.exit.ok());
+  EXPECT_FALSE(absl::StrContains(cat.stdout_text, "root:x:0:0")) << "the key ran another command";
+  for (const std::string bad : {"block-000000000001-aaaaaaaaaaaa/../../etc",
+                                "../block-000000000001-aaaaaaaaaaaa", "..", "/etc/passwd"}) {
+    CommandOutput out = run(absl::StrCat("snapledger-replica receive --block ", bad, " --epoch 1"));
+    EXPECT_EQ(out.exit.code, 2) << bad << ": " << out.stderr_text;
+    EXPECT_TRUE(absl::StrContains(out.stderr_text, "--block")) << out.stderr_text;
+  }
+  CommandOutput parent = run(
+      "snapledger-replica receive --block block-000000000009-aaaaaaaaaaaa --parent ../x --epoch 1");
+  EXPECT_EQ(parent.exit.code, 2) << parent.stderr_text;
+}
+
+// 6. Every documented metric is served by each daemon, and the lag figures move: up while a
+// replica is away, back to zero after.
+TEST_F(ReplicationClusterTest, MetricsAreServedAndLagMovesWithTheReplica) {
+  StartCluster(1);
+  absl::StatusOr<std::string> primary_scrape = ScrapeMetrics(cluster_->primary().metrics_address);
+  ASSERT_TRUE(primary_scrape.ok()) << primary_scrape.status();
+  for (const std::string& name : DocumentedMetrics("## Primary"))
+    EXPECT_TRUE(absl::StrContains(*primary_scrape, absl::StrCat("\n", name)))
+        << "primary does not serve " << name;
+  absl::StatusOr<std::string> replica_scrape = ScrapeMetrics(cluster_->host("r1").metrics_address);
+  ASSERT_TRUE(replica_scrape.ok()) << replica_scrape.status();
+  for (const std::string& name : DocumentedMetrics("## Replica"))
+    EXPECT_TRUE(absl::StrContains(*replica_scrape, absl::StrCat("\n", name)))
+        << "replica does not serve " << name;
+
+  ASSERT_TRUE(primary_->Append(3'000).ok());
+  ExpectInSync({"r1"}, absl::Seconds(60));
+  const std::map<std::string, std::string> r1 = {{"replica", "r1"}};
+  EXPECT_TRUE(WaitFor([&] { return PrimaryMetric("snapledger_replica_lag_blocks", r1) == 0; },
+                      absl::Seconds(10)));
+  EXPECT_GE(PrimaryMetric("snapledger_events_appended_total", {}), 3'000);
+  EXPECT_GE(PrimaryMetric("snapledger_replication_transfers_total", r1), 1);
+  EXPECT_GT(PrimaryMetric("snapledger_replica_last_success_timestamp_seconds", r1), 0);
+  EXPECT_TRUE(WaitFor([&] { return ReplicaMetric("r1", "snapledger_head_seq") == 3'000; },
+                      absl::Seconds(10)));
+  EXPECT_GE(ReplicaMetric("r1", "snapledger_received_blocks_total"), 1);
+
+  ASSERT_TRUE(cluster_->LinkDown("r1").ok());
+  ASSERT_TRUE(primary_->Append(4'000, "away").ok());
+  EXPECT_TRUE(WaitFor([&] {
+    return PrimaryMetric("snapledger_replica_lag_blocks", r1) >= 1 &&
+           PrimaryMetric("snapledger_replica_lag_events", r1) >= 4'000;
+  }, absl::Seconds(30)));
+  EXPECT_GT(PrimaryMetric("snapledger_replica_lag_bytes", r1), 0);
+  ASSERT_TRUE(cluster_->LinkUp("r1").ok());
+  ExpectInSync({"r1"}, absl::Seconds(60));
+  EXPECT_TRUE(WaitFor([&] {
+    return PrimaryMetric("snapledger_replica_lag_blocks", r1) == 0 &&
+           PrimaryMetric("snapledger_replica_lag_events", r1) == 0 &&
+           PrimaryMetric("snapledger_replica_lag_seconds", r1) == 0;
+  }, absl::Seconds(10)));
+  EXPECT_TRUE(WaitFor([&] { return ReplicaMetric("r1", "snapledger_head_seq") == 7'000; },
+                      absl::Seconds(10)));
+}
+
+}  // namespace
+}  // namespace snapledger::testing

@@ -159,7 +159,7 @@ TEST_F(ReplicationClusterTest, TwoReplicasConvergeWhileEventsAreAppended) {
     EXPECT_EQ(ReplicaIn(status, r)->head().seq(), 200'000u);
     // An independent full verification of what the replica holds.
     absl::StatusOr<std::string> verify = cluster_->ExecOk(
-        r, {cluster_->BinaryPath("snapledger"), "verify", "--root", cluster_->host(r).ledger_root,
+        r, {cluster_->BinaryPath("snapledger"), "--root", cluster_->host(r).ledger_root, "verify",
             "--block", newest});
     EXPECT_TRUE(verify.ok()) << verify.status();
     // Blocks were shipped as they were cut, so most transfers were deltas.

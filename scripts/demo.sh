@@ -36,7 +36,7 @@ cleanup() {
   if [ "$keep" = 1 ]; then
     echo
     echo "The cluster keeps running in $dir. Try:"
-    echo "  $snapledger status --primary \$(awk '/^primary /{print \$3}' <(bash scripts/cluster.sh status --dir $dir)):7400"
+    echo "  $snapledger status --primary $primary"
     echo "Stop it with: bash scripts/cluster.sh down --dir $dir"
     return
   fi
@@ -49,9 +49,8 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "three hosts: network namespaces on a bridge, loop-mounted btrfs, sshd each"
 cluster up --dir "$dir" --replicas 2 --bin-dir "$build/primary:$build/replica"
-cluster status --dir "$dir"
-primary_ip=$(awk '$1=="primary"{print $3}' <(cluster status --dir "$dir"))
-primary=$primary_ip:7400
+status=$(cluster status --dir "$dir")
+primary=$(echo "$status" | sed -nE 's/^host name=primary .*grpc=([^ ]+).*/\1/p')
 
 step "start the daemons: snapledger-primary, and snapledger-replica serve on r1 and r2"
 for host in primary r1 r2; do cluster start "$host" --dir "$dir" --wait 30; done
@@ -72,7 +71,7 @@ done
 "$snapledger" status --primary "$primary"
 
 step "the replicas hold byte-identical, verified copies of the newest block"
-newest=$("$snapledger" status --primary "$primary" --json | jq -r .newest_block)
+newest=$("$snapledger" status --primary "$primary" --json | jq -r .primary.newest_block)
 for host in primary r1 r2; do
   root=$dir/$host/mnt/ledger
   printf '%-8s %s\n' "$host" "$(sha256sum "$root/blocks/$newest/events.jsonl" | cut -c1-64)"

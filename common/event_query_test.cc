@@ -549,5 +549,39 @@ TEST(EventQuery, AnswersFromTheIndexWithoutReadingTheWholeLog) {
   EXPECT_EQ(StateOf(indexed), IndexState::kCurrent);
 }
 
+// A replica moves its queries to each newer verified block: a copy of the same ledger with more
+// events. The index follows it O(new events) instead of being rebuilt.
+TEST(EventQuerySetLedgerDir, NewerCopyOfTheLedgerIsCaughtUpNotRebuilt) {
+  TempDir dir;
+  Ledger ledger(dir.Sub("live"));
+  ledger.Append(100);
+  std::filesystem::copy(dir.Sub("live"), dir.Sub("block-100"),
+                        std::filesystem::copy_options::recursive);
+  ledger.Append(50, 5000);
+  ledger.Close();
+  std::filesystem::copy(dir.Sub("live"), dir.Sub("block-150"),
+                        std::filesystem::copy_options::recursive);
+
+  EventQuery query(dir.Sub("block-100"), dir.Sub("index"),
+                   EventQueryOptions{.rebuild_in_background = false});
+  ASSERT_TRUE(query.Get(100).ok());
+  EXPECT_TRUE(absl::IsNotFound(query.Get(101).status()));
+  absl::StatusOr<IndexStatus> before = query.CheckIndex();
+  ASSERT_TRUE(before.ok());
+  EXPECT_EQ(before->state, IndexState::kCurrent);
+
+  query.SetLedgerDir(dir.Sub("block-150"));
+  absl::StatusOr<IndexStatus> lagging = query.CheckIndex();
+  ASSERT_TRUE(lagging.ok());
+  EXPECT_EQ(lagging->state, IndexState::kLagging);
+  EXPECT_EQ(lagging->indexed_through, 100u);
+  absl::StatusOr<std::string> line = query.Get(150);
+  ASSERT_TRUE(line.ok()) << line.status();
+  absl::StatusOr<IndexStatus> after = query.CheckIndex();
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->state, IndexState::kCurrent);
+  EXPECT_EQ(after->indexed_through, 150u);
+}
+
 }  // namespace
 }  // namespace snapledger

@@ -1,5 +1,11 @@
 #include "common/ssh_transport.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+
 #include <libssh/libssh.h>
 #include <sys/socket.h>
 
@@ -9,6 +15,23 @@
 
 namespace snapledger {
 namespace {
+
+void DetectDeadPeer(int fd, absl::Duration timeout) {
+  if (fd < 0 || timeout <= absl::ZeroDuration()) return;
+  // Unacknowledged data (or unanswered keepalive probes) older than `timeout` fails the
+  // socket with ETIMEDOUT. Keepalives start after a third of it, so an idle connection whose
+  // peer vanished is noticed within about `timeout` too. Best effort: errors leave defaults.
+  unsigned int user_timeout = static_cast<unsigned int>(absl::ToInt64Milliseconds(timeout));
+  int idle = std::max<int>(1, static_cast<int>(absl::ToInt64Seconds(timeout / 3)));
+  int interval = std::max<int>(1, idle / 3);
+  int count = 3, on = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+}
+
 
 constexpr size_t kMaxStdout = 1 << 20;
 constexpr size_t kMaxStderr = 64 << 10;
@@ -192,6 +215,7 @@ class LibsshTransport : public SshTransport {
     if (ssh_connect(s.get()) != SSH_OK)
       return SessionError(s.get(), absl::StatusCode::kUnavailable,
                           absl::StrCat("connect to ", Where(e)));
+    DetectDeadPeer(ssh_get_fd(s.get()), e.dead_peer_timeout);
     if (absl::Status st = CheckHostKey(s.get(), e); !st.ok()) return st;
     ssh_key raw_key = nullptr;
     if (ssh_pki_import_privkey_file(e.identity_file.c_str(), nullptr, nullptr, nullptr, &raw_key) !=

@@ -29,6 +29,11 @@ struct SshEndpoint {
   std::string ciphers =
       "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com";
   absl::Duration connect_timeout = absl::Seconds(10);
+  // A peer that acknowledges nothing for this long is dead: the connection's TCP socket gets
+  // TCP_USER_TIMEOUT and keepalive probes, so the kernel fails it (and every blocked libssh
+  // call on it) even when nothing is being written, e.g. while waiting for the replica's
+  // verdict after the last byte. Zero leaves the kernel's defaults (minutes).
+  absl::Duration dead_peer_timeout = absl::Seconds(30);
 };
 
 // How a remote command ended.

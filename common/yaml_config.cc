@@ -1,6 +1,8 @@
 #include "common/yaml_config.h"
 
+#include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -26,10 +28,18 @@ absl::StatusOr<YAML::Node> LoadYamlFile(const std::string& path) {
 }
 
 YamlSection::YamlSection(YAML::Node node, std::string where)
-    : node_(std::move(node)), where_(std::move(where)) {}
+    : YamlSection(std::move(node), std::move(where), /*nested=*/false) {}
+
+YamlSection::YamlSection(YAML::Node node, std::string where, bool nested)
+    : node_(std::move(node)), where_(std::move(where)), nested_(nested) {}
+
+std::string YamlSection::KeyPath(const std::string& key) const {
+  // "primary.yaml: shipping.watchdog_seconds", not "primary.yaml.shipping.watchdog_seconds".
+  return absl::StrCat(where_, nested_ ? "." : ": ", key);
+}
 
 absl::Status YamlSection::Error(const std::string& key, const std::string& what) const {
-  return absl::InvalidArgumentError(absl::StrCat(where_, ".", key, ": ", what));
+  return absl::InvalidArgumentError(absl::StrCat(KeyPath(key), ": ", what));
 }
 
 absl::Status YamlSection::Get(const std::string& key, std::string* out) {
@@ -76,7 +86,10 @@ absl::Status YamlSection::Get(const std::string& key, int* out) {
 absl::Status YamlSection::GetMillis(const std::string& key, absl::Duration* out) {
   uint64_t ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(*out));
   if (absl::Status s = Get(key, &ms); !s.ok()) return s;
-  *out = absl::Milliseconds(ms);
+  // absl::Milliseconds takes an int64_t: a larger value would wrap to a negative duration.
+  if (ms > static_cast<uint64_t>(std::numeric_limits<int64_t>::max() / 1'000'000))
+    return Error(key, absl::StrCat("is too large (", ms, " ms)"));
+  *out = absl::Milliseconds(static_cast<int64_t>(ms));
   return absl::OkStatus();
 }
 
@@ -85,7 +98,9 @@ absl::Status YamlSection::GetSeconds(const std::string& key, absl::Duration* out
   YAML::Node v = node_[key];
   if (!v) return absl::OkStatus();
   double seconds = 0;
-  if (!v.IsScalar() || !absl::SimpleAtod(v.Scalar(), &seconds) || seconds < 0)
+  // SimpleAtod also takes "nan" and "inf", which are no timeouts.
+  if (!v.IsScalar() || !absl::SimpleAtod(v.Scalar(), &seconds) || !std::isfinite(seconds) ||
+      seconds < 0)
     return Error(key, absl::StrCat("must be a non-negative number of seconds, not '",
                                    v.IsScalar() ? v.Scalar() : "?", "'"));
   *out = absl::Seconds(seconds);
@@ -95,10 +110,9 @@ absl::Status YamlSection::GetSeconds(const std::string& key, absl::Duration* out
 absl::StatusOr<YamlSection> YamlSection::Section(const std::string& key) {
   known_.insert(key);
   YAML::Node v = node_[key];
-  std::string where = absl::StrCat(where_, ".", key);
-  if (!v || v.IsNull()) return YamlSection(YAML::Node(YAML::NodeType::Map), where);
+  if (!v || v.IsNull()) return YamlSection(YAML::Node(YAML::NodeType::Map), KeyPath(key), true);
   if (!v.IsMap()) return Error(key, "must be a mapping");
-  return YamlSection(v, where);
+  return YamlSection(v, KeyPath(key), true);
 }
 
 absl::StatusOr<std::vector<YamlSection>> YamlSection::SectionList(const std::string& key) {
@@ -109,15 +123,18 @@ absl::StatusOr<std::vector<YamlSection>> YamlSection::SectionList(const std::str
   if (!v.IsSequence()) return Error(key, "must be a list");
   for (size_t i = 0; i < v.size(); ++i) {
     if (!v[i].IsMap()) return Error(absl::StrCat(key, "[", i, "]"), "must be a mapping");
-    out.emplace_back(v[i], absl::StrCat(where_, ".", key, "[", i, "]"));
+    out.push_back(YamlSection(v[i], KeyPath(absl::StrCat(key, "[", i, "]")), true));
   }
   return out;
 }
 
 absl::Status YamlSection::CheckNoUnknownKeys() const {
+  std::set<std::string> seen;
   for (const auto& kv : node_) {
     std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "?";
     if (!known_.contains(key)) return Error(key, "unknown setting (a typo?)");
+    // yaml-cpp keeps both entries of a repeated key and the getters see only the first.
+    if (!seen.insert(key).second) return Error(key, "appears twice");
   }
   return absl::OkStatus();
 }

@@ -24,7 +24,8 @@ absl::StatusOr<YAML::Node> LoadYamlFile(const std::string& path);
 // (so callers set defaults first) and records the key as known. Not thread-safe.
 class YamlSection {
  public:
-  // `where` names the mapping in errors, e.g. "primary.yaml: shipping".
+  // The top-level mapping of the file `where`; errors read "primary.yaml: shipping.watchdog_seconds:
+  // ...", and where() of a nested section is e.g. "primary.yaml: replicas[1]".
   YamlSection(YAML::Node node, std::string where);
 
   absl::Status Get(const std::string& key, std::string* out);
@@ -45,9 +46,13 @@ class YamlSection {
   const std::string& where() const { return where_; }
 
  private:
+  YamlSection(YAML::Node node, std::string where, bool nested);
+  // How `key` of this mapping is named in errors.
+  std::string KeyPath(const std::string& key) const;
   absl::Status Error(const std::string& key, const std::string& what) const;
   YAML::Node node_;
   std::string where_;
+  bool nested_ = false;  // where_ names a mapping inside the file, not the file itself
   std::set<std::string> known_;
 };
 

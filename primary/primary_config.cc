@@ -35,6 +35,7 @@ absl::Status ReadSsh(YamlSection section, SshEndpoint* ssh) {
 
 absl::Status ReadShipping(YamlSection section, ShippingConfig* shipping) {
   RETURN_IF_ERROR(section.GetSeconds("watchdog_seconds", &shipping->watchdog));
+  RETURN_IF_ERROR(section.GetSeconds("verdict_timeout_seconds", &shipping->verdict_timeout));
   RETURN_IF_ERROR(section.GetMillis("backoff_initial_ms", &shipping->backoff_initial));
   RETURN_IF_ERROR(section.GetMillis("backoff_max_ms", &shipping->backoff_max));
   RETURN_IF_ERROR(section.GetMillis("initial_report_wait_ms", &shipping->initial_report_wait));
@@ -109,6 +110,8 @@ absl::Status ValidatePrimaryConfig(const PrimaryConfig& config) {
         "shipping: backoff_initial_ms must be > 0 and at most backoff_max_ms");
   if (config.shipping.watchdog <= absl::ZeroDuration())
     return absl::InvalidArgumentError("shipping.watchdog_seconds: must be > 0");
+  if (config.shipping.verdict_timeout <= absl::ZeroDuration())
+    return absl::InvalidArgumentError("shipping.verdict_timeout_seconds: must be > 0");
   if (!config.replicas.empty()) {
     if (config.ssh.identity_file.empty())
       return absl::InvalidArgumentError("ssh.identity_file: required when replicas are set");
@@ -119,6 +122,13 @@ absl::Status ValidatePrimaryConfig(const PrimaryConfig& config) {
   }
   std::set<std::string> ids;
   for (const ReplicaTarget& r : config.replicas) {
+    if (r.id.empty() || r.endpoint.host.empty())
+      return absl::InvalidArgumentError(
+          absl::StrCat("replicas: every replica needs an id and a host (id '", r.id,
+                       "', host '", r.endpoint.host, "')"));
+    if (r.endpoint.port < 1 || r.endpoint.port > 65535)
+      return absl::InvalidArgumentError(absl::StrCat("replicas: replica '", r.id, "' port ",
+                                                     r.endpoint.port, " is not in 1-65535"));
     if (!ids.insert(r.id).second)
       return absl::InvalidArgumentError(absl::StrCat("replicas: id '", r.id, "' appears twice"));
     if (r.id.find_first_of("/ \t\n\"'") != std::string::npos)

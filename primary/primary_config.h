@@ -17,6 +17,9 @@ namespace snapledger {
 
 struct ShippingConfig {
   absl::Duration watchdog = absl::Seconds(30);          // abort a transfer moving no bytes
+  // Abort a transfer whose stream has ended but whose verdict has not come: on a link that
+  // died after the last write, this is what notices it (BlockShipperOptions::verdict_timeout).
+  absl::Duration verdict_timeout = absl::Minutes(10);
   absl::Duration backoff_initial = absl::Milliseconds(200);
   absl::Duration backoff_max = absl::Seconds(30);
   // How long a shipper waits for a replica it knows nothing about to report what it holds

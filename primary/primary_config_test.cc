@@ -29,7 +29,7 @@ metrics_listen: 10.0.0.1:9400
 blocks: {every_events: 500, interval_ms: 250}
 retention: {keep_newest: 4, max_blocks_behind: 32}
 ssh: {identity_file: /k, known_hosts_file: /kh, ciphers: aes128-gcm@openssh.com}
-shipping: {watchdog_seconds: 7, backoff_initial_ms: 50, backoff_max_ms: 900}
+shipping: {watchdog_seconds: 7, verdict_timeout_seconds: 45, backoff_initial_ms: 50, backoff_max_ms: 900}
 replicas:
   - {id: r1, host: 10.0.0.2}
   - {id: r2, host: 10.0.0.3, port: 2222, user: sl, receive_command: "x receive"}
@@ -44,6 +44,7 @@ replicas:
   EXPECT_EQ(config->ssh.known_hosts_file, "/kh");
   EXPECT_FALSE(config->ssh.trust_unknown_host_key);
   EXPECT_EQ(config->shipping.watchdog, absl::Seconds(7));
+  EXPECT_EQ(config->shipping.verdict_timeout, absl::Seconds(45));
   ASSERT_EQ(config->replicas.size(), 2u);
   EXPECT_EQ(config->replicas[0].endpoint.port, 22);
   EXPECT_EQ(config->replicas[1].endpoint.port, 2222);

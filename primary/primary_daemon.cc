@@ -99,6 +99,9 @@ class PrimaryDaemon::Impl {
   void RecordShipped(ReplicaLink& link, const ShipResult& result);
   absl::Status RefreshBlocks() ABSL_EXCLUSIVE_LOCKS_REQUIRED(retention_mu_);
   PrimaryPosition Position();
+  // True while some replica has not reported since this start and initial_report_wait has not
+  // passed.
+  bool AwaitingFirstReports();
   // Waits up to `timeout`, or until a new block is cut when `seen_generation` is given.
   // False once the daemon is stopping.
   bool Wait(uint64_t* seen_generation, absl::Duration timeout);
@@ -108,6 +111,7 @@ class PrimaryDaemon::Impl {
   SshTransport& transport_;
   Clock* const clock_;
   const LedgerLayout layout_;
+  const int64_t started_nanos_ = clock_->MonotonicNanos();
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<PrimaryMetrics> metrics_;
@@ -182,9 +186,11 @@ absl::Status PrimaryDaemon::Impl::Init() {
     endpoint.host = target.endpoint.host;
     endpoint.port = target.endpoint.port;
     endpoint.user = target.endpoint.user;
+    endpoint.dead_peer_timeout = config_.shipping.watchdog;
     link->target.endpoint = endpoint;
     BlockShipperOptions options;
     options.watchdog = config_.shipping.watchdog;
+    options.verdict_timeout = config_.shipping.verdict_timeout;
     link->shipper = std::make_unique<BlockShipper>(btrfs_, transport_, link->target,
                                                    config_.ledger_root, options, clock_);
     links_.push_back(std::move(link));
@@ -206,8 +212,10 @@ void PrimaryDaemon::Impl::StopOnce() {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
+  // Transfers in flight fail at once, and no new one starts while the server drains (up to
+  // 2 s): shutdown never waits for a transfer or its watchdog.
+  for (auto& link : links_) link->shipper->Abort();
   server_.reset();  // drains calls in progress: acknowledged appends stay acknowledged
-  for (auto& link : links_) link->shipper->Abort();  // transfers in flight fail at once
   for (std::thread& t : threads_) t.join();
   threads_.clear();
   if (log_) {
@@ -242,6 +250,15 @@ PrimaryPosition PrimaryDaemon::Impl::Position() {
   return position;
 }
 
+bool PrimaryDaemon::Impl::AwaitingFirstReports() {
+  if (absl::Nanoseconds(clock_->MonotonicNanos() - started_nanos_) >=
+      config_.shipping.initial_report_wait)
+    return false;
+  for (const ReplicaTarget& r : config_.replicas)
+    if (!state_->HasReported(r.id)) return true;
+  return false;
+}
+
 void PrimaryDaemon::Impl::BlockLoop() {
   absl::Duration tick = config_.blocks.max_age == absl::ZeroDuration()
                             ? absl::Milliseconds(50)
@@ -257,6 +274,12 @@ void PrimaryDaemon::Impl::CutAndRetain() {
   absl::MutexLock retention(&retention_mu_);
   std::vector<BlockInfo> before = Position().blocks;
   ReplicationState::Retention plan = state_->PlanRetention(before, config_.retention);
+  if (AwaitingFirstReports()) {
+    // Retention knows nothing yet of what a replica that has not reported since this start
+    // holds: prune nothing until it reports (or initial_report_wait passes), or a lagging
+    // replica's parent could go.
+    for (const BlockInfo& b : before) plan.plan.holds.insert(b.name);
+  }
   for (const std::string& id : plan.newly_dropped_holds) {
     metrics_->ForReplica(id).holds_dropped.Increment();
     spdlog::warn("replica {} is more than {} blocks behind: its hold is dropped, and it will be "
@@ -309,14 +332,14 @@ void PrimaryDaemon::Impl::ShipperLoop(ReplicaLink& link) {
   uint64_t seen_report = 0, seen_blocks = 0;
   int failures = 0;
   bool shipped = false;
-  const int64_t started = clock_->MonotonicNanos();
   while (true) {
     if (std::optional<ReplicaView> view = state_->TakeReportedView(id, shipper.view(), &seen_report))
       shipper.SetView(*std::move(view));
     // A replica the primary has not heard from may already hold blocks: give its report a
     // moment before falling back to a full send.
     if (!shipped && !state_->HasReported(id) &&
-        absl::Nanoseconds(clock_->MonotonicNanos() - started) < config_.shipping.initial_report_wait) {
+        absl::Nanoseconds(clock_->MonotonicNanos() - started_nanos_) <
+            config_.shipping.initial_report_wait) {
       if (!Wait(nullptr, absl::Milliseconds(50))) return;
       continue;
     }
@@ -332,6 +355,13 @@ void PrimaryDaemon::Impl::ShipperLoop(ReplicaLink& link) {
       }
     }
     absl::StatusOr<std::optional<ShipResult>> r = shipper.ShipOnce(blocks, log_->Head().epoch);
+    // The transfer's hold ends only once the shipped block is in the view retention holds for
+    // this replica (RecordShipped): ended before, the block the replica now needs as its next
+    // parent could be pruned in between.
+    if (r.ok() && r->has_value()) {
+      shipped = true;
+      RecordShipped(link, **r);
+    }
     state_->EndTransfer(id);
     if (absl::IsCancelled(r.status())) return;  // stopping
     if (!r.ok()) {
@@ -353,8 +383,6 @@ void PrimaryDaemon::Impl::ShipperLoop(ReplicaLink& link) {
       if (!Wait(&seen_blocks, kIdlePoll)) return;
       continue;
     }
-    shipped = true;
-    RecordShipped(link, **r);
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;

@@ -11,6 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "common/block.h"
 #include "common/event_log.h"
 #include "common/memory_btrfs.h"
@@ -31,9 +33,48 @@ class UnreachableTransport final : public SshTransport {
   }
 };
 
-// Polls `done` every 10 ms for up to 10 s.
+// A replica whose sshd accepts the connection but never answers a channel request: Exec
+// blocks until the session is aborted (as libssh's does on a dead link).
+class SilentTransport final : public SshTransport {
+ public:
+  absl::StatusOr<SshSessionPtr> Connect(const SshEndpoint&) override {
+    return SshSessionPtr(new Session(*this));
+  }
+  // True once some Exec is waiting.
+  bool exec_blocked() {
+    absl::MutexLock lock(&mu_);
+    return blocked_ > 0;
+  }
+
+ private:
+  class Session final : public SshSession {
+   public:
+    explicit Session(SilentTransport& t) : t_(t) {}
+    absl::StatusOr<RemoteCommandPtr> Exec(const std::string&) override {
+      absl::MutexLock lock(&t_.mu_);
+      ++t_.blocked_;
+      t_.mu_.Await(absl::Condition(&aborted_));
+      --t_.blocked_;
+      return absl::UnavailableError("test: the session was aborted");
+    }
+    bool Connected() const override { return true; }
+    void Abort() override {
+      absl::MutexLock lock(&t_.mu_);
+      aborted_ = true;
+    }
+
+   private:
+    SilentTransport& t_;
+    bool aborted_ = false;  // guarded by t_.mu_
+  };
+
+  absl::Mutex mu_;
+  int blocked_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Polls `done` every 10 ms for up to 30 s (generous: ctest -j2 on a loaded 2-core machine).
 bool Eventually(const std::function<bool()>& done) {
-  for (int i = 0; i < 1000; ++i) {
+  for (int i = 0; i < 3000; ++i) {
     if (done()) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
@@ -71,6 +112,7 @@ class PrimaryDaemonTest : public ::testing::Test {
 
   v1::ClusterStatusResponse Status() {
     grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     v1::ClusterStatusResponse response;
     EXPECT_TRUE(replication_->ClusterStatus(&context, {}, &response).ok());
     return response;
@@ -124,6 +166,24 @@ TEST_F(PrimaryDaemonTest, AppendsCutBlocksAndAnUnreachableReplicaShowsAsFailing)
   EXPECT_EQ(status.replicas(0).replica_id(), "r1");
   EXPECT_NE(status.replicas(0).last_error().find("unreachable"), std::string::npos);
   EXPECT_EQ(status.replicas(0).lag_events(), 25u);
+}
+
+TEST_F(PrimaryDaemonTest, StopAbortsATransferInFlightWithoutWaitingForTheWatchdog) {
+  SilentTransport silent;
+  PrimaryConfig config = Config();
+  config.shipping.watchdog = absl::Seconds(600);
+  auto daemon = PrimaryDaemon::Start(config, btrfs_, silent);
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  Connect((*daemon)->grpc_port());
+  AppendN(5);
+  ASSERT_TRUE(Eventually([&] { return silent.exec_blocked(); }));
+  // From another thread, as a signal-handling thread would.
+  absl::Time start = absl::Now();
+  std::thread([&] { (*daemon)->Stop(); }).join();
+  // Well under the watchdog: the transfer was aborted, not timed out.
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  EXPECT_FALSE(silent.exec_blocked());
+  (*daemon)->Stop();  // idempotent
 }
 
 TEST_F(PrimaryDaemonTest, ReportsFromUnknownReplicasAreRefused) {

@@ -16,6 +16,21 @@ std::optional<BlockInfo> NewestBlock(const std::vector<std::string>& names) {
   return newest;
 }
 
+// The reported blocks, plus those of `known` newer than the newest reported one: a report
+// sent before a transfer finished does not know about the block it delivered.
+std::vector<std::string> MergeReported(const std::vector<std::string>& reported,
+                                       const std::vector<std::string>& known) {
+  std::vector<std::string> merged = reported;
+  std::optional<BlockInfo> newest_reported = NewestBlock(reported);
+  for (const std::string& name : known) {
+    absl::StatusOr<BlockInfo> b = ParseBlockName(name);
+    if (b.ok() && (!newest_reported || BlockSeqLess(*newest_reported, *b)) &&
+        std::find(merged.begin(), merged.end(), name) == merged.end())
+      merged.push_back(name);
+  }
+  return merged;
+}
+
 }  // namespace
 
 ReplicationState::ReplicationState(const std::vector<std::string>& replica_ids,
@@ -40,14 +55,16 @@ absl::Status ReplicationState::ApplyReport(const ReplicaReport& report, int64_t 
                                             "' is not in this primary's configuration"));
   Replica& r = it->second;
   std::optional<BlockInfo> newest = NewestBlock(report.verified_blocks);
-  std::optional<BlockInfo> known =
-      r.report ? NewestBlock(r.report->verified_blocks) : std::nullopt;
   r.report = report;
   ++r.report_generation;
-  r.view.verified_blocks = report.verified_blocks;
-  // A heartbeat repeating the same newest block is not a new success.
-  if (newest && (!known || known->name != newest->name))
+  // Retention holds for this view: keep what the shipper delivered after the report was sent.
+  r.view.verified_blocks = MergeReported(report.verified_blocks, r.view.verified_blocks);
+  // A heartbeat repeating the same newest block is not a new success, nor is a report of the
+  // block the shipper already recorded: either would move last success past a later failure.
+  if (newest && (!r.recorded || BlockSeqLess(*r.recorded, *newest))) {
     tracker_.RecordVerified(report.replica_id, *newest, report.head, now_micros);
+    r.recorded = newest;
+  }
   return absl::OkStatus();
 }
 
@@ -60,15 +77,8 @@ std::optional<ReplicaView> ReplicationState::TakeReportedView(const std::string&
       it->second.report_generation == *seen_generation)
     return std::nullopt;
   *seen_generation = it->second.report_generation;
-  ReplicaView view{id, it->second.report->verified_blocks};
-  std::optional<BlockInfo> newest_reported = NewestBlock(view.verified_blocks);
-  for (const std::string& name : shipper_view.verified_blocks) {
-    absl::StatusOr<BlockInfo> b = ParseBlockName(name);
-    if (b.ok() && (!newest_reported || BlockSeqLess(*newest_reported, *b)) &&
-        std::find(view.verified_blocks.begin(), view.verified_blocks.end(), name) ==
-            view.verified_blocks.end())
-      view.verified_blocks.push_back(name);
-  }
+  ReplicaView view{id, MergeReported(it->second.report->verified_blocks,
+                                      shipper_view.verified_blocks)};
   it->second.view = view;
   return view;
 }
@@ -93,6 +103,8 @@ void ReplicationState::RecordVerified(const std::string& id, const BlockInfo& bl
                                       const HeadRecord& head, int64_t now_micros) {
   absl::MutexLock lock(&mu_);
   tracker_.RecordVerified(id, block, head, now_micros);
+  Replica& r = replicas_[id];
+  if (!r.recorded || BlockSeqLess(*r.recorded, block)) r.recorded = block;
 }
 
 void ReplicationState::RecordFailure(const std::string& id, const std::string& error,

@@ -85,6 +85,8 @@ class ReplicationState {
     ReplicaView view;  // newest known (report merged with shipments)
     std::optional<ReplicaReport> report;
     uint64_t report_generation = 0;
+    // The newest block given to the tracker as verified (by a report or a shipment).
+    std::optional<BlockInfo> recorded;
     std::optional<Transfer> in_flight;
     std::set<std::string> dropped_holds;  // blocks whose hold was already counted as dropped
   };

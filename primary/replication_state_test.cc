@@ -93,5 +93,31 @@ TEST(ReplicationState, HeartbeatDoesNotMoveLastSuccess) {
   EXPECT_EQ(lags[0].health, ReplicaHealth::kInSync);
 }
 
+TEST(ReplicationState, AReportSentBeforeAShipmentDoesNotDropItsHold) {
+  ReplicationState state({"r1"}, {});
+  RetentionLimits limits{.keep_newest = 1, .max_blocks_behind = 100};
+  // The shipper delivered 300; a report the replica sent before that arrives afterwards.
+  state.SetShipperView("r1", {"r1", {Block(100).name, Block(200).name, Block(300).name}});
+  ASSERT_TRUE(state.ApplyReport(Report("r1", {100, 200}), 0).ok());
+  auto retention = state.PlanRetention(Chain({100, 200, 300, 400, 500}), limits);
+  EXPECT_TRUE(retention.plan.holds.contains(Block(300).name));
+  EXPECT_EQ(std::count(retention.plan.delete_blocks.begin(), retention.plan.delete_blocks.end(),
+                       Block(300).name),
+            0);
+}
+
+TEST(ReplicationState, AReportOfAnAlreadyRecordedBlockDoesNotHideALaterFailure) {
+  ReplicationState state({"r1"}, {});
+  state.RecordVerified("r1", Block(100), HeadAt(100), 1'000'000);
+  state.RecordFailure("r1", "replica r1 refused block 200: does not verify", 2'000'000);
+  // The replica's report of 100 (which the shipper already recorded) arrives late.
+  ASSERT_TRUE(state.ApplyReport(Report("r1", {100}), 3'000'000).ok());
+  auto lags = state.Evaluate(HeadAt(200), Chain({100, 200}), 3'000'000);
+  ASSERT_EQ(lags.size(), 1u);
+  EXPECT_EQ(lags[0].last_success_micros, 1'000'000);
+  EXPECT_EQ(lags[0].health, ReplicaHealth::kFailing);
+  EXPECT_NE(lags[0].last_error.find("does not verify"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace snapledger

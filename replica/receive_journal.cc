@@ -5,11 +5,11 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <fstream>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 
 namespace snapledger {
 namespace {
@@ -80,32 +80,53 @@ ReceiveJournalReader::ReceiveJournalReader(std::string root)
 
 std::vector<ReceiveOutcome> ReceiveJournalReader::ReadNew() {
   std::vector<ReceiveOutcome> out;
+  // The file is opened first and then fstat'ed, so its inode and size describe the file read
+  // even if it is rotated meanwhile.
+  absl::StatusOr<UniqueFd> fd = OpenFile(path_, O_RDONLY | O_CLOEXEC);
+  if (!fd.ok()) return out;
   struct stat st;
-  if (::stat(path_.c_str(), &st) != 0) return out;
+  if (::fstat(fd->get(), &st) != 0) return out;
   if (st.st_ino != inode_ || static_cast<uint64_t>(st.st_size) < offset_) {
+    // Rotated: finish the previous file first (now journal.1), so outcomes appended to it
+    // since the last call are not lost.
+    if (inode_ != 0) {
+      if (absl::StatusOr<UniqueFd> old = OpenFile(absl::StrCat(path_, ".1"), O_RDONLY | O_CLOEXEC);
+          old.ok()) {
+        struct stat old_st;
+        if (::fstat(old->get(), &old_st) == 0 && old_st.st_ino == inode_)
+          ReadLines(old->get(), static_cast<uint64_t>(old_st.st_size), &out);
+      }
+    }
     inode_ = st.st_ino;
     offset_ = 0;
     line_ = 0;
   }
-  if (static_cast<uint64_t>(st.st_size) == offset_) return out;
-  std::ifstream in(path_, std::ios::binary);
-  in.seekg(static_cast<std::streamoff>(offset_));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (in.eof()) break;  // no newline yet: a line being written; read it next time
+  ReadLines(fd->get(), static_cast<uint64_t>(st.st_size), &out);
+  return out;
+}
+
+void ReceiveJournalReader::ReadLines(int fd, uint64_t size, std::vector<ReceiveOutcome>* out) {
+  if (size <= offset_) return;
+  std::string data(size - offset_, '\0');
+  ssize_t n = ::pread(fd, data.data(), data.size(), static_cast<off_t>(offset_));
+  if (n <= 0) return;
+  data.resize(static_cast<size_t>(n));
+  size_t pos = 0;
+  // Only complete lines: one without its newline yet is being written; read it next time.
+  for (size_t nl; (nl = data.find('\n', pos)) != std::string::npos; pos = nl + 1) {
+    std::string line = data.substr(pos, nl - pos);
     offset_ += line.size() + 1;
     ++line_;
     if (std::optional<ReceiveOutcome> o = FromJson(line)) {
-      out.push_back(*std::move(o));
+      out->push_back(*std::move(o));
     } else {
       ReceiveOutcome bad;
       bad.reason = "local";
       bad.error = absl::StrCat(path_, " line ", line_, " (counted from where the daemon started) "
                                "is not a receive outcome");
-      out.push_back(std::move(bad));
+      out->push_back(std::move(bad));
     }
   }
-  return out;
 }
 
 }  // namespace snapledger

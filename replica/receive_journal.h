@@ -36,8 +36,9 @@ std::string ReceiveJournalPath(const std::string& root);
 absl::Status AppendReceiveOutcome(const std::string& root, const ReceiveOutcome& outcome);
 
 // Reads outcomes appended since the last call. Starts at the journal's end when constructed
-// (outcomes from before the daemon started are not replayed). Notices rotation (a new inode)
-// and reads the new file from its start. A line that does not parse is reported as an
+// (outcomes from before the daemon started are not replayed). Notices rotation (a new inode):
+// reads what was appended to the old file (now receive-journal.jsonl.1) since the last call,
+// then the new file from its start. A line that does not parse is reported as an
 // outcome with reason "local" and the line's number in `error` (never skipped silently).
 // Not thread-safe.
 class ReceiveJournalReader {
@@ -46,6 +47,9 @@ class ReceiveJournalReader {
   std::vector<ReceiveOutcome> ReadNew();
 
  private:
+  // Parses the complete lines of `fd` between offset_ and `size` into `out`, advancing offset_.
+  void ReadLines(int fd, uint64_t size, std::vector<ReceiveOutcome>* out);
+
   std::string path_;
   uint64_t inode_ = 0;
   uint64_t offset_ = 0;

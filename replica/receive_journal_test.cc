@@ -74,5 +74,22 @@ TEST(ReceiveJournal, RotationIsFollowed) {
   EXPECT_EQ(got[0].block, "b");
 }
 
+TEST(ReceiveJournal, OutcomesAppendedJustBeforeRotationAreNotLost) {
+  testing::TempDir dir;
+  ReceiveJournalReader reader(dir.path());
+  ASSERT_TRUE(AppendReceiveOutcome(dir.path(), Outcome("a", true)).ok());
+  EXPECT_EQ(reader.ReadNew().size(), 1u);
+  // "b" lands in the old file after the last read; then the file rotates and "c" follows.
+  ASSERT_TRUE(AppendReceiveOutcome(dir.path(), Outcome("b", false)).ok());
+  std::rename(ReceiveJournalPath(dir.path()).c_str(),
+              (ReceiveJournalPath(dir.path()) + ".1").c_str());
+  ASSERT_TRUE(AppendReceiveOutcome(dir.path(), Outcome("c", true)).ok());
+  std::vector<ReceiveOutcome> got = reader.ReadNew();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].block, "b");
+  EXPECT_EQ(got[1].block, "c");
+  EXPECT_TRUE(reader.ReadNew().empty());
+}
+
 }  // namespace
 }  // namespace snapledger

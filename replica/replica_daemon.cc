@@ -141,11 +141,14 @@ void ReplicaDaemon::Impl::Tick() {
     return;
   }
   if (!blocks->empty() && (!newest_ || newest_->name != blocks->back().name)) {
-    if (absl::Status s = FollowNewest(*blocks); !s.ok()) {
+    if (absl::Status s = FollowNewest(*blocks); s.ok()) {
+      report_due_ = true;
+    } else if (std::string error(s.message()); error != last_error_) {
+      // Retried every poll: logged and reported once per distinct error, not 20 times a second.
       spdlog::error("following {}: {}", blocks->back().name, s);
-      last_error_ = std::string(s.message());
+      last_error_ = std::move(error);
+      report_due_ = true;
     }
-    report_due_ = true;
   }
   Prune(&*blocks);
   metrics_->blocks().Set(static_cast<double>(blocks->size()));
@@ -153,11 +156,14 @@ void ReplicaDaemon::Impl::Tick() {
     if (absl::StatusOr<IndexStatus> index = query->CheckIndex(); index.ok())
       metrics_->lookup_index_lag_events().Set(static_cast<double>(index->lag));
   }
-  int64_t now = clock_->MonotonicNanos();
-  absl::Duration interval = last_report_failed_
-                                ? std::min(config_.report_interval, absl::Milliseconds(500))
-                                : config_.report_interval;
-  if (report_due_ || absl::Nanoseconds(now - last_report_nanos_) >= interval) Report(*blocks);
+  const absl::Duration since_report = absl::Nanoseconds(clock_->MonotonicNanos() - last_report_nanos_);
+  // While the primary is unreachable, a due report is retried at most every 500 ms rather
+  // than every poll: each attempt may block this thread for report_timeout, and new blocks
+  // must still be noticed and served meanwhile.
+  const absl::Duration retry = std::min(config_.report_interval, absl::Milliseconds(500));
+  const bool due = report_due_ && (!last_report_failed_ || since_report >= retry);
+  if (due || since_report >= (last_report_failed_ ? retry : config_.report_interval))
+    Report(*blocks);
 }
 
 void ReplicaDaemon::Impl::CountOutcomes() {

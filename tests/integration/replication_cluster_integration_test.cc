@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/block.h"
 #include "common/file_util.h"
 #include "common/process.h"
 #include "common/sha256.h"
@@ -28,6 +29,15 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Reads <root>/receive-journal.jsonl from its start.
+std::vector<nlohmann::json> JournalLines(const std::string& root) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(ReceiveJournalPath(root));
+  std::string line;
+  while (std::getline(in, line)) out.push_back(nlohmann::json::parse(line, nullptr, false));
+  return out;
+}
+
 class ReplicationClusterTest : public ::testing::Test {
  protected:
   // Brings a cluster up with `replicas` replicas and starts every daemon.
@@ -39,6 +49,7 @@ class ReplicationClusterTest : public ::testing::Test {
     options.edit_config = [edit](const ClusterHost& host, YAML::Node& config) {
       if (host.name == "primary") {
         config["shipping"]["watchdog_seconds"] = 3;
+        config["shipping"]["verdict_timeout_seconds"] = 30;
         config["shipping"]["backoff_max_ms"] = 1000;
         config["ssh"]["connect_timeout_seconds"] = 3;
       }
@@ -113,6 +124,25 @@ class ReplicationClusterTest : public ::testing::Test {
     return MetricValue(scrape.value_or(""), name, labels).value_or(-1);
   }
 
+  // The primary's stream bytes sent to `replica`, once it has counted every transfer the
+  // replica journaled as received (the primary may hear of a block from the replica's report
+  // before its shipper counts the transfer).
+  double SettledStreamBytes(const std::string& replica) {
+    const std::map<std::string, std::string> labels = {{"replica", replica}};
+    double bytes = -1;
+    bool settled = WaitFor([&] {
+      double received = 0;
+      for (const auto& o : JournalLines(cluster_->host(replica).ledger_root))
+        received += o.value("ok", false) ? 1 : 0;
+      double shipped = PrimaryMetric("snapledger_replication_transfers_total", labels);
+      bytes = PrimaryMetric("snapledger_replication_stream_bytes_total", labels);
+      return shipped == received;
+    }, absl::Seconds(10));
+    EXPECT_TRUE(settled) << "the primary's transfer count for " << replica
+                         << " never matched the replica's journal";
+    return bytes;
+  }
+
   TestClusterPtr cluster_;
   std::unique_ptr<PrimaryClient> primary_;
 };
@@ -128,15 +158,6 @@ CommandOutput RunHere(const std::vector<std::string>& argv) {
   absl::StatusOr<CommandOutput> out = RunCommand(*ProcessRunner::Real(), argv);
   EXPECT_TRUE(out.ok()) << out.status();
   return out.value_or(CommandOutput{});
-}
-
-// Reads <root>/receive-journal.jsonl from its start.
-std::vector<nlohmann::json> JournalLines(const std::string& root) {
-  std::vector<nlohmann::json> out;
-  std::ifstream in(ReceiveJournalPath(root));
-  std::string line;
-  while (std::getline(in, line)) out.push_back(nlohmann::json::parse(line, nullptr, false));
-  return out;
 }
 
 // 1. 200,000 events appended while blocks ship; both replicas end at the primary's head,
@@ -171,19 +192,34 @@ TEST_F(ReplicationClusterTest, TwoReplicasConvergeWhileEventsAreAppended) {
   }
 }
 
-// 2. A replica that is down while events keep coming catches up with incremental sends.
+// 2. A replica that is down while events keep coming catches up with incremental sends: the
+// first transfer after it returns is a delta from a block it held before it left, and the
+// bytes sent are about the bytes appended meanwhile — a third of what a full send would be.
 TEST_F(ReplicationClusterTest, StoppedReplicaCatchesUpWithDeltas) {
   StartCluster();
-  ASSERT_TRUE(primary_->Append(5'000).ok());
+  ASSERT_TRUE(primary_->Append(20'000).ok());
   ExpectInSync({"r1", "r2"}, absl::Seconds(60));
-  const std::string before = Status().newest_block();
-  const size_t journal_before = JournalLines(cluster_->host("r2").ledger_root).size();
-  double stream_before = PrimaryMetric("snapledger_replication_stream_bytes_total", {{"replica", "r2"}});
+  const v1::ClusterStatusResponse status_before = Status();
+  const std::string before = status_before.newest_block();
+  const uint64_t log_bytes_before = status_before.primary_head().log_bytes();
+  const std::string r2_root = cluster_->host("r2").ledger_root;
+  // The primary may learn of the verified block (from r2's report) before the receive command
+  // has journaled it.
+  ASSERT_TRUE(WaitFor([&] {
+    for (const auto& o : JournalLines(r2_root))
+      if (o.value("ok", false) && o.value("block", "") == before) return true;
+    return false;
+  }, absl::Seconds(10))) << "r2's journal never recorded " << before;
+  const size_t journal_before = JournalLines(r2_root).size();
+  const std::set<std::string> held_before = BlocksOf("r2");
+  const double stream_before = SettledStreamBytes("r2");
 
-  // The replica host goes away: its daemon stops and its network is gone.
-  ASSERT_TRUE(cluster_->StopDaemon("r2").ok());
+  // The replica host goes away: its daemon stops (promptly, on SIGTERM) and its network is gone.
+  absl::StatusOr<StopOutcome> stopped = cluster_->StopDaemon("r2");
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  EXPECT_EQ(*stopped, StopOutcome::kTerminated) << "the replica daemon ignored SIGTERM";
   ASSERT_TRUE(cluster_->LinkDown("r2").ok());
-  for (int i = 0; i < 5; ++i) ASSERT_TRUE(primary_->Append(4'000, absl::StrCat("away", i)).ok());
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(primary_->Append(2'000, absl::StrCat("away", i)).ok());
   ExpectInSync({"r1"}, absl::Seconds(60));
   EXPECT_GT(ReplicaIn(Status(), "r2")->lag_events(), 0u);
 
@@ -191,58 +227,104 @@ TEST_F(ReplicationClusterTest, StoppedReplicaCatchesUpWithDeltas) {
   ASSERT_TRUE(cluster_->StartDaemon("r2").ok());
   ExpectInSync({"r1", "r2"}, absl::Seconds(90));
 
-  // Every transfer since it came back was a delta from a block it held, and the bytes sent
-  // are about the bytes appended, not the whole ledger again.
-  std::vector<nlohmann::json> journal = JournalLines(cluster_->host("r2").ledger_root);
+  // Every transfer since it came back was a delta; the first from a block it held before.
+  std::vector<nlohmann::json> journal = JournalLines(r2_root);
   ASSERT_GT(journal.size(), journal_before);
+  size_t deltas = 0;
   for (size_t i = journal_before; i < journal.size(); ++i) {
-    if (!journal[i].value("ok", false)) continue;
-    EXPECT_TRUE(journal[i].contains("parent")) << journal[i].dump();
+    if (!journal[i].value("ok", false) || journal[i].value("already_held", false)) continue;
+    ASSERT_TRUE(journal[i].contains("parent")) << "a full send: " << journal[i].dump();
+    if (deltas++ == 0)
+      EXPECT_TRUE(held_before.contains(journal[i].value("parent", "")))
+          << "the first transfer back was not a delta from a block r2 held: " << journal[i].dump();
   }
-  uint64_t log_bytes = Status().primary_head().log_bytes();
-  uint64_t appended_bytes = log_bytes - ReplicaIn(Status(), "r1")->head().log_bytes() +
-                            (log_bytes * 20'000 / 25'000);  // the 20,000 events appended away
-  double sent = PrimaryMetric("snapledger_replication_stream_bytes_total", {{"replica", "r2"}}) -
-                stream_before;
+  EXPECT_GE(deltas, 1u);
+  // `btrfs send` bytes as the primary counted them (the journal's stream_bytes is the log's
+  // growth, the same for a full send and a delta).
+  const uint64_t log_bytes = Status().primary_head().log_bytes();
+  const uint64_t appended_bytes = log_bytes - log_bytes_before;
+  const double sent = SettledStreamBytes("r2") - stream_before;
   EXPECT_GT(sent, 0);
   EXPECT_LT(sent, 1.5 * static_cast<double>(appended_bytes))
-      << "sent " << sent << " bytes for about " << appended_bytes << " appended";
+      << "sent " << sent << " stream bytes for " << appended_bytes
+      << " bytes appended (a full send is about " << log_bytes << ")";
   EXPECT_TRUE(BlocksOf("r2").contains(Status().newest_block()));
   EXPECT_NE(before, Status().newest_block());
 }
 
-// 3. The link cut mid-stream: no half-received subvolume remains, the shipper retries, the
-// replica converges.
+// 3. The link cut mid-stream: the transfer in flight fails on both sides, the replica deletes
+// what it had half received (before any retry could), the shipper retries, the replica
+// converges.
 TEST_F(ReplicationClusterTest, LinkCutMidStreamLeavesNothingHalfDoneAndConverges) {
   StartCluster(1, [](const ClusterHost& host, YAML::Node& config) {
-    if (host.name == "primary") config["blocks"]["every_events"] = 200'000;
+    if (host.name != "primary") return;
+    // Blocks of tens of thousands of events: cut every 5 s while the 80,000 arrive.
+    config["blocks"]["every_events"] = 200'000;
+    config["blocks"]["interval_ms"] = 5'000;
+    // The cut may land after the primary wrote its last byte (buffers between the two sides
+    // hold megabytes): then the verdict timeout, not the stall watchdog, notices it.
+    config["shipping"]["verdict_timeout_seconds"] = 10;
   });
   ASSERT_TRUE(primary_->Append(1'000).ok());
   ExpectInSync({"r1"}, absl::Seconds(60));
-  // Slow the link to r1 to ~4 MB/s so a 20 MB block takes seconds to stream.
+  // Slow the link to r1 to ~4 MB/s so a block of megabytes takes seconds to stream.
   const std::string veth = absl::StrCat("sl", cluster_->tag(), "v1");
   CommandOutput tc = RunHere({"tc", "qdisc", "add", "dev", veth, "root", "tbf", "rate",
                                  "32mbit", "burst", "64kb", "latency", "2s"});
   if (!tc.exit.ok()) GTEST_SKIP() << "tc tbf is not available: " << tc.stderr_text;
   ASSERT_TRUE(primary_->Append(80'000, "big").ok());
-  bool mid_stream = WaitFor([&] { return !IncomingOf("r1").empty(); }, absl::Seconds(30));
-  ASSERT_TRUE(mid_stream) << "no transfer started";
+  // Cut only while a block is being received with megabytes still to come (its log on the
+  // primary is that much longer than what reached the replica's disk): more than the SSH
+  // channel's window (2 MiB) and the buffers can hold, so the primary is still writing and the
+  // cut lands mid-stream, not between two transfers or while the verdict is awaited.
+  std::string cut_block;
+  bool mid_stream = WaitFor([&] {
+    for (const std::string& name : IncomingOf("r1")) {
+      std::error_code ec1, ec2;
+      uintmax_t total = fs::file_size(BlockDir("primary", name) + "/events.jsonl", ec1);
+      uintmax_t landed = fs::file_size(
+          absl::StrCat(cluster_->host("r1").ledger_root, "/incoming/", name, "/events.jsonl"), ec2);
+      if (ec2) landed = 0;  // not created yet
+      if (!ec1 && total > landed + (6 << 20)) {
+        cut_block = name;
+        return true;
+      }
+    }
+    return false;
+  }, absl::Seconds(60));
+  ASSERT_TRUE(mid_stream) << "no transfer with megabytes to go was seen";
+  const std::map<std::string, std::string> r1 = {{"replica", "r1"}};
+  auto stalled_failures = [&] {
+    return PrimaryMetric("snapledger_replication_failures_total",
+                         {{"replica", "r1"}, {"reason", "watchdog"}}) +
+           PrimaryMetric("snapledger_replication_failures_total",
+                         {{"replica", "r1"}, {"reason", "network"}});
+  };
+  const double failures_before = stalled_failures();
   ASSERT_TRUE(cluster_->LinkDown("r1").ok());
-  double failures_before =
-      PrimaryMetric("snapledger_replication_failures_total", {{"replica", "r1"}, {"reason", "watchdog"}}) +
-      PrimaryMetric("snapledger_replication_failures_total", {{"replica", "r1"}, {"reason", "network"}});
-  // The watchdog (3 s) notices the stalled transfer.
+  // The primary's watchdog aborts the transfer: the stall one (3 s) if it was still writing,
+  // the verdict one (10 s) if everything had left it.
   EXPECT_TRUE(WaitFor([&] {
-    return ReplicaIn(Status(), "r1")->state() == v1::REPLICA_STATE_FAILING;
-  }, absl::Seconds(30))) << Status().DebugString();
+    std::optional<v1::ReplicaStatus> r = ReplicaIn(Status(), "r1");
+    return r && r->state() == v1::REPLICA_STATE_FAILING;
+  }, absl::Seconds(60))) << Status().DebugString();
+  EXPECT_GT(stalled_failures(), failures_before);
+  // The replica's sshd drops the dead client (ClientAliveInterval), the receive fails, and
+  // the half-received subvolume is deleted — all while the link is still down, so no retry
+  // cleaned it up.
+  const std::string r1_root = cluster_->host("r1").ledger_root;
+  EXPECT_TRUE(WaitFor([&] {
+    for (const auto& o : JournalLines(r1_root))
+      if (!o.value("ok", true) && o.value("block", "") == cut_block) return true;
+    return false;
+  }, absl::Seconds(60))) << "r1 never journaled the failed receive of " << cut_block;
+  EXPECT_TRUE(WaitFor([&] { return IncomingOf("r1").empty(); }, absl::Seconds(10)))
+      << "a half-received subvolume remains after the receive failed";
+  EXPECT_FALSE(BlocksOf("r1").contains(cut_block)) << cut_block << " was promoted after the cut";
+
   RunHere({"tc", "qdisc", "del", "dev", veth, "root"});
   ASSERT_TRUE(cluster_->LinkUp("r1").ok());
   ExpectInSync({"r1"}, absl::Seconds(120));
-  double failures_after =
-      PrimaryMetric("snapledger_replication_failures_total", {{"replica", "r1"}, {"reason", "watchdog"}}) +
-      PrimaryMetric("snapledger_replication_failures_total", {{"replica", "r1"}, {"reason", "network"}});
-  EXPECT_GE(failures_after, failures_before);
-  EXPECT_GE(failures_after, 1);
   EXPECT_TRUE(IncomingOf("r1").empty()) << "a half-received subvolume remains";
 }
 
@@ -283,8 +365,22 @@ TEST_F(ReplicationClusterTest, TamperedHistoryIsRefusedByEveryReplica) {
     EXPECT_TRUE(WaitFor([&] { return ReplicaMetric(r, "snapledger_verification_failures_total") >= 1; },
                         absl::Seconds(10)));
     std::set<std::string> held = BlocksOf(r);
+    ASSERT_FALSE(held.empty()) << r;
     EXPECT_EQ(*held.rbegin(), good) << r << " holds a block after the last good one";
     EXPECT_TRUE(IncomingOf(r).empty());
+    // Never held, not even for a while: the journal records every receive, and none after the
+    // good block was promoted; each one after it was refused as not verifying.
+    const uint64_t good_seq = ParseBlockName(good)->seq;
+    size_t refused = 0;
+    for (const auto& o : JournalLines(cluster_->host(r).ledger_root)) {
+      absl::StatusOr<BlockInfo> b = ParseBlockName(o.value("block", ""));
+      if (!b.ok() || b->seq <= good_seq) continue;
+      EXPECT_FALSE(o.value("ok", false)) << r << " promoted a block after " << good << ": "
+                                         << o.dump();
+      refused += o.value("reason", "") == "verification";
+    }
+    EXPECT_GE(refused, 1u) << r;
+    EXPECT_EQ(ReplicaMetric(r, "snapledger_head_seq"), static_cast<double>(good_seq)) << r;
   }
 }
 

@@ -20,7 +20,7 @@ nlohmann::json ToJson(const ReceiveOutcome& o) {
   nlohmann::json j = {{"ts", o.ts_micros},          {"block", o.block},
                       {"ok", o.ok},                 {"already_held", o.already_held},
                       {"reason", o.reason},         {"error", o.error},
-                      {"stream_bytes", o.stream_bytes}, {"events_verified", o.events_verified},
+                      {"log_bytes", o.log_bytes}, {"events_verified", o.events_verified},
                       {"seconds", o.seconds}};
   if (o.parent) j["parent"] = *o.parent;
   return j;
@@ -38,7 +38,7 @@ std::optional<ReceiveOutcome> FromJson(const std::string& line) {
     o.already_held = j.value("already_held", false);
     o.reason = j.value("reason", "");
     o.error = j.value("error", "");
-    o.stream_bytes = j.value("stream_bytes", uint64_t{0});
+    o.log_bytes = j.value("log_bytes", uint64_t{0});
     o.events_verified = j.value("events_verified", uint64_t{0});
     o.seconds = j.value("seconds", 0.0);
     return o;

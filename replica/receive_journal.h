@@ -25,7 +25,7 @@ struct ReceiveOutcome {
   // held, another transfer running), "local" (anything else). Empty when ok.
   std::string reason;
   std::string error;
-  uint64_t stream_bytes = 0;
+  uint64_t log_bytes = 0;  // how much events.jsonl grew (the primary counts stream bytes)
   uint64_t events_verified = 0;
   double seconds = 0;
 };

@@ -15,7 +15,7 @@ ReceiveOutcome Outcome(const std::string& block, bool ok) {
   o.ok = ok;
   o.reason = ok ? "" : "verification";
   o.error = ok ? "" : "seq 7: hash mismatch";
-  o.stream_bytes = 1234;
+  o.log_bytes = 1234;
   o.events_verified = 10;
   o.seconds = 0.5;
   return o;
@@ -32,7 +32,7 @@ TEST(ReceiveJournal, ReaderSeesOnlyOutcomesAppendedAfterItStarted) {
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].block, "a");
   EXPECT_TRUE(got[0].ok);
-  EXPECT_EQ(got[0].stream_bytes, 1234u);
+  EXPECT_EQ(got[0].log_bytes, 1234u);
   EXPECT_EQ(got[1].reason, "verification");
   EXPECT_EQ(got[1].error, "seq 7: hash mismatch");
   EXPECT_TRUE(reader.ReadNew().empty());

@@ -171,7 +171,7 @@ void ReplicaDaemon::Impl::CountOutcomes() {
     if (o.ok) {
       if (o.already_held) continue;
       metrics_->blocks_received().Increment();
-      metrics_->received_bytes().Increment(static_cast<double>(o.stream_bytes));
+      metrics_->received_bytes().Increment(static_cast<double>(o.log_bytes));
       metrics_->events_verified().Increment(static_cast<double>(o.events_verified));
       metrics_->receive_duration().Observe(o.seconds);
       continue;

@@ -181,7 +181,7 @@ int ReceiveOnce(const std::string& root, TransferArgs& t, ReceiveOutcome& outcom
   outcome.already_held = result->already_held;
   outcome.events_verified = result->events_verified;
   if (result->head.log_bytes > log_bytes_before)
-    outcome.stream_bytes = result->head.log_bytes - log_bytes_before;
+    outcome.log_bytes = result->head.log_bytes - log_bytes_before;
   std::cout << "{\"block\":\"" << result->block.name << "\",\"seq\":" << result->head.head.seq
             << ",\"hash\":\"" << result->head.head.hash
             << "\",\"events_verified\":" << result->events_verified

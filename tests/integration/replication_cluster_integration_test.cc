@@ -239,7 +239,7 @@ TEST_F(ReplicationClusterTest, StoppedReplicaCatchesUpWithDeltas) {
           << "the first transfer back was not a delta from a block r2 held: " << journal[i].dump();
   }
   EXPECT_GE(deltas, 1u);
-  // `btrfs send` bytes as the primary counted them (the journal's stream_bytes is the log's
+  // `btrfs send` bytes as the primary counted them (the journal's log_bytes is the log's
   // growth, the same for a full send and a delta).
   const uint64_t log_bytes = Status().primary_head().log_bytes();
   const uint64_t appended_bytes = log_bytes - log_bytes_before;

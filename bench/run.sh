@@ -11,20 +11,29 @@
 # mktemp directory and removed on exit, failure or interrupt (images unmounted and loop
 # devices detached first).
 #
-# Usage: bench/run.sh [--quick] [--replication]
+# Usage: bench/run.sh [--quick] [--replication] [--lag] [--netns]
 #   --quick        smaller sizes, fewer runs (about two minutes)
 #   --replication  only part 4
+#   --lag          only steady-state replication lag and wire bytes per block on a test cluster
+#                  (snapledger-lag-bench; scripts/cluster.sh: network namespaces, root)
+#   --netns        only bootstrap replication across a test cluster's namespaces, unshaped and
+#                  on a 1 Gbit/s tc-limited link (snapledger-netns-replication-bench)
+#   --lag and --netns may be combined; each tears its cluster down itself (cluster.sh down).
 # BUILD_DIR (default "build") holds the built binaries; a relative BUILD_DIR is taken from the
 # repository root.
 set -euo pipefail
 
 quick=0
 only_replication=0
+lag=0
+netns=0
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
     --replication) only_replication=1 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --lag) lag=1 ;;
+    --netns) netns=1 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -32,6 +41,42 @@ done
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BUILD_DIR:-build}
 [[ $build = /* ]] || build=$repo/$build
+
+# The cluster benchmarks: each runs its own TestCluster (scripts/cluster.sh up/down, under a
+# mktemp directory of its own) and removes it on exit, failure or SIGINT/SIGTERM.
+if (( lag || netns )); then
+  if [[ $EUID -ne 0 ]]; then
+    echo "run.sh: --lag/--netns need root (network namespaces, loop devices)" >&2
+    exit 1
+  fi
+  lag_bin=$build/bench/snapledger-lag-bench
+  netns_bin=$build/bench/snapledger-netns-replication-bench
+  for bin in $( ((lag)) && echo "$lag_bin") $( ((netns)) && echo "$netns_bin"); do
+    if [[ ! -x $bin ]]; then
+      echo "run.sh: $bin not found; build first: cmake --build $build" >&2
+      exit 1
+    fi
+  done
+  echo "kernel $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), quick=$quick"
+  rc=0
+  if (( lag )); then
+    printf '\n===== replication lag: primary + 2 replicas in network namespaces =====\n'
+    if (( quick )); then
+      "$lag_bin" --seconds 15 --warmup-seconds 5 --runs 1 || rc=$?
+    else
+      "$lag_bin" --seconds 60 --runs 3 --every-events 2000 --interval-ms 200 || rc=$?
+    fi
+  fi
+  if (( netns )); then
+    printf '\n===== bootstrap replication across network namespaces =====\n'
+    if (( quick )); then
+      "$netns_bin" --size-mb 200 --runs 1 --link-rate none --link-rate 1gbit || rc=$?
+    else
+      "$netns_bin" --size-mb 1024 --runs 3 --link-rate none --link-rate 1gbit || rc=$?
+    fi
+  fi
+  exit "$rc"
+fi
 append_bin=$build/bench/snapledger-bench-append
 verify_bin=$build/bench/snapledger-bench-verify
 replication_bin=$build/bench/snapledger-bench-replication

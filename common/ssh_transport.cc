@@ -151,6 +151,30 @@ class LibsshSession : public SshSession {
     return !aborted_.load() && ssh_is_connected(session_.get()) != 0;
   }
 
+  absl::Status KeepAlive() override {
+    if (!Connected()) return absl::UnavailableError(absl::StrCat(where_, ": disconnected"));
+    // Reading what arrived makes libssh answer the server's global requests (keepalives).
+    ssh_event event = ssh_event_new();
+    if (event != nullptr) {
+      if (ssh_event_add_session(event, session_.get()) == SSH_OK) {
+        ssh_event_dopoll(event, 0);
+        ssh_event_remove_session(event, session_.get());
+      }
+      ssh_event_free(event);
+    }
+    // Something of our own now and then (an SSH_MSG_IGNORE), so that a dead peer shows up as a
+    // failed write and TCP's user timeout.
+    absl::Time now = absl::Now();
+    if (now - last_ignore_ >= absl::Seconds(2)) {
+      last_ignore_ = now;
+      if (ssh_send_ignore(session_.get(), "") != SSH_OK)
+        return SessionError(session_.get(), absl::StatusCode::kUnavailable,
+                            absl::StrCat("keepalive to ", where_));
+    }
+    if (!Connected()) return absl::UnavailableError(absl::StrCat(where_, ": disconnected"));
+    return absl::OkStatus();
+  }
+
   // Only the socket is touched, never libssh's state (which belongs to the thread using the
   // session): a blocked poll/recv/send on it returns, libssh sees the connection gone and
   // fails the call in progress.
@@ -164,6 +188,7 @@ class LibsshSession : public SshSession {
   std::string where_;
   const socket_t fd_;  // owned by session_; read once, while connected
   std::atomic<bool> aborted_{false};
+  absl::Time last_ignore_ = absl::InfinitePast();  // KeepAlive, on the session's thread
 };
 
 absl::Status CheckHostKey(ssh_session s, const SshEndpoint& e) {

@@ -68,6 +68,10 @@ class SshSession {
   // Idempotent. libssh shuts the session's socket down (shutdown(2); the fd stays open until
   // the session is destroyed). The default does nothing, for doubles without a network.
   virtual void Abort() {}
+  // For an idle session, a few times a second: answers what the server sent meanwhile (sshd's
+  // ClientAliveInterval probes, which would otherwise drop an idle connection) and sends a
+  // keepalive of its own. Unavailable when the connection is gone. Same thread as Exec.
+  virtual absl::Status KeepAlive() { return absl::OkStatus(); }
 };
 using SshSessionPtr = std::unique_ptr<SshSession>;
 

@@ -200,6 +200,11 @@ void BlockShipper::DropSession() {
   session_.reset();
 }
 
+void BlockShipper::KeepAlive() {
+  if (!session_) return;
+  if (absl::Status s = session_->KeepAlive(); !s.ok()) DropSession();
+}
+
 void BlockShipper::Abort() {
   absl::MutexLock lock(&abort_mu_);
   aborted_ = true;

@@ -101,6 +101,10 @@ class BlockShipper {
   // runs on another thread.
   uint64_t TransferBytes() const { return transfer_bytes_.load(std::memory_order_relaxed); }
 
+  // Keeps an idle session alive (SshSession::KeepAlive); a session found dead is dropped and
+  // reconnected by the next transfer. Call it while in sync, on the shipper's thread.
+  void KeepAlive();
+
   // Stops the shipper for good: a transfer in progress fails at once (its session is broken
   // with SshSession::Abort) and every later ShipOnce returns Cancelled. Thread-safe: for a
   // daemon shutting down while ShipOnce runs on the shipper's thread.

@@ -380,6 +380,7 @@ void PrimaryDaemon::Impl::ShipperLoop(ReplicaLink& link) {
     }
     failures = 0;
     if (!r->has_value()) {
+      shipper.KeepAlive();  // in sync: keep the session warm for the next block
       if (!Wait(&seen_blocks, kIdlePoll)) return;
       continue;
     }

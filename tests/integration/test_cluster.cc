@@ -89,8 +89,9 @@ absl::StatusOr<TestClusterPtr> TestCluster::Create(ClusterOptions options) {
 
 TestCluster::~TestCluster() {
   if (down_) return;
-  // Keep the logs of a failed test for the person reading its output.
-  bool keep_logs = ::testing::Test::HasFailure();
+  // Logs stay after a failed test, or always with SNAPLEDGER_KEEP_CLUSTER_LOGS=1 (benchmarks).
+  const char* keep_env = std::getenv("SNAPLEDGER_KEEP_CLUSTER_LOGS");
+  bool keep_logs = ::testing::Test::HasFailure() || (keep_env && std::string(keep_env) == "1");
   absl::Status st = Down(keep_logs);
   if (!st.ok())
     std::fprintf(stderr, "TestCluster: teardown of %s failed: %s\n", dir_.c_str(),

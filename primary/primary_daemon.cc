@@ -43,20 +43,11 @@ class MetricsAppendObserver final : public AppendObserver {
   PrimaryMetrics& metrics_;
 };
 
+// The metric label of a health: its name with underscores ("in sync" -> "in_sync").
 std::string MetricsStateName(ReplicaHealth health) {
-  switch (health) {
-    case ReplicaHealth::kInSync:
-      return "in_sync";
-    case ReplicaHealth::kCatchingUp:
-      return "catching_up";
-    case ReplicaHealth::kStalled:
-      return "stalled";
-    case ReplicaHealth::kFailing:
-      return "failing";
-    case ReplicaHealth::kUnknown:
-      break;
-  }
-  return "unknown";
+  std::string name(ReplicaHealthName(health));
+  std::replace(name.begin(), name.end(), ' ', '_');
+  return name;
 }
 
 absl::StatusOr<EventLogPtr> OpenOrCreateLog(const std::string& live, uint64_t epoch) {

@@ -89,9 +89,8 @@ absl::StatusOr<TestClusterPtr> TestCluster::Create(ClusterOptions options) {
 
 TestCluster::~TestCluster() {
   if (down_) return;
-  // Logs stay after a failed test, or always with SNAPLEDGER_KEEP_CLUSTER_LOGS=1 (benchmarks).
-  const char* keep_env = std::getenv("SNAPLEDGER_KEEP_CLUSTER_LOGS");
-  bool keep_logs = ::testing::Test::HasFailure() || (keep_env && std::string(keep_env) == "1");
+  // Logs stay after a failed test (and always with SNAPLEDGER_KEEP_CLUSTER_LOGS=1, see Down).
+  bool keep_logs = ::testing::Test::HasFailure();
   absl::Status st = Down(keep_logs);
   if (!st.ok())
     std::fprintf(stderr, "TestCluster: teardown of %s failed: %s\n", dir_.c_str(),
@@ -284,6 +283,9 @@ absl::StatusOr<std::string> TestCluster::Status() {
 
 absl::Status TestCluster::Down(bool keep_logs) {
   if (down_) return absl::OkStatus();
+  // For benchmarks and debugging: keep every cluster's logs and configs.
+  const char* keep_env = std::getenv("SNAPLEDGER_KEEP_CLUSTER_LOGS");
+  if (keep_env != nullptr && std::string(keep_env) == "1") keep_logs = true;
   std::vector<std::string> args = {"down"};
   if (keep_logs) args.push_back("--keep-logs");
   absl::Status st = RunScript(args, absl::Seconds(120)).status();

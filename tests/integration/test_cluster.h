@@ -138,7 +138,8 @@ class TestCluster {
   absl::StatusOr<std::string> Status();
 
   // Tears the cluster down now (the destructor does it otherwise). With `keep_logs` the logs
-  // and configs stay in dir(). Idempotent.
+  // and configs stay in dir(); SNAPLEDGER_KEEP_CLUSTER_LOGS=1 in the environment keeps them
+  // always. Idempotent.
   absl::Status Down(bool keep_logs = false);
 
  private:

@@ -65,48 +65,8 @@ using testing::TestCluster;
 using testing::TestClusterPtr;
 
 // ---------------------------------------------------------------------------------------------
-// Stopping on a signal.
-
-sigset_t StopSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGHUP);
-  return set;
-}
-
-// Takes SIGINT/SIGTERM/SIGHUP (blocked in every thread by main() before any starts) and sets
-// stopped(); the loops check it and unwind, so the cluster's destructor always runs.
-class SignalStop {
- public:
-  SignalStop() : thread_([this] { Loop(); }) {}
-  ~SignalStop() {
-    done_ = true;
-    thread_.join();
-  }
-  bool stopped() const { return stopped_; }
-  absl::Status status() const {
-    return stopped_ ? absl::CancelledError("stopped by a signal") : absl::OkStatus();
-  }
-
- private:
-  void Loop() {
-    sigset_t set = StopSignals();
-    while (!done_) {
-      timespec wait{0, 100'000'000};
-      int sig = ::sigtimedwait(&set, nullptr, &wait);
-      if (sig > 0 && !stopped_) {
-        std::fprintf(stderr, "\nsnapledger-lag-bench: signal %d: stopping and tearing down\n",
-                     sig);
-        stopped_ = true;
-      }
-    }
-  }
-  std::atomic<bool> done_{false};
-  std::atomic<bool> stopped_{false};
-  std::thread thread_;
-};
+// Stopping on a signal: a SignalStop (bench_util.h); the loops check it and unwind, so the
+// cluster's destructor always runs.
 
 // Sleeps until the monotonic time `nanos`, in slices, returning early when `stop` is set.
 void SleepUntil(int64_t nanos, const SignalStop& stop) {
@@ -315,20 +275,6 @@ struct RunResult {
   std::vector<double> daemon_cpu;  // CPU seconds per daemon in the window
 };
 
-// User + system CPU seconds of `pid` (all threads) from /proc/<pid>/stat; 0 if unreadable.
-double PidCpuSeconds(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t paren = stat.rfind(')');
-  if (paren == std::string::npos) return 0;
-  std::istringstream fields(stat.substr(paren + 2));
-  std::vector<std::string> f;
-  std::string x;
-  while (fields >> x && f.size() < 13) f.push_back(x);
-  if (f.size() < 13) return 0;
-  return (std::stod(f[11]) + std::stod(f[12])) / static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
-
 class LagBench {
  public:
   LagBench(const Options& o, const SignalStop& stop) : o_(o), stop_(stop) {}
@@ -468,7 +414,7 @@ absl::StatusOr<Snapshot> LagBench::Take() {
   s.head_seq = status.primary_head().seq();
   for (const ClusterHost& host : cluster_->hosts()) {
     ASSIGN_OR_RETURN(std::optional<pid_t> pid, cluster_->DaemonPid(host.name));
-    s.daemon_cpu.push_back(pid ? PidCpuSeconds(*pid) : 0);
+    s.daemon_cpu.push_back(pid ? PidCpuSeconds(*pid, /*with_reaped_children=*/false) : 0);
   }
   return s;
 }
@@ -705,51 +651,28 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Steady-state replication lag (append ack -> slowest replica verified) and wire bytes per "
       "block, on a TestCluster (primary + replicas in network namespaces)"};
+  using snapledger::bench::AddOption;
   snapledger::bench::Options o;
-  app.add_option("--seconds", o.seconds, "length of each measured window")
-      ->capture_default_str()
-      ->check(CLI::Range(1.0, 600.0));
-  app.add_option("--warmup-seconds", o.warmup_seconds, "untimed appends before the first window")
-      ->capture_default_str()
-      ->check(CLI::Range(1.0, 120.0));
-  app.add_option("--rate", o.rate, "events per second to append")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 100'000));
-  app.add_option("--batch-ms", o.batch_ms, "one AppendStream batch every this many ms")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 1000));
-  app.add_option("--every-events", o.every_events, "primary blocks.every_events")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 10'000'000));
-  app.add_option("--interval-ms", o.interval_ms, "primary blocks.interval_ms")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 600'000));
-  app.add_option("--poll-ms", o.poll_ms, "ClusterStatus poll period")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 1000));
-  app.add_option("--appenders", o.appenders,
-                 "threads taking the due batches (each its own channel and AppendStream)")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 16));
-  app.add_option("--replicas", o.replicas, "replicas in the cluster")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 4));
-  app.add_option("--runs", o.runs, "measured windows on the same cluster; medians are printed")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 10));
-  app.add_option("--target-ms", o.target_ms, "the lag target p99 is compared with")
-      ->capture_default_str();
-  app.add_option("--drain-seconds", o.drain_seconds,
-                 "after a window, how long the replicas may take to verify the last event")
-      ->capture_default_str()
-      ->check(CLI::Range(1.0, 600.0));
-  app.add_option("--compression", o.compression, "replicas' compression: none or zstd")
-      ->capture_default_str()
+  AddOption(app, "--seconds", o.seconds, "length of each measured window", 1.0, 600.0);
+  AddOption(app, "--warmup-seconds", o.warmup_seconds, "untimed appends before the first window",
+            1.0, 120.0);
+  AddOption(app, "--rate", o.rate, "events per second to append", 1, 100'000);
+  AddOption(app, "--batch-ms", o.batch_ms, "one AppendStream batch every this many ms", 1, 1000);
+  AddOption(app, "--every-events", o.every_events, "primary blocks.every_events", 0, 10'000'000);
+  AddOption(app, "--interval-ms", o.interval_ms, "primary blocks.interval_ms", 0, 600'000);
+  AddOption(app, "--poll-ms", o.poll_ms, "ClusterStatus poll period", 1, 1000);
+  AddOption(app, "--appenders", o.appenders,
+            "threads taking the due batches (each its own channel and AppendStream)", 1, 16);
+  AddOption(app, "--replicas", o.replicas, "replicas in the cluster", 1, 4);
+  AddOption(app, "--runs", o.runs, "measured windows on the same cluster; medians are printed", 1,
+            10);
+  AddOption(app, "--target-ms", o.target_ms, "the lag target p99 is compared with");
+  AddOption(app, "--drain-seconds", o.drain_seconds,
+            "after a window, how long the replicas may take to verify the last event", 1.0, 600.0);
+  AddOption(app, "--compression", o.compression, "replicas' compression: none or zstd")
       ->check(CLI::IsMember({"none", "zstd"}));
-  app.add_option("--image-mb", o.image_mb, "each host's (sparse) btrfs image")
-      ->capture_default_str()
-      ->check(CLI::Range(256, 65536));
-  app.add_option("--seed", o.seed, "event generator seed")->capture_default_str();
+  AddOption(app, "--image-mb", o.image_mb, "each host's (sparse) btrfs image", 256, 65536);
+  AddOption(app, "--seed", o.seed, "event generator seed");
   CLI11_PARSE(app, argc, argv);
   if (o.every_events == 0 && o.interval_ms == 0) {
     std::fprintf(stderr, "snapledger-lag-bench: --every-events and --interval-ms are both 0\n");
@@ -757,18 +680,14 @@ int main(int argc, char** argv) {
   }
 
   // Before any thread starts (gRPC's included): SignalStop takes these with sigtimedwait.
-  sigset_t stop_signals = snapledger::bench::StopSignals();
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  snapledger::bench::BlockStopSignals();
   absl::Status st;
   {
-    snapledger::bench::SignalStop stop;
+    using snapledger::bench::SignalStop;
+    SignalStop stop("snapledger-lag-bench", "stopping and tearing down",
+                    SignalStop::OnRepeat::kIgnore);
     snapledger::bench::LagBench bench(o, stop);
     st = bench.Run();
   }  // ~LagBench: poller and clients stopped, then the cluster torn down
-  if (!st.ok()) {
-    std::fprintf(stderr, "snapledger-lag-bench: %s\n", st.ToString().c_str());
-    if (absl::IsFailedPrecondition(st)) return 3;  // this machine cannot run a cluster
-    return absl::IsCancelled(st) ? 130 : 1;
-  }
-  return 0;
+  return snapledger::bench::ExitCodeFor("snapledger-lag-bench", st);
 }

@@ -75,61 +75,6 @@ using testing::TestClusterPtr;
 constexpr char kReplica[] = "r1";
 constexpr char kBaselineDir[] = "openssh-baseline";
 
-sigset_t StopSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGHUP);
-  return set;
-}
-
-std::vector<pid_t> ChildrenOf(pid_t pid) {
-  std::vector<pid_t> out;
-  std::error_code ec;
-  for (const auto& task : fs::directory_iterator(absl::StrCat("/proc/", pid, "/task"), ec)) {
-    std::ifstream in(task.path() / "children");
-    pid_t child;
-    while (in >> child) out.push_back(child);
-  }
-  return out;
-}
-
-// Takes the stop signals (blocked in every thread by main() first). On one, sets stopped() and
-// SIGTERMs the connection handlers of the replica's sshd (set_sshd_pid), so a transfer blocked
-// on the network fails and the benchmark unwinds.
-class SignalStop {
- public:
-  SignalStop() : thread_([this] { Loop(); }) {}
-  ~SignalStop() {
-    done_ = true;
-    thread_.join();
-  }
-  void set_sshd_pid(pid_t pid) { sshd_pid_ = pid; }
-  absl::Status status() const {
-    return stopped_ ? absl::CancelledError("stopped by a signal") : absl::OkStatus();
-  }
-
- private:
-  void Loop() {
-    sigset_t set = StopSignals();
-    while (!done_) {
-      timespec wait{0, 100'000'000};
-      int sig = ::sigtimedwait(&set, nullptr, &wait);
-      if (sig <= 0) continue;
-      std::fprintf(stderr, "\nsnapledger-netns-replication-bench: signal %d: stopping\n", sig);
-      stopped_ = true;
-      if (sshd_pid_ > 0)
-        for (pid_t child : ChildrenOf(sshd_pid_)) ::kill(child, stopped_twice_ ? SIGKILL : SIGTERM);
-      stopped_twice_ = true;
-    }
-  }
-  std::atomic<bool> done_{false}, stopped_{false};
-  bool stopped_twice_ = false;
-  std::atomic<pid_t> sshd_pid_{0};
-  std::thread thread_;
-};
-
 // While alive, the calling thread is in the network namespace /run/netns/<name>; the
 // destructor puts it back where it was (aborting if it cannot: the rest of the program, the
 // cluster's teardown included, must run in the root namespace). Sockets made inside stay in
@@ -180,12 +125,6 @@ class LinkRate {
   bool active_;
 };
 
-std::string ShellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
 struct Options {
   uint64_t size_mb = 1024;
   int runs = 3;
@@ -214,7 +153,7 @@ class NetnsBench {
   // Closes the ControlMaster (cluster.sh down would kill it anyway: it runs in the primary's
   // namespace); members then go in reverse order, the cluster last.
   ~NetnsBench() {
-    stop_.set_sshd_pid(0);
+    stop_.EndChildrenOf(0);
     if (master_up_)
       (void)RunCommand(*ProcessRunner::Real(),
                        {"timeout", "10", "ssh", "-o", "ControlPath=" + control_path_, "-O", "exit",
@@ -260,7 +199,8 @@ absl::Status NetnsBench::Setup() {
   veth_ = absl::StrCat("sl", cluster_->tag(), "v1");
   ASSIGN_OR_RETURN(std::string pid_text,
                    ReadFileToString(cluster_->dir() + "/" + kReplica + "/sshd.owned-pid"));
-  stop_.set_sshd_pid(std::atoi(pid_text.c_str()));
+  // A signal ends the replica sshd's connection handlers: a transfer in flight then fails.
+  stop_.EndChildrenOf(std::atoi(pid_text.c_str()));
   fmt::print("cluster {} (tag {}): primary netns {} -> replica {} at {} (bridge port {})\n",
              cluster_->dir(), cluster_->tag(), netns_, kReplica, cluster_->host(kReplica).address,
              veth_);
@@ -269,36 +209,16 @@ absl::Status NetnsBench::Setup() {
 
 absl::Status NetnsBench::BuildLedger() {
   RETURN_IF_ERROR(InitializeLedgerRoot(*btrfs_, primary_root_));
-  LedgerLayout layout(primary_root_);
   fmt::print("building a ledger of >= {} MB of OVS port-agent events in {}\n", o_.size_mb,
              primary_root_);
   std::fflush(stdout);
-  EventLogOptions options;
-  options.durability = Durability::kInterval;
-  options.sync_interval = absl::Milliseconds(500);
-  ASSIGN_OR_RETURN(EventLogPtr log, EventLog::Create(layout.live(), /*epoch=*/1, options));
-  ASSIGN_OR_RETURN(HeadRecord head, FillLedger(*log, o_.size_mb * 1000 * 1000, o_.seed, 4,
-                                               [this] { return stop_.status(); }));
-  events_ = head.head.seq;
-  ASSIGN_OR_RETURN(BlockMakerPtr maker, BlockMaker::Create(*btrfs_, primary_root_, *log));
-  ASSIGN_OR_RETURN(std::optional<BlockInfo> block, maker->Cut());
-  if (!block) return absl::InternalError("no block was cut");
-  ASSIGN_OR_RETURN(blocks_, maker->ListBlocks());
-  block_path_ = layout.block(blocks_.back());
-  // The stream's size; also reads the block once, so every case sends from the page cache.
-  class Counter : public ByteSink {
-   public:
-    absl::Status Write(std::string_view d) override {
-      n += d.size();
-      return absl::OkStatus();
-    }
-    absl::Status Close() override { return absl::OkStatus(); }
-    uint64_t n = 0;
-  } counter;
-  RETURN_IF_ERROR(btrfs_->Send(block_path_, std::nullopt, counter));
-  stream_bytes_ = counter.n;
-  fmt::print("block {}: {} events; full send stream {:.1f} MB\n", blocks_.back().name, events_,
-             stream_bytes_ / 1e6);
+  ASSIGN_OR_RETURN(OneBlockLedger ledger,
+                   BuildOneBlockLedger(*btrfs_, primary_root_, o_.size_mb * 1000 * 1000, o_.seed,
+                                       [this] { return stop_.status(); }));
+  blocks_ = std::move(ledger.blocks);
+  block_path_ = std::move(ledger.block_path);
+  events_ = ledger.events;
+  stream_bytes_ = ledger.stream_bytes;
   return absl::OkStatus();
 }
 
@@ -324,12 +244,8 @@ absl::Status NetnsBench::SetUpOpenSsh() {
   RETURN_IF_ERROR(RunCommandOk(*ProcessRunner::Real(), {"ssh-keygen", "-q", "-t", "ed25519", "-N",
                                                         "", "-f", baseline_key_})
                       .status());
-  ASSIGN_OR_RETURN(std::string pub, ReadFileToString(baseline_key_ + ".pub"));
-  {
-    std::ofstream keys(cluster_->dir() + "/" + kReplica + "/authorized_keys", std::ios::app);
-    keys << absl::StripTrailingAsciiWhitespace(pub) << "\n";
-    if (!keys) return absl::InternalError("cannot add the baseline key to authorized_keys");
-  }
+  RETURN_IF_ERROR(AppendAuthorizedKey(cluster_->dir() + "/" + kReplica + "/authorized_keys",
+                                      baseline_key_ + ".pub"));
   // -f: ssh forks into the background once authenticated, so this returns (bounded).
   std::string master = SshCommand("");
   master = master.substr(0, master.size() - 3);  // drop the empty remote command
@@ -344,20 +260,8 @@ absl::Status NetnsBench::SetUpOpenSsh() {
 
 absl::Status NetnsBench::ClearReplica() {
   LedgerLayout replica(replica_root_);
-  for (const std::string& dir : {replica.blocks(), replica.incoming(), baseline_dir_}) {
-    std::error_code ec;
-    if (!fs::exists(dir, ec)) continue;
-    ASSIGN_OR_RETURN(std::vector<SubvolumeInfo> subvolumes, btrfs_->ListSubvolumes(dir));
-    for (const SubvolumeInfo& s : subvolumes) RETURN_IF_ERROR(btrfs_->DeleteSubvolume(s.path));
-  }
-  // Commit and let the cleaner free the deleted extents before the next transfer starts.
-  const std::string mnt = cluster_->host(kReplica).mount_point;
-  ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(mnt, O_RDONLY | O_DIRECTORY));
-  if (::ioctl(fd.get(), BTRFS_IOC_SYNC) != 0) return ErrnoStatus("BTRFS_IOC_SYNC " + mnt, errno);
-  RETURN_IF_ERROR(
-      RunCommandOk(*ProcessRunner::Real(), {"btrfs", "-q", "subvolume", "sync", mnt}).status());
-  if (::ioctl(fd.get(), BTRFS_IOC_SYNC) != 0) return ErrnoStatus("BTRFS_IOC_SYNC " + mnt, errno);
-  return absl::OkStatus();
+  return DeleteSubvolumesAndSettle(*btrfs_, {replica.blocks(), replica.incoming(), baseline_dir_},
+                                   cluster_->host(kReplica).mount_point);
 }
 
 absl::StatusOr<Transfer> NetnsBench::RunSnapledger(BlockShipper& shipper) {
@@ -437,8 +341,6 @@ absl::StatusOr<Transfer> NetnsBench::RunOne(Kind kind) {
   RETURN_IF_ERROR(stop_.status());
   return t;
 }
-
-double MBps(uint64_t bytes, double seconds) { return seconds > 0 ? bytes / 1e6 / seconds : 0; }
 
 absl::StatusOr<std::vector<std::vector<Transfer>>> NetnsBench::RunRate(const std::string& rate) {
   ASSIGN_OR_RETURN(std::unique_ptr<LinkRate> link, LinkRate::Apply(veth_, rate));
@@ -552,42 +454,29 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Bootstrap replication across a TestCluster's network namespaces: BlockShipper (plain, "
       "zstd) vs btrfs send | ssh | btrfs receive over an OpenSSH ControlMaster (plain, zstd)"};
+  using snapledger::bench::AddOption;
   snapledger::bench::Options o;
-  app.add_option("--size-mb", o.size_mb, "minimum ledger size, MB (10^6 bytes)")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 8192));
-  app.add_option("--runs", o.runs, "timed transfers of each case per link rate")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 20));
-  app.add_option("--cipher", o.cipher, "cipher for both (libssh and OpenSSH)")
-      ->capture_default_str();
-  app.add_option("--zstd-level", o.zstd_level, "zstd level (both zstd cases)")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 19));
-  app.add_option("--zstd-workers", o.zstd_workers, "zstd worker threads (both zstd cases)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 8));
-  app.add_option("--link-rate", o.link_rates,
-                 "tc tbf rate on the bridge port toward the replica, or none; repeatable")
-      ->capture_default_str();
-  app.add_option("--max-transfer-seconds", o.max_transfer_seconds, "bound on one transfer")
-      ->capture_default_str()
-      ->check(CLI::Range(10, 3600));
-  app.add_option("--seed", o.seed, "event generator seed")->capture_default_str();
+  AddOption(app, "--size-mb", o.size_mb, "minimum ledger size, MB (10^6 bytes)", 1, 8192);
+  AddOption(app, "--runs", o.runs, "timed transfers of each case per link rate", 1, 20);
+  AddOption(app, "--cipher", o.cipher, "cipher for both (libssh and OpenSSH)");
+  AddOption(app, "--zstd-level", o.zstd_level, "zstd level (both zstd cases)", 1, 19);
+  AddOption(app, "--zstd-workers", o.zstd_workers, "zstd worker threads (both zstd cases)", 0, 8);
+  AddOption(app, "--link-rate", o.link_rates,
+            "tc tbf rate on the bridge port toward the replica, or none; repeatable");
+  AddOption(app, "--max-transfer-seconds", o.max_transfer_seconds, "bound on one transfer", 10,
+            3600);
+  AddOption(app, "--seed", o.seed, "event generator seed");
   CLI11_PARSE(app, argc, argv);
 
-  sigset_t stop_signals = snapledger::bench::StopSignals();
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // Before any thread starts: SignalStop takes these with sigtimedwait.
+  snapledger::bench::BlockStopSignals();
   absl::Status st;
   {
-    snapledger::bench::SignalStop stop;
+    using snapledger::bench::SignalStop;
+    SignalStop stop("snapledger-netns-replication-bench", "stopping",
+                    SignalStop::OnRepeat::kEscalate);
     snapledger::bench::NetnsBench bench(o, stop);
     st = bench.Run();
   }  // ~NetnsBench: shippers closed, then the cluster torn down (cluster.sh down)
-  if (!st.ok()) {
-    std::fprintf(stderr, "snapledger-netns-replication-bench: %s\n", st.ToString().c_str());
-    if (absl::IsFailedPrecondition(st)) return 3;
-    return absl::IsCancelled(st) ? 130 : 1;
-  }
-  return 0;
+  return snapledger::bench::ExitCodeFor("snapledger-netns-replication-bench", st);
 }

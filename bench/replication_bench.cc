@@ -89,28 +89,8 @@ constexpr char kBaselineDir[] = "openssh-baseline";
 // ---------------------------------------------------------------------------------------------
 // Watchdog: signals and deadlines.
 
-sigset_t StopSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGHUP);
-  return set;
-}
-
-// Child pids of `pid` (all its threads).
-std::vector<pid_t> ChildrenOf(pid_t pid) {
-  std::vector<pid_t> out;
-  std::error_code ec;
-  for (const auto& task : fs::directory_iterator(absl::StrCat("/proc/", pid, "/task"), ec)) {
-    std::ifstream in(task.path() / "children");
-    pid_t child;
-    while (in >> child) out.push_back(child);
-  }
-  return out;
-}
-
-// The stop signals must be blocked in every thread before it starts (main() does it first):
+// The stop signals must be blocked in every thread before it starts (main() calls
+// BlockStopSignals() first):
 // this thread takes them with sigtimedwait. Child processes get an empty mask and default
 // dispositions from ProcessRunner.
 class Watchdog {
@@ -196,27 +176,10 @@ class Watchdog {
 // ---------------------------------------------------------------------------------------------
 // CPU accounting.
 
-// User + system CPU seconds of `pid` and its reaped children (from /proc/<pid>/stat).
-double ProcCpuSeconds(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t paren = stat.rfind(')');
-  if (paren == std::string::npos) return 0;
-  std::istringstream fields(stat.substr(paren + 2));
-  std::vector<std::string> f;
-  std::string x;
-  while (fields >> x && f.size() < 15) f.push_back(x);
-  if (f.size() < 15) return 0;
-  // After ") ": state(3) ... utime(14) stime(15) cutime(16) cstime(17), 1-based in proc(5).
-  double ticks = 0;
-  for (int i = 11; i <= 14; ++i) ticks += std::stod(f[i]);
-  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
-
 // CPU seconds of `pid` and all its descendants, live or reaped. Over an interval in which no
 // process of the tree exits unreaped, differences are exact.
 double TreeCpuSeconds(pid_t pid) {
-  double total = ProcCpuSeconds(pid);
+  double total = PidCpuSeconds(pid, /*with_reaped_children=*/true);
   for (pid_t child : ChildrenOf(pid)) total += TreeCpuSeconds(child);
   return total;
 }
@@ -341,46 +304,8 @@ class KeepAliveTransport : public SshTransport {
   SshTransport& inner_;
 };
 
-// Counts the bytes of a stream and drops them.
-class CountingSink : public ByteSink {
- public:
-  absl::Status Write(std::string_view data) override {
-    bytes_ += data.size();
-    return absl::OkStatus();
-  }
-  absl::Status Close() override { return absl::OkStatus(); }
-  uint64_t bytes() const { return bytes_; }
-
- private:
-  uint64_t bytes_ = 0;
-};
-
-// ---------------------------------------------------------------------------------------------
-// The ledger.
-
-// Appends to `log` until it holds at least `target_bytes` (a real, valid chain of
-// OvsEventGenerator events), as bench/verify_bench.cc does.
-absl::StatusOr<HeadRecord> BuildLedger(EventLog* log, uint64_t target_bytes, uint64_t seed,
-                                       const Watchdog& watchdog) {
-  return FillLedger(*log, target_bytes, seed, 4, [&watchdog] {
-    return watchdog.status();
-  });
-}
-
 // ---------------------------------------------------------------------------------------------
 // OpenSSH: a ControlMaster connection and clients multiplexed over it.
-
-std::string ShellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
-}
 
 struct OpenSshConfig {
   int port = 0;
@@ -426,10 +351,8 @@ struct OpenSshConfig {
 };
 
 bool IsZombieOrGone(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t paren = stat.rfind(')');
-  return paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] == 'Z';
+  std::string stat = ProcStatFields(pid);
+  return stat.empty() || stat[0] == 'Z';
 }
 
 // A persistent OpenSSH connection: `ssh -M -N` run as our child. The destructor closes it with
@@ -536,24 +459,9 @@ class Bench {
 
 absl::Status Bench::ClearReplica() {
   LedgerLayout replica(replica_fs_->mount_point());
-  for (const std::string& dir :
-       {replica.blocks(), replica.incoming(), replica_fs_->Sub(kBaselineDir)}) {
-    std::error_code ec;
-    if (!fs::exists(dir, ec)) continue;
-    ASSIGN_OR_RETURN(std::vector<SubvolumeInfo> subvolumes, btrfs_->ListSubvolumes(dir));
-    for (const SubvolumeInfo& s : subvolumes) RETURN_IF_ERROR(btrfs_->DeleteSubvolume(s.path));
-  }
-  // Flush everything and wait for the cleaner to free the deleted subvolumes' extents, so no
-  // background work of the previous transfer overlaps the next one. BTRFS_IOC_SYNC (`btrfs
-  // filesystem sync`) commits and wakes the cleaner; after a plain syncfs, `subvolume sync`
-  // waits for the next periodic commit (30 s).
-  const std::string& mnt = replica_fs_->mount_point();
-  ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(mnt, O_RDONLY | O_DIRECTORY));
-  if (::ioctl(fd.get(), BTRFS_IOC_SYNC) != 0) return ErrnoStatus("BTRFS_IOC_SYNC " + mnt, errno);
-  RETURN_IF_ERROR(
-      RunCommandOk(*ProcessRunner::Real(), {"btrfs", "-q", "subvolume", "sync", mnt}).status());
-  if (::ioctl(fd.get(), BTRFS_IOC_SYNC) != 0) return ErrnoStatus("BTRFS_IOC_SYNC " + mnt, errno);
-  return absl::OkStatus();
+  return DeleteSubvolumesAndSettle(
+      *btrfs_, {replica.blocks(), replica.incoming(), replica_fs_->Sub(kBaselineDir)},
+      replica_fs_->mount_point());
 }
 
 absl::StatusOr<Transfer> Bench::RunSnapledger(BlockShipper& shipper) {
@@ -656,8 +564,6 @@ absl::StatusOr<Transfer> Bench::RunOpenSsh() {
   return t;
 }
 
-double MBps(uint64_t bytes, double seconds) { return seconds > 0 ? bytes / 1e6 / seconds : 0; }
-
 absl::Status Bench::Run() {
   uint64_t target = o_.size_mb * 1000 * 1000;
   // Sparse images: room for the ledger, its index and a received copy, with slack.
@@ -675,30 +581,16 @@ absl::Status Bench::Run() {
 
   // The primary's ledger and its one block.
   const std::string root = primary_fs_->mount_point();
-  LedgerLayout layout(root);
   RETURN_IF_ERROR(InitializeLedgerRoot(*btrfs_, root));
   fmt::print("building a ledger of >= {} MB of OVS port-agent events\n", o_.size_mb);
   std::fflush(stdout);
-  {
-    EventLogOptions options;
-    options.durability = Durability::kInterval;
-    options.sync_interval = absl::Milliseconds(500);
-    ASSIGN_OR_RETURN(EventLogPtr log, EventLog::Create(layout.live(), /*epoch=*/1, options));
-    ASSIGN_OR_RETURN(HeadRecord head, BuildLedger(log.get(), target, o_.seed, watchdog_));
-    events_ = head.head.seq;
-    ASSIGN_OR_RETURN(BlockMakerPtr maker, BlockMaker::Create(*btrfs_, root, *log));
-    ASSIGN_OR_RETURN(std::optional<BlockInfo> block, maker->Cut());
-    if (!block) return absl::InternalError("no block was cut");
-    ASSIGN_OR_RETURN(blocks_, maker->ListBlocks());
-  }
-  block_path_ = layout.block(blocks_.back());
-  {
-    CountingSink counter;  // the stream's size; also reads the block once (page cache)
-    RETURN_IF_ERROR(btrfs_->Send(block_path_, std::nullopt, counter));
-    stream_bytes_ = counter.bytes();
-  }
-  fmt::print("block {}: {} events; full send stream {:.1f} MB\n", blocks_.back().name, events_,
-             stream_bytes_ / 1e6);
+  ASSIGN_OR_RETURN(OneBlockLedger ledger,
+                   BuildOneBlockLedger(*btrfs_, root, target, o_.seed,
+                                       [this] { return watchdog_.status(); }));
+  blocks_ = std::move(ledger.blocks);
+  block_path_ = std::move(ledger.block_path);
+  events_ = ledger.events;
+  stream_bytes_ = ledger.stream_bytes;
 
   // The sshd: the primary's key forced to the real receive command; a second key without a
   // forced command for the OpenSSH baseline.
@@ -714,12 +606,7 @@ absl::Status Bench::Run() {
   if (sshd_pid_ <= 0) return absl::InternalError("the test sshd wrote no pid file");
   watchdog_.SetSshdPid(sshd_pid_);
   ASSIGN_OR_RETURN(openssh_.key, sshd_->NewKey("baseline_key"));
-  ASSIGN_OR_RETURN(std::string baseline_pub, ReadFileToString(openssh_.key + ".pub"));
-  {
-    std::ofstream keys(sshd_->dir() + "/authorized_keys", std::ios::app);
-    keys << absl::StripTrailingAsciiWhitespace(baseline_pub) << "\n";
-    if (!keys) return absl::InternalError("cannot add the baseline key to authorized_keys");
-  }
+  RETURN_IF_ERROR(AppendAuthorizedKey(sshd_->dir() + "/authorized_keys", openssh_.key + ".pub"));
   SshEndpoint endpoint = sshd_->Endpoint();
   endpoint.ciphers = o_.cipher;
   openssh_.port = sshd_->port();
@@ -865,29 +752,25 @@ absl::Status Bench::Report(const std::vector<Transfer>& ours, const std::vector<
       wire > 0 ? static_cast<double>(bytes) / wire : 0.0,
       med(zstd, [](const Transfer& t) { return t.write_seconds; }));
   fmt::print("\nratios, snapledger MB/s / OpenSSH MB/s (paired within each run, median)\n");
-  fmt::print("  {:<74} {:>6.2f}x\n",
-             "total (incl. the replica's full verification) vs OpenSSH transfer alone",
-             paired(total, openssh));
-  fmt::print("  {:<74} {:>6.2f}x\n", "total vs OpenSSH transfer + VerifyLedgerDir",
-             paired(total, openssh_verify));
-  fmt::print("  {:<74} {:>6.2f}x\n",
-             "total vs OpenSSH transfer + VerifyLedgerDir + syncfs (like for like)",
-             paired(total, openssh_all));
-  fmt::print("  {:<74} {:>6.2f}x\n", "stream phase (transfer only) vs OpenSSH transfer",
-             paired(stream, openssh));
+  auto ratio = [](const std::string& name, double v) {
+    fmt::print("  {:<74} {:>6.2f}x\n", name, v);
+  };
+  ratio("total (incl. the replica's full verification) vs OpenSSH transfer alone",
+        paired(total, openssh));
+  ratio("total vs OpenSSH transfer + VerifyLedgerDir", paired(total, openssh_verify));
+  ratio("total vs OpenSSH transfer + VerifyLedgerDir + syncfs (like for like)",
+        paired(total, openssh_all));
+  ratio("stream phase (transfer only) vs OpenSSH transfer", paired(stream, openssh));
   auto paired_zstd = [&](auto mine, auto base) {
     std::vector<double> v;
     for (size_t i = 0; i < zstd.size() && i < theirs.size(); ++i)
       v.push_back(base(theirs[i]) / mine(zstd[i]));
     return Median(v);
   };
-  fmt::print("  {:<74} {:>6.2f}x\n", "zstd total vs OpenSSH transfer alone (uncompressed)",
-             paired_zstd(total, openssh));
-  fmt::print("  {:<74} {:>6.2f}x\n",
-             "zstd total vs OpenSSH transfer + VerifyLedgerDir + syncfs (like for like)",
-             paired_zstd(total, openssh_all));
-  fmt::print("  {:<74} {:>6.2f}x\n", "zstd stream phase vs OpenSSH transfer (uncompressed)",
-             paired_zstd(stream, openssh));
+  ratio("zstd total vs OpenSSH transfer alone (uncompressed)", paired_zstd(total, openssh));
+  ratio("zstd total vs OpenSSH transfer + VerifyLedgerDir + syncfs (like for like)",
+        paired_zstd(total, openssh_all));
+  ratio("zstd stream phase vs OpenSSH transfer (uncompressed)", paired_zstd(stream, openssh));
   fmt::print("load average at the end: {}\n", LoadAverage());
   return absl::OkStatus();
 }
@@ -899,34 +782,26 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Bootstrap replication throughput: BlockShipper over libssh vs btrfs send | ssh | "
       "btrfs receive over an OpenSSH ControlMaster, same data, same sshd, same cipher"};
+  using snapledger::bench::AddOption;
   snapledger::bench::Options o;
-  app.add_option("--size-mb", o.size_mb, "minimum ledger size to build, in MB (10^6 bytes)")
-      ->capture_default_str()
+  AddOption(app, "--size-mb", o.size_mb, "minimum ledger size to build, in MB (10^6 bytes)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--runs", o.runs, "timed transfers of each kind; medians are reported")
-      ->capture_default_str()
+  AddOption(app, "--runs", o.runs, "timed transfers of each kind; medians are reported")
       ->check(CLI::PositiveNumber);
-  app.add_option("--cipher", o.cipher, "cipher for both (libssh and OpenSSH)")
-      ->capture_default_str();
-  app.add_option("--replica-bin", o.replica_bin, "the snapledger-replica binary")
-      ->capture_default_str();
-  app.add_option("--zstd-level", o.zstd_level, "zstd level of the compressed snapledger case")
-      ->capture_default_str();
-  app.add_option("--zstd-workers", o.zstd_workers,
-                 "zstd worker threads (ZSTD_c_nbWorkers; 0: compress on the shipping thread)")
-      ->capture_default_str()
+  AddOption(app, "--cipher", o.cipher, "cipher for both (libssh and OpenSSH)");
+  AddOption(app, "--replica-bin", o.replica_bin, "the snapledger-replica binary");
+  AddOption(app, "--zstd-level", o.zstd_level, "zstd level of the compressed snapledger case");
+  AddOption(app, "--zstd-workers", o.zstd_workers,
+            "zstd worker threads (ZSTD_c_nbWorkers; 0: compress on the shipping thread)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--max-transfer-seconds", o.max_transfer_seconds,
-                 "a transfer running longer is stopped and the benchmark fails")
-      ->capture_default_str();
-  app.add_option("--timeout-seconds", o.timeout_seconds, "bound on the whole benchmark")
-      ->capture_default_str();
-  app.add_option("--seed", o.seed, "event generator seed")->capture_default_str();
+  AddOption(app, "--max-transfer-seconds", o.max_transfer_seconds,
+            "a transfer running longer is stopped and the benchmark fails");
+  AddOption(app, "--timeout-seconds", o.timeout_seconds, "bound on the whole benchmark");
+  AddOption(app, "--seed", o.seed, "event generator seed");
   CLI11_PARSE(app, argc, argv);
 
   // Before any thread starts: the watchdog takes these signals with sigtimedwait.
-  sigset_t stop = snapledger::bench::StopSignals();
-  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  snapledger::bench::BlockStopSignals();
   absl::Status st;
   {
     snapledger::bench::Watchdog watchdog(o.timeout_seconds);

@@ -234,9 +234,10 @@ TEST_F(ReplicationClusterTest, StoppedReplicaCatchesUpWithDeltas) {
   for (size_t i = journal_before; i < journal.size(); ++i) {
     if (!journal[i].value("ok", false) || journal[i].value("already_held", false)) continue;
     ASSERT_TRUE(journal[i].contains("parent")) << "a full send: " << journal[i].dump();
-    if (deltas++ == 0)
+    if (deltas++ == 0) {
       EXPECT_TRUE(held_before.contains(journal[i].value("parent", "")))
           << "the first transfer back was not a delta from a block r2 held: " << journal[i].dump();
+    }
   }
   EXPECT_GE(deltas, 1u);
   // `btrfs send` bytes as the primary counted them (the journal's log_bytes is the log's

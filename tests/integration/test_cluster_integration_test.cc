@@ -232,10 +232,12 @@ TEST(TestCluster, LinkDownCutsAHostOffUntilLinkUp) {
   auto status = cluster->Status();
   ASSERT_TRUE(status.ok()) << status.status();
   EXPECT_THAT(*status, HasSubstr("host name=r1 "));
-  for (const std::string& line : std::vector<std::string>(absl::StrSplit(*status, '\n')))
-    if (absl::StartsWith(line, "host "))
+  for (const std::string& line : std::vector<std::string>(absl::StrSplit(*status, '\n'))) {
+    if (absl::StartsWith(line, "host ")) {
       EXPECT_THAT(line,
                   HasSubstr(absl::StartsWith(line, "host name=r1 ") ? " link=down " : " link=up "));
+    }
+  }
   ASSERT_TRUE(cluster->LinkUp("r1").ok());
   EXPECT_TRUE(Accepts(r1, 22, 5000));
 }

@@ -4,24 +4,6 @@
 
 namespace snapledger {
 
-void ToProtoHead(const HeadRecord& head, v1::Head* out) {
-  out->set_seq(head.head.seq);
-  out->set_hash(head.head.hash);
-  out->set_epoch(head.epoch);
-  out->set_ts_micros(head.head.ts);
-  out->set_log_bytes(head.log_bytes);
-}
-
-HeadRecord FromProtoHead(const v1::Head& head) {
-  HeadRecord out;
-  out.head.seq = head.seq();
-  out.head.hash = head.hash();
-  out.head.ts = head.ts_micros();
-  out.epoch = head.epoch();
-  out.log_bytes = head.log_bytes();
-  return out;
-}
-
 v1::ReplicaState ToProtoState(ReplicaHealth health) {
   switch (health) {
     case ReplicaHealth::kInSync:

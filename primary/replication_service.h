@@ -20,10 +20,6 @@ struct PrimaryPosition {
   std::vector<BlockInfo> blocks;
 };
 
-// Fills a v1::Head from a head record, and back.
-void ToProtoHead(const HeadRecord& head, v1::Head* out);
-HeadRecord FromProtoHead(const v1::Head& head);
-
 // Thread-safe. `state` and `clock` are borrowed and must outlive the service; `position` is
 // called from gRPC threads and must be thread-safe.
 class ReplicationService final : public v1::Replication::Service {

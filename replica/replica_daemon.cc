@@ -245,14 +245,7 @@ void ReplicaDaemon::Impl::Report(const std::vector<BlockInfo>& blocks) {
   v1::ReplicaProgress progress;
   progress.set_replica_id(config_.node_id);
   for (const BlockInfo& b : blocks) progress.add_verified_blocks(b.name);
-  if (head_) {
-    v1::Head* h = progress.mutable_head();
-    h->set_seq(head_->head.seq);
-    h->set_hash(head_->head.hash);
-    h->set_epoch(head_->epoch);
-    h->set_ts_micros(head_->head.ts);
-    h->set_log_bytes(head_->log_bytes);
-  }
+  if (head_) ToProtoHead(*head_, progress.mutable_head());
   progress.set_last_error(last_error_);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() +

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/event_query.h"
+#include "common/head_file.h"
 #include "snapledger/v1/snapledger.grpc.pb.h"
 
 namespace snapledger {
@@ -35,6 +36,10 @@ class QueryService final : public v1::Query::Service {
 
 // Maps an absl::Status to a grpc::Status with the same code and message.
 grpc::Status ToGrpcStatus(const absl::Status& status);
+
+// Fills a v1::Head from a head record, and back (Head is the proto of a HeadRecord).
+void ToProtoHead(const HeadRecord& head, v1::Head* out);
+HeadRecord FromProtoHead(const v1::Head& head);
 
 // Fills `event` from a stored line; false if the line does not parse (it came from the log, so
 // that means the log changed under us).

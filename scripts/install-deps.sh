@@ -10,7 +10,7 @@ packages=(
   libssl-dev libssh-dev libboost-dev libboost-system-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc libgrpc-dev
   prometheus-cpp-dev libcli11-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libzstd-dev
-  libbtrfsutil-dev liblmdb-dev nlohmann-json3-dev
+  libbtrfsutil-dev liblmdb-dev nlohmann-json3-dev libfaiss-dev libhnswlib-dev
   libgtest-dev libgmock-dev
   # runtime tools used by the ledger, the demo and the tests
   btrfs-progs util-linux iproute2 openssh-server openssh-client jq coreutils procps

@@ -73,6 +73,29 @@ Counter& BlocksPruned(Registry& r) {
   return CounterFamily(r, "snapledger_blocks_pruned_total", "Blocks deleted by retention.").Add({});
 }
 
+}  // namespace
+
+VectorIndexMetrics RegisterVectorIndexMetrics(Registry& r) {
+  return VectorIndexMetrics{
+      GaugeFamily(r, "snapledger_vector_index_lag_events",
+                  "Events in the ledger that the vector index does not cover yet.")
+          .Add({}),
+      GaugeFamily(r, "snapledger_vector_index_indexed_seq",
+                  "Last seq the vector index covers (the one similarity queries use).")
+          .Add({}),
+      GaugeFamily(r, "snapledger_vector_index_available",
+                  "1 while similarity queries can be answered, 0 while the index is missing.")
+          .Add({}),
+      CounterFamily(r, "snapledger_vector_index_rebuilds_total",
+                    "Vector index rebuilds completed, automatic or requested.")
+          .Add({}),
+      CounterFamily(r, "snapledger_vector_index_failures_total",
+                    "Vector index catch-up or rebuild steps that failed.")
+          .Add({})};
+}
+
+namespace {
+
 // Parses "host:port" into civetweb's listening_ports syntax, or says what is wrong.
 absl::StatusOr<std::string> CivetListenAddress(const std::string& listen) {
   auto bad = [&](const char* why) {
@@ -159,6 +182,7 @@ PrimaryMetrics::PrimaryMetrics(Registry& r, std::string_view version)
       head_seq_(HeadSeq(r)),
       blocks_(BlocksHeld(r)),
       blocks_pruned_(BlocksPruned(r)),
+      vector_index_(RegisterVectorIndexMetrics(r)),
       wire_bytes_family_(CounterFamily(r, "snapledger_replication_sent_bytes_total",
                                        "Bytes sent to the replica on the wire (compressed).")),
       stream_bytes_family_(
@@ -284,7 +308,8 @@ ReplicaMetrics::ReplicaMetrics(Registry& r, std::string_view version)
       lookup_index_lag_events_(
           GaugeFamily(r, "snapledger_lookup_index_lag_events",
                       "Events in the ledger that the lookup index does not cover yet.")
-              .Add({})) {
+              .Add({})),
+      vector_index_(RegisterVectorIndexMetrics(r)) {
   for (std::string_view reason : kReceiveFailureReasons)
     receive_failures_family_.Add({{"reason", std::string(reason)}});
   progress_reports("ok");

@@ -74,6 +74,16 @@ class MetricsServer {
 };
 using MetricsServerPtr = std::unique_ptr<MetricsServer>;
 
+// The derived vector index's series, the same on both daemons (each registers them once).
+struct VectorIndexMetrics {
+  prometheus::Gauge& lag_events;    // events in the log the vector index does not cover yet
+  prometheus::Gauge& indexed_seq;   // last seq in the index that answers similarity queries
+  prometheus::Gauge& available;     // 1 while similarity queries can be answered
+  prometheus::Counter& rebuilds;    // rebuilds completed (automatic or requested)
+  prometheus::Counter& failures;    // catch-up or rebuild steps that failed
+};
+VectorIndexMetrics RegisterVectorIndexMetrics(prometheus::Registry& registry);
+
 // The primary daemon's metrics, registered in `registry` on construction; `registry` must
 // outlive this object. Thread-safe: prometheus-cpp metrics are, and the per-replica map is
 // locked. References returned stay valid for the life of this object.
@@ -93,6 +103,7 @@ class PrimaryMetrics {
   prometheus::Gauge& head_seq() { return head_seq_; }
   prometheus::Gauge& blocks() { return blocks_; }
   prometheus::Counter& blocks_pruned() { return blocks_pruned_; }
+  VectorIndexMetrics& vector_index() { return vector_index_; }
 
   // One replica's series, all labelled replica="<id>".
   struct Replica {
@@ -135,6 +146,7 @@ class PrimaryMetrics {
   prometheus::Gauge& head_seq_;
   prometheus::Gauge& blocks_;
   prometheus::Counter& blocks_pruned_;
+  VectorIndexMetrics vector_index_;
 
   prometheus::Family<prometheus::Counter>& wire_bytes_family_;
   prometheus::Family<prometheus::Counter>& stream_bytes_family_;
@@ -178,6 +190,7 @@ class ReplicaMetrics {
   // snapledger_progress_reports_total{result}; "ok" and "error" exist from construction.
   prometheus::Counter& progress_reports(std::string_view result);
   prometheus::Gauge& lookup_index_lag_events() { return lookup_index_lag_events_; }
+  VectorIndexMetrics& vector_index() { return vector_index_; }
 
  private:
   prometheus::Counter& blocks_received_;
@@ -192,6 +205,7 @@ class ReplicaMetrics {
   prometheus::Counter& blocks_pruned_;
   prometheus::Family<prometheus::Counter>& progress_reports_family_;
   prometheus::Gauge& lookup_index_lag_events_;
+  VectorIndexMetrics vector_index_;
 };
 
 }  // namespace snapledger

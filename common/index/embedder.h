@@ -38,6 +38,8 @@ class Embedder {
   virtual absl::Status EmbedEvents(absl::Span<const std::string_view> bodies,
                                    std::vector<float>* out) = 0;
   virtual absl::Status EmbedText(std::string_view text, std::vector<float>* out) = 0;
+  // How many threads may call EmbedEvents on this embedder at once (1: not thread-safe).
+  virtual int MaxConcurrency() const { return 1; }
 };
 using EmbedderPtr = std::unique_ptr<Embedder>;
 

@@ -18,6 +18,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -58,6 +59,15 @@ struct SearchFilter {
   }
 };
 
+// One event as the index receives it. The embedded index keeps only seq; Qdrant stores ts,
+// hash and body as the point's payload. The views must stay valid for the call.
+struct IndexedEvent {
+  uint64_t seq = 0;
+  int64_t ts = 0;
+  std::string_view hash;  // 64 hex
+  std::string_view body;  // canonical JSON object
+};
+
 struct VectorHit {
   uint64_t seq = 0;
   float score = 0;  // inner product of unit vectors: cosine similarity, higher is closer
@@ -69,9 +79,10 @@ class VectorIndex {
   virtual IndexIdentity Identity() const = 0;
   // The highest seq added (0 when empty); seqs 1..LastSeq() are all present.
   virtual uint64_t LastSeq() const = 0;
-  // Adds points seqs[i] with vectors[i*dim .. (i+1)*dim). seqs must be consecutive, starting
-  // at LastSeq()+1; otherwise InvalidArgument and nothing is added.
-  virtual absl::Status Add(absl::Span<const uint64_t> seqs, absl::Span<const float> vectors) = 0;
+  // Adds points events[i] with vectors[i*dim .. (i+1)*dim). Their seqs must be consecutive,
+  // starting at LastSeq()+1; otherwise InvalidArgument and nothing is added.
+  virtual absl::Status Add(absl::Span<const IndexedEvent> events,
+                           absl::Span<const float> vectors) = 0;
   // Up to k hits passing `filter`, best first (ties by ascending seq). `query` has dim floats.
   virtual absl::StatusOr<std::vector<VectorHit>> Search(absl::Span<const float> query, size_t k,
                                                         const SearchFilter& filter) const = 0;
@@ -96,6 +107,11 @@ class VectorStore {
   virtual absl::Status Publish(VectorIndex& staged) = 0;
   // Removes the published index and anything staged (e.g. to force a rebuild).
   virtual absl::Status Drop() = 0;
+  // Whether the index this store last opened or published is still the published one: OK if
+  // so, NotFound if it was removed behind the node's back (its files deleted, its alias
+  // dropped), FailedPrecondition if something else was published meanwhile. Cheap (a stat or
+  // one request); the updater calls it before each step.
+  virtual absl::Status CheckPublished() { return absl::OkStatus(); }
   // Human-readable location ("/var/lib/snapledger/index/vectors", "qdrant http://h:6333 alias events").
   virtual std::string Describe() const = 0;
 };

@@ -29,6 +29,7 @@
 #include "common/event_query.h"
 #include "common/fmt_absl.h"
 #include "common/head_file.h"
+#include "primary/cli_index.h"
 #include "primary/status_table.h"
 #include "snapledger/v1/snapledger.grpc.pb.h"
 
@@ -616,6 +617,8 @@ int RunCli(int argc, const char* const* argv, const CliEnv& env) {
                                        "print JSON instead of a table (with --primary)");
   status_json->needs(status_primary);
 
+  IndexCommands index_commands(app);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -644,6 +647,8 @@ int RunCli(int argc, const char* const* argv, const CliEnv& env) {
   if (blocks->parsed()) outcome = Blocks(g, env);
   if (status->parsed())
     outcome = status_primary->count() > 0 ? ClusterStatus(cluster_args, env) : Status(g, env);
+  const std::string live = g.root.empty() ? "" : LedgerLayout(g.root).live();
+  if (auto o = index_commands.Run(live, IndexRoot(g), env)) outcome = Failed(o->first, o->second);
   if (outcome.code != kExitOk) *env.err << "snapledger: " << outcome.message << "\n";
   spdlog::default_logger()->flush();
   return outcome.code;

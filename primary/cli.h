@@ -1,4 +1,5 @@
-// The `snapledger` command line: init, append, get, range, verify, snapshot, blocks, status.
+// The `snapledger` command line: init, append, get, range, verify, snapshot, blocks, status,
+// similar, rebuild-index (the last two in cli_index.h).
 // Side effects go through CliEnv so the commands are unit-tested with an in-memory btrfs.
 #pragma once
 
@@ -26,6 +27,7 @@ struct CliEnv {
   std::istream* in;
   std::ostream* out;
   std::ostream* err;
+  bool err_is_terminal = false;  // progress bars instead of progress lines on *err
 };
 
 // Parses argv and runs one command; returns the process exit code. Never throws.

@@ -85,6 +85,8 @@ absl::StatusOr<PrimaryConfig> LoadPrimaryConfig(const std::string& path) {
   RETURN_IF_ERROR(ReadSsh(std::move(ssh), &config.ssh));
   ASSIGN_OR_RETURN(YamlSection shipping, top.Section("shipping"));
   RETURN_IF_ERROR(ReadShipping(std::move(shipping), &config.shipping));
+  ASSIGN_OR_RETURN(YamlSection vector_index, top.Section("vector_index"));
+  RETURN_IF_ERROR(ReadVectorIndexConfig(std::move(vector_index), &config.vector_index));
   ASSIGN_OR_RETURN(std::vector<YamlSection> replicas, top.SectionList("replicas"));
   for (YamlSection& r : replicas) {
     ASSIGN_OR_RETURN(ReplicaTarget target, ReadReplica(std::move(r)));
@@ -108,6 +110,9 @@ absl::Status ValidatePrimaryConfig(const PrimaryConfig& config) {
       config.shipping.backoff_max < config.shipping.backoff_initial)
     return absl::InvalidArgumentError(
         "shipping: backoff_initial_ms must be > 0 and at most backoff_max_ms");
+  VectorIndexConfig vector_index = config.vector_index;
+  ApplyVectorIndexDefaults(config.ledger_root, &vector_index);
+  RETURN_IF_ERROR(ValidateVectorIndexConfig(vector_index));
   if (config.shipping.watchdog <= absl::ZeroDuration())
     return absl::InvalidArgumentError("shipping.watchdog_seconds: must be > 0");
   if (config.shipping.verdict_timeout <= absl::ZeroDuration())

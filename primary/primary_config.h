@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/block.h"
+#include "common/index/vector_index_config.h"
 #include "common/ssh_transport.h"
 #include "primary/block_shipper.h"
 #include "primary/replication_plan.h"
@@ -40,6 +41,7 @@ struct PrimaryConfig {
   ShippingConfig shipping;
   std::vector<ReplicaTarget> replicas;      // endpoint host/port/user per replica
   absl::Duration stall_after = absl::Seconds(30);
+  VectorIndexConfig vector_index;           // dir defaults to <ledger_root>/index/vectors
 };
 
 // Reads and validates `path`. InvalidArgument naming the file and key for a bad or unknown

@@ -18,7 +18,9 @@
 #include "common/metrics.h"
 #include "common/rpc/grpc_server.h"
 #include "common/rpc/ledger_service.h"
+#include "common/index/index_follower.h"
 #include "common/rpc/query_service.h"
+#include "common/rpc/similarity_service.h"
 #include "common/status_macros.h"
 #include "primary/block_shipper.h"
 #include "primary/replication_service.h"
@@ -115,6 +117,10 @@ class PrimaryDaemon::Impl {
   std::unique_ptr<LedgerService> ledger_service_;
   std::unique_ptr<ReplicationService> replication_service_;
   std::unique_ptr<QueryService> query_service_;
+  SimilarityIndexPtr similarity_;  // null when vector_index.enabled is false
+  std::unique_ptr<SimilarityService> similarity_service_;
+  std::unique_ptr<AdminService> admin_service_;
+  std::unique_ptr<IndexFollower> index_follower_;
   GrpcServerPtr server_;
   std::vector<std::unique_ptr<ReplicaLink>> links_;
   std::vector<std::thread> threads_;
@@ -166,9 +172,22 @@ absl::Status PrimaryDaemon::Impl::Init() {
   replication_service_ =
       std::make_unique<ReplicationService>(*state_, [this] { return Position(); }, clock_);
   query_service_ = std::make_unique<QueryService>(*query_);
+  if (config_.vector_index.enabled) {
+    VectorIndexConfig vector_index = config_.vector_index;
+    ApplyVectorIndexDefaults(config_.ledger_root, &vector_index);
+    ASSIGN_OR_RETURN(similarity_, MakeSimilarityIndex(vector_index, layout_.live()));
+  }
+  similarity_service_ = std::make_unique<SimilarityService>(
+      [q = std::shared_ptr<EventQuery>(query_.get(), [](EventQuery*) {})] { return q; },
+      similarity_.get());
+  admin_service_ = std::make_unique<AdminService>(similarity_.get());
   ASSIGN_OR_RETURN(server_, GrpcServer::Start(config_.grpc_listen,
                                               {ledger_service_.get(), replication_service_.get(),
-                                               query_service_.get()}));
+                                               query_service_.get(), similarity_service_.get(),
+                                               admin_service_.get()}));
+  if (similarity_)
+    index_follower_ = std::make_unique<IndexFollower>(*similarity_, &metrics_->vector_index(),
+                                                      config_.vector_index.follow_interval);
 
   for (const ReplicaTarget& target : config_.replicas) {
     auto link = std::make_unique<ReplicaLink>();
@@ -206,6 +225,8 @@ void PrimaryDaemon::Impl::StopOnce() {
   // Transfers in flight fail at once, and no new one starts while the server drains (up to
   // 2 s): shutdown never waits for a transfer or its watchdog.
   for (auto& link : links_) link->shipper->Abort();
+  if (index_follower_) index_follower_->Stop();  // also ends a requested rebuild in progress
+  if (similarity_) similarity_->Cancel();
   server_.reset();  // drains calls in progress: acknowledged appends stay acknowledged
   for (std::thread& t : threads_) t.join();
   threads_.clear();
@@ -295,8 +316,11 @@ void PrimaryDaemon::Impl::CutAndRetain() {
   if (before.size() + added > after.size())
     metrics_->blocks_pruned().Increment(static_cast<double>(before.size() + added - after.size()));
   if (added) {
-    absl::MutexLock lock(&mu_);
-    ++block_generation_;
+    {
+      absl::MutexLock lock(&mu_);
+      ++block_generation_;
+    }
+    if (index_follower_) index_follower_->Notify();  // the vector index follows every block
   }
 }
 

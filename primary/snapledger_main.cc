@@ -1,4 +1,6 @@
 // The `snapledger` command; see primary/cli.h and README.md.
+#include <unistd.h>
+
 #include <iostream>
 
 #include "common/btrfs.h"
@@ -9,6 +11,6 @@ int main(int argc, char** argv) {
   std::ios::sync_with_stdio(false);
   snapledger::BtrfsPtr btrfs = snapledger::Btrfs::Linux();
   snapledger::CliEnv env{btrfs.get(), snapledger::Clock::Real(), &std::cin, &std::cout,
-                         &std::cerr};
+                         &std::cerr, ::isatty(STDERR_FILENO) == 1};
   return snapledger::RunCli(argc, argv, env);
 }

@@ -24,6 +24,8 @@ absl::StatusOr<ReplicaConfig> LoadReplicaConfig(const std::string& path) {
   RETURN_IF_ERROR(retention.Get("keep_newest", &keep));
   config.keep_newest = keep;
   RETURN_IF_ERROR(retention.CheckNoUnknownKeys());
+  ASSIGN_OR_RETURN(YamlSection vector_index, top.Section("vector_index"));
+  RETURN_IF_ERROR(ReadVectorIndexConfig(std::move(vector_index), &config.vector_index));
   RETURN_IF_ERROR(top.CheckNoUnknownKeys());
   return config;
 }
@@ -34,6 +36,9 @@ absl::Status ValidateReplicaConfig(const ReplicaConfig& config) {
   if (config.ledger_root.empty())
     return absl::InvalidArgumentError("ledger_root: required (a directory on btrfs)");
   if (config.grpc_listen.empty()) return absl::InvalidArgumentError("grpc_listen: required");
+  VectorIndexConfig vector_index = config.vector_index;
+  ApplyVectorIndexDefaults(config.ledger_root, &vector_index);
+  RETURN_IF_ERROR(ValidateVectorIndexConfig(vector_index));
   if (config.keep_newest < 2)
     return absl::InvalidArgumentError(
         "retention.keep_newest: must be at least 2 (the newest block is the primary's next "

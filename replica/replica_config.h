@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/index/vector_index_config.h"
 
 namespace snapledger {
 
@@ -20,6 +21,7 @@ struct ReplicaConfig {
   absl::Duration poll_interval = absl::Milliseconds(50);    // how often new blocks are noticed
   absl::Duration report_interval = absl::Seconds(2);        // heartbeat when nothing changed
   absl::Duration report_timeout = absl::Seconds(2);
+  VectorIndexConfig vector_index;            // dir defaults to <ledger_root>/index/vectors
 };
 
 // Reads `path`; InvalidArgument naming the file and key for a bad or unknown setting.

@@ -22,7 +22,9 @@
 #include "common/head_file.h"
 #include "common/metrics.h"
 #include "common/rpc/grpc_server.h"
+#include "common/index/index_follower.h"
 #include "common/rpc/query_service.h"
+#include "common/rpc/similarity_service.h"
 #include "common/status_macros.h"
 #include "replica/receive_journal.h"
 #include "snapledger/v1/snapledger.grpc.pb.h"
@@ -62,6 +64,11 @@ class ReplicaDaemon::Impl {
   std::unique_ptr<ReplicaMetrics> metrics_;
   std::unique_ptr<MetricsServer> metrics_server_;
   std::unique_ptr<QueryService> query_service_;
+  SimilarityIndexPtr similarity_;  // null when vector_index.enabled is false
+  std::unique_ptr<SimilarityService> similarity_service_;
+  std::unique_ptr<AdminService> admin_service_;
+  // Started when the first verified block is served (watch thread; joined in StopOnce).
+  std::unique_ptr<IndexFollower> index_follower_;
   GrpcServerPtr server_;
   std::unique_ptr<v1::Replication::Stub> primary_;
   std::thread watcher_;
@@ -94,7 +101,18 @@ absl::Status ReplicaDaemon::Impl::Init() {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot create ", layout_.blocks(), ": ", ec.message()));
   query_service_ = std::make_unique<QueryService>([this] { return CurrentQuery(); });
-  ASSIGN_OR_RETURN(server_, GrpcServer::Start(config_.grpc_listen, {query_service_.get()}));
+  if (config_.vector_index.enabled) {
+    VectorIndexConfig vector_index = config_.vector_index;
+    ApplyVectorIndexDefaults(config_.ledger_root, &vector_index);
+    // Follows the newest verified block once there is one (FollowNewest).
+    ASSIGN_OR_RETURN(similarity_, MakeSimilarityIndex(vector_index, ""));
+  }
+  similarity_service_ =
+      std::make_unique<SimilarityService>([this] { return CurrentQuery(); }, similarity_.get());
+  admin_service_ = std::make_unique<AdminService>(similarity_.get());
+  ASSIGN_OR_RETURN(server_, GrpcServer::Start(config_.grpc_listen,
+                                              {query_service_.get(), similarity_service_.get(),
+                                               admin_service_.get()}));
   if (!config_.primary_grpc.empty())
     primary_ = v1::Replication::NewStub(
         grpc::CreateChannel(config_.primary_grpc, grpc::InsecureChannelCredentials()));
@@ -113,6 +131,8 @@ void ReplicaDaemon::Impl::StopOnce() {
     stopping_ = true;
   }
   if (watcher_.joinable()) watcher_.join();
+  if (index_follower_) index_follower_->Stop();  // also ends a requested rebuild in progress
+  if (similarity_) similarity_->Cancel();
   server_.reset();
   spdlog::info("replica {} stopped", config_.node_id);
 }
@@ -204,6 +224,14 @@ absl::Status ReplicaDaemon::Impl::FollowNewest(const std::vector<BlockInfo>& blo
   if (head->head.seq > 0) {
     if (absl::StatusOr<std::string> line = query->Get(head->head.seq); !line.ok())
       spdlog::warn("lookup index catch-up on {}: {}", newest.name, line.status());
+  }
+  if (similarity_) {
+    similarity_->SetLedgerDir(dir);
+    if (!index_follower_) {
+      index_follower_ = std::make_unique<IndexFollower>(
+          *similarity_, &metrics_->vector_index(), config_.vector_index.follow_interval);
+    }
+    index_follower_->Notify();  // the vector index follows every verified block
   }
   newest_ = newest;
   head_ = *head;

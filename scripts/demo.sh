@@ -3,7 +3,8 @@
 # loop-mounted btrfs filesystem, its own OpenSSH sshd and the real daemons
 # (scripts/cluster.sh). Appends Open vSwitch port-agent events through the primary's gRPC
 # API, shows `snapledger status` with both replicas in sync, proves the replicas hold
-# byte-identical, verified ledgers, and tears everything down.
+# byte-identical, verified ledgers, asks a replica for similar events from its own vector
+# index, and tears everything down.
 # Usage: sudo scripts/demo.sh [--events N] [--keep]
 #   --keep   leave the cluster running at the end (prints how to stop it)
 # The single-node walk through the CLI is scripts/demo-single-node.sh.
@@ -77,6 +78,14 @@ for host in primary r1 r2; do
   printf '%-8s %s\n' "$host" "$(sha256sum "$root/blocks/$newest/events.jsonl" | cut -c1-64)"
 done
 "$snapledger" --root "$dir/r1/mnt/ledger" verify --block "$newest"
+
+step "each node keeps its own vector index: similar events, asked of replica r2"
+r2=$(echo "$status" | sed -nE 's/^host name=r2 .*grpc=([^ ]+).*/\1/p')
+for i in $(seq 1 60); do
+  "$snapledger" similar --node "$r2" --text "port_vlan_changed br-int" -k 3 >/dev/null 2>&1 && break
+  sleep 0.5
+done
+"$snapledger" similar --node "$r2" --text "port_vlan_changed br-int" -k 3
 
 step "stop the daemons"
 for host in r2 r1 primary; do cluster stop "$host" --dir "$dir"; done

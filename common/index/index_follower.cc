@@ -1,5 +1,6 @@
 #include "common/index/index_follower.h"
 
+#include "common/fmt_absl.h"
 #include "spdlog/spdlog.h"
 
 namespace snapledger {

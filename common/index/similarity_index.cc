@@ -180,6 +180,10 @@ absl::Status SimilarityIndex::FollowLocked() {
   }
   if (have_index) {
     if (absl::Status published = store_->CheckPublished(); !published.ok()) {
+      // Only a removed or replaced index is dropped; a backend that is briefly unreachable
+      // (Qdrant down) keeps its index, and the step is retried.
+      if (!absl::IsNotFound(published) && !absl::IsFailedPrecondition(published))
+        return published;
       unusable = std::string(published.message());
       spdlog::warn("vector index {}: {}; dropping it", store_->Describe(), unusable);
       Publish(nullptr);

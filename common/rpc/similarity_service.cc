@@ -40,6 +40,12 @@ absl::StatusOr<SimilarQuestion> FromProto(const v1::SimilarRequest& request) {
   return q;
 }
 
+grpc::Status Disabled() {
+  return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                      "vector index not available: disabled in this node's configuration "
+                      "(vector_index.enabled: false)");
+}
+
 }  // namespace
 
 void ToProtoIndexStatus(const SimilarityIndexStatus& status, v1::VectorIndexStatus* out) {
@@ -54,12 +60,13 @@ void ToProtoIndexStatus(const SimilarityIndexStatus& status, v1::VectorIndexStat
 
 grpc::Status SimilarityService::Similar(grpc::ServerContext*, const v1::SimilarRequest* request,
                                         v1::SimilarResponse* response) {
+  if (index_ == nullptr) return Disabled();
   absl::StatusOr<SimilarQuestion> q = FromProto(*request);
   if (!q.ok()) return ToGrpcStatus(q.status());
   std::shared_ptr<EventQuery> events = events_();
   if (!events)
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "no verified ledger to answer from yet");
-  absl::StatusOr<SimilarAnswer> answer = FindSimilar(*events, index_, *q);
+  absl::StatusOr<SimilarAnswer> answer = FindSimilar(*events, *index_, *q);
   if (!answer.ok()) return ToGrpcStatus(answer.status());
   response->set_indexed_through(answer->indexed_through);
   for (const SimilarEvent& e : answer->events) {
@@ -73,6 +80,7 @@ grpc::Status SimilarityService::Similar(grpc::ServerContext*, const v1::SimilarR
 
 grpc::Status AdminService::RebuildIndex(grpc::ServerContext*, const v1::RebuildIndexRequest*,
                                         grpc::ServerWriter<v1::RebuildProgress>* writer) {
+  if (index_ == nullptr) return Disabled();
   absl::Time last_sent = absl::InfinitePast();
   auto send = [&](const RebuildProgressInfo& info, bool done) {
     v1::RebuildProgress p;
@@ -85,7 +93,7 @@ grpc::Status AdminService::RebuildIndex(grpc::ServerContext*, const v1::RebuildI
     writer->Write(p);  // a client that went away just stops getting progress
   };
   RebuildProgressInfo last;
-  absl::Status st = index_.Rebuild([&](const RebuildProgressInfo& info) {
+  absl::Status st = index_->Rebuild([&](const RebuildProgressInfo& info) {
     last = info;
     if (absl::Now() - last_sent < absl::Milliseconds(200)) return;
     last_sent = absl::Now();
@@ -98,7 +106,8 @@ grpc::Status AdminService::RebuildIndex(grpc::ServerContext*, const v1::RebuildI
 
 grpc::Status AdminService::IndexStatus(grpc::ServerContext*, const v1::IndexStatusRequest*,
                                        v1::VectorIndexStatus* response) {
-  ToProtoIndexStatus(index_.Status(), response);
+  if (index_ == nullptr) return Disabled();
+  ToProtoIndexStatus(index_->Status(), response);
   return grpc::Status::OK;
 }
 

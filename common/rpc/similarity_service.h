@@ -13,10 +13,11 @@
 namespace snapledger {
 
 // Thread-safe. `events` names the EventQuery to read events from for each call (null:
-// UNAVAILABLE); `index` is borrowed and must outlive the service.
+// UNAVAILABLE); `index` is borrowed and must outlive the service; null when the node runs
+// without a vector index (calls fail with FAILED_PRECONDITION saying so).
 class SimilarityService final : public v1::Similarity::Service {
  public:
-  SimilarityService(std::function<std::shared_ptr<EventQuery>()> events, SimilarityIndex& index)
+  SimilarityService(std::function<std::shared_ptr<EventQuery>()> events, SimilarityIndex* index)
       : events_(std::move(events)), index_(index) {}
 
   grpc::Status Similar(grpc::ServerContext* context, const v1::SimilarRequest* request,
@@ -24,14 +25,15 @@ class SimilarityService final : public v1::Similarity::Service {
 
  private:
   std::function<std::shared_ptr<EventQuery>()> events_;
-  SimilarityIndex& index_;
+  SimilarityIndex* index_;
 };
 
-// Thread-safe; `index` is borrowed and must outlive the service. A rebuild runs on the calling
+// Thread-safe; `index` is borrowed and must outlive the service (null: no vector index on
+// this node, calls fail with FAILED_PRECONDITION). A rebuild runs on the calling
 // gRPC thread; progress is streamed at most every 200 ms and once at the end.
 class AdminService final : public v1::Admin::Service {
  public:
-  explicit AdminService(SimilarityIndex& index) : index_(index) {}
+  explicit AdminService(SimilarityIndex* index) : index_(index) {}
 
   grpc::Status RebuildIndex(grpc::ServerContext* context, const v1::RebuildIndexRequest* request,
                             grpc::ServerWriter<v1::RebuildProgress>* writer) override;
@@ -39,7 +41,7 @@ class AdminService final : public v1::Admin::Service {
                            v1::VectorIndexStatus* response) override;
 
  private:
-  SimilarityIndex& index_;
+  SimilarityIndex* index_;
 };
 
 // Fills the proto form of a vector index status.

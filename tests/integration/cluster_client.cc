@@ -57,6 +57,23 @@ absl::StatusOr<uint64_t> PrimaryClient::Append(uint64_t count, const std::string
   return response.last_seq();
 }
 
+absl::StatusOr<uint64_t> PrimaryClient::AppendBodies(const std::vector<std::string>& bodies) {
+  grpc::ClientContext context;
+  context.set_deadline(Deadline(300));
+  v1::AppendBatchResponse response;
+  auto writer = ledger_->AppendStream(&context, &response);
+  v1::AppendRequest request;
+  for (const std::string& body : bodies) {
+    request.set_body_json(body);
+    if (!writer->Write(request)) break;
+  }
+  writer->WritesDone();
+  RETURN_IF_ERROR(FromGrpc(writer->Finish(), "AppendStream"));
+  if (response.count() != bodies.size())
+    return absl::InternalError(absl::StrCat("appended ", response.count(), " of ", bodies.size()));
+  return response.last_seq();
+}
+
 absl::StatusOr<v1::ClusterStatusResponse> PrimaryClient::Status() {
   grpc::ClientContext context;
   context.set_deadline(Deadline(5));

@@ -24,6 +24,8 @@ class PrimaryClient {
   // Appends `count` events {"test":<tag>,"i":<n>,...padding} over one AppendStream (bodies of
   // about 200 bytes, like real events). Returns the last seq.
   absl::StatusOr<uint64_t> Append(uint64_t count, const std::string& tag = "t");
+  // Appends `bodies` (JSON objects) over one AppendStream; returns the last seq.
+  absl::StatusOr<uint64_t> AppendBodies(const std::vector<std::string>& bodies);
   absl::StatusOr<v1::ClusterStatusResponse> Status();
 
  private:

@@ -728,7 +728,6 @@ absl::Status FaissVectorIndex::Apply(const Batch& batch) {
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("adding to the FAISS index failed: ", e.what()));
   }
-  seqs_.reserve(seqs_.size() + fresh_n);
   for (size_t i = 0; i < batch.entry_of.size(); ++i) {
     const uint32_t e = batch.entry_of[i];
     if (e == seqs_.size()) seqs_.emplace_back();
@@ -1429,6 +1428,10 @@ absl::StatusOr<VectorIndexPtr> FaissVectorStore::CreateStaged(const IndexIdentit
     return absl::InvalidArgumentError(
         absl::StrCat("CreateStaged: bad identity ", DescribeIdentity(identity)));
   }
+  // The directory may have been deleted behind the node's back (that is why it rebuilds).
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir_, ": ", ec.message()));
   RETURN_IF_ERROR(RemoveLeftovers());
   FilePaths paths{dir_, JoinPath(dir_, kVectorsBaseFile), JoinPath(dir_, kVectorsJournalFile)};
   return VectorIndexPtr(std::make_unique<FaissVectorIndex>(paths, identity, StructureOf(options_),

@@ -337,3 +337,49 @@ TEST_F(ClusterStatusTest, BadOptionsAreUsageErrors) {
 
 }  // namespace
 }  // namespace snapledger
+
+namespace snapledger {
+namespace {
+
+TEST_F(CliTest, SimilarBuildsTheVectorIndexOnFirstUseAndFindsTheClosestEvents) {
+  ASSERT_EQ(Run({"init"}).code, kExitOk);
+  ASSERT_EQ(Run({"append"}, Events(1, 40)).code, kExitOk);
+  auto marker = Run({"append", "--json",
+                     R"({"event":"bridge_deleted","bridge":"br-ex","host":"network-02"})"});
+  ASSERT_EQ(marker.code, kExitOk) << marker.err;
+
+  auto similar = Run({"similar", "--text", "bridge_deleted br-ex network-02", "-k", "3"});
+  ASSERT_EQ(similar.code, kExitOk) << similar.err;
+  std::vector<std::string> lines = absl::StrSplit(similar.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 3u) << similar.out;
+  EXPECT_NE(lines[0].find("\"seq\":41,"), std::string::npos) << lines[0];  // score TAB line
+  EXPECT_NE(lines[0].find('\t'), std::string::npos);
+
+  auto by_seq = Run({"similar", "--seq", "7", "-k", "2", "--field", "vlan=0"});
+  ASSERT_EQ(by_seq.code, kExitOk) << by_seq.err;
+  for (const std::string& line :
+       std::vector<std::string>(absl::StrSplit(by_seq.out, '\n', absl::SkipEmpty()))) {
+    EXPECT_NE(line.find("\"vlan\":0"), std::string::npos) << line;
+    EXPECT_EQ(line.find("\"seq\":7,"), std::string::npos) << line;  // not itself
+  }
+
+  auto rebuilt = Run({"rebuild-index"});
+  ASSERT_EQ(rebuilt.code, kExitOk) << rebuilt.err;
+  EXPECT_NE(rebuilt.out.find("through seq 41"), std::string::npos) << rebuilt.out;
+  EXPECT_NE(rebuilt.err.find("rebuild-index: 41/41 events (100%)"), std::string::npos)
+      << rebuilt.err;
+  EXPECT_EQ(Run({"similar", "--text", "bridge_deleted br-ex network-02", "-k", "3"}).out,
+            similar.out);
+}
+
+TEST_F(CliTest, SimilarNeedsExactlyOneThingToBeSimilarTo) {
+  ASSERT_EQ(Run({"init"}).code, kExitOk);
+  auto none = Run({"similar"});
+  EXPECT_EQ(none.code, kExitUsage);
+  EXPECT_NE(none.err.find("exactly one of --text, --like-json or --seq"), std::string::npos)
+      << none.err;
+  EXPECT_EQ(Run({"similar", "--text", "a", "--seq", "3"}).code, kExitUsage);
+}
+
+}  // namespace
+}  // namespace snapledger

@@ -202,8 +202,11 @@ TEST_F(VectorIndexClusterTest, ReplicaIndexFollowsVerifiedBlocks) {
   ASSERT_GT(head, 0u);
   ExpectIndexed("r1", head, absl::Seconds(90));
   ExpectIndexed("primary", head, absl::Seconds(30));
+  // The metrics are published when the follower's step ends, just after the status moves.
+  EXPECT_TRUE(WaitFor([&] {
+    return Metric("r1", "snapledger_vector_index_indexed_seq") == static_cast<double>(head);
+  }, absl::Seconds(10)));
   EXPECT_EQ(Metric("r1", "snapledger_vector_index_lag_events"), 0);
-  EXPECT_EQ(Metric("r1", "snapledger_vector_index_indexed_seq"), static_cast<double>(head));
   EXPECT_EQ(Metric("r1", "snapledger_vector_index_available"), 1);
   // The replica's index was built from nothing once, then followed block after block.
   EXPECT_EQ(Metric("r1", "snapledger_vector_index_rebuilds_total"), 1);

@@ -1,28 +1,19 @@
 #include "common/index/http_embedder.h"
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <chrono>
 #include <cmath>
 #include <nlohmann/json.hpp>
-#include <optional>
+#include <variant>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/index/http_client.h"
 #include "common/status_macros.h"
 
 namespace snapledger {
 namespace {
 
-namespace beast = boost::beast;
-namespace http = beast::http;
-namespace net = boost::asio;
-using tcp = net::ip::tcp;
 using Json = nlohmann::json;
 
 constexpr std::string_view kDefaultPath = "/v1/embeddings";
@@ -77,126 +68,39 @@ void Normalize(float* v, int dimension) {
 
 }  // namespace
 
-// One keep-alive HTTP/1.1 connection. Beast's tcp_stream enforces its deadline only on
-// asynchronous operations, so each call starts one and runs a private io_context until it
-// completes: synchronous for the caller, with timeouts that work.
-class HttpEmbedder::Connection {
+// The shared keep-alive connection; the class exists so that the header need not name it.
+class HttpEmbedder::Connection : public HttpConnection {
  public:
-  struct Response {
-    unsigned status;
-    std::string body;
-  };
-
-  Connection(const Target& target, std::string endpoint)
-      : target_(target), endpoint_(std::move(endpoint)), resolver_(ioc_) {}
-
-  // Sends `request` and reads the whole response before `timeout` elapses, connecting first
-  // when there is no open connection. Errors: Unavailable (cannot connect, connection lost),
-  // DeadlineExceeded (timeout), Internal (unparseable HTTP). The connection stays open only
-  // after a successful keep-alive exchange.
-  absl::StatusOr<Response> RoundTrip(http::request<http::string_body>& request,
-                                     absl::Duration timeout, size_t body_limit) {
-    timeout_ = timeout;
-    if (stream_) stream_->expires_after(ToChrono(timeout));
-    absl::StatusOr<Response> response = TryOnce(request, body_limit);
-    // A server may close an idle keep-alive connection at any time; that is not a failed
-    // attempt, so try once more on a fresh connection (with a fresh timeout).
-    if (!response.ok() && stale_) response = TryOnce(request, body_limit);
-    return response;
-  }
-
-  void Close() {
-    buffer_.consume(buffer_.size());  // unread bytes belong to the old connection
-    if (!stream_) return;
-    beast::error_code ignored;
-    stream_->socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.reset();
-  }
-
- private:
-  static std::chrono::steady_clock::duration ToChrono(absl::Duration d) {
-    return absl::ToChronoNanoseconds(d);
-  }
-
-  absl::StatusOr<Response> TryOnce(http::request<http::string_body>& request, size_t limit) {
-    stale_ = false;
-    if (!stream_) RETURN_IF_ERROR(Connect());
-    bool fresh = !served_before_;
-    served_before_ = true;
-    beast::error_code ec =
-        Run([&](auto handler) { http::async_write(*stream_, request, handler); });
-    if (ec) return Fail(ec, "sending the request", fresh, /*got_bytes=*/false);
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(limit);
-    ec = Run([&](auto handler) { http::async_read(*stream_, buffer_, parser, handler); });
-    if (ec) return Fail(ec, "reading the response", fresh, parser.got_some());
-    http::response<http::string_body> res = parser.release();
-    if (!res.keep_alive()) Close();
-    return Response{res.result_int(), std::move(res.body())};
-  }
-
-  absl::Status Connect() {
-    served_before_ = false;
-    beast::error_code ec;
-    tcp::resolver::results_type addresses = resolver_.resolve(target_.host, target_.port, ec);
-    if (ec) {
-      return absl::UnavailableError(
-          absl::StrCat("embedding endpoint ", endpoint_, ": cannot resolve host: ", ec.message()));
-    }
-    stream_.emplace(ioc_);
-    stream_->expires_after(ToChrono(timeout_));
-    ec = Run([&](auto handler) {
-      stream_->async_connect(
-          addresses, [handler](beast::error_code e, const tcp::endpoint&) { handler(e, 0); });
-    });
-    if (ec) {
-      stream_.reset();
-      return Fail(ec, "connecting", /*fresh=*/true, /*got_bytes=*/false).status();
-    }
-    return absl::OkStatus();
-  }
-
-  // Starts one asynchronous operation and runs the io_context until it (and the stream's
-  // timer) are done.
-  template <typename Start>
-  beast::error_code Run(Start start) {
-    beast::error_code result = net::error::would_block;
-    start([&result](beast::error_code ec, std::size_t) { result = ec; });
-    ioc_.restart();
-    ioc_.run();
-    return result;
-  }
-
-  absl::StatusOr<Response> Fail(beast::error_code ec, std::string_view doing, bool fresh,
-                                bool got_bytes) {
-    Close();
-    std::string prefix = absl::StrCat("embedding endpoint ", endpoint_, ": ");
-    if (ec == beast::error::timeout) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          prefix, "no response within ", absl::FormatDuration(timeout_), " (", Av(doing), ")"));
-    }
-    if (ec == net::error::connection_refused)
-      return absl::UnavailableError(absl::StrCat(prefix, "connection refused"));
-    // Nothing came back on a connection that had served requests before: it was closed
-    // while idle.
-    stale_ = !fresh && !got_bytes;
-    if (ec.category() == http::make_error_code(http::error::end_of_stream).category() &&
-        ec != http::error::end_of_stream && ec != http::error::partial_message) {
-      return absl::InternalError(absl::StrCat(prefix, "malformed HTTP response: ", ec.message()));
-    }
-    return absl::UnavailableError(absl::StrCat(prefix, Av(doing), ": ", ec.message()));
-  }
-
-  const Target& target_;
-  const std::string endpoint_;
-  net::io_context ioc_;
-  tcp::resolver resolver_;
-  std::optional<beast::tcp_stream> stream_;
-  beast::flat_buffer buffer_;
-  absl::Duration timeout_;
-  bool served_before_ = false;  // a request has been sent on the open connection before
-  bool stale_ = false;          // the last failure looks like a closed idle connection
+  using HttpConnection::HttpConnection;
 };
+
+namespace {
+
+// The status for a round trip that got no response.
+absl::Status FailureStatus(const HttpFailure& failure, const std::string& endpoint,
+                           absl::Duration timeout) {
+  std::string prefix = absl::StrCat("embedding endpoint ", endpoint, ": ");
+  if (failure.stage == HttpFailure::Stage::kResolve)
+    return absl::UnavailableError(absl::StrCat(prefix, "cannot resolve host: ", failure.detail));
+  std::string_view doing = failure.stage == HttpFailure::Stage::kConnect ? "connecting"
+                           : failure.stage == HttpFailure::Stage::kSend  ? "sending the request"
+                                                                         : "reading the response";
+  switch (failure.kind) {
+    case HttpFailure::Kind::kTimeout:
+      return absl::DeadlineExceededError(absl::StrCat(
+          prefix, "no response within ", absl::FormatDuration(timeout), " (", Av(doing), ")"));
+    case HttpFailure::Kind::kRefused:
+      return absl::UnavailableError(absl::StrCat(prefix, "connection refused"));
+    case HttpFailure::Kind::kMalformed:
+      return absl::InternalError(
+          absl::StrCat(prefix, "malformed HTTP response: ", failure.detail));
+    case HttpFailure::Kind::kOther:
+      break;
+  }
+  return absl::UnavailableError(absl::StrCat(prefix, Av(doing), ": ", failure.detail));
+}
+
+}  // namespace
 
 namespace {
 
@@ -273,7 +177,7 @@ HttpEmbedder::HttpEmbedder(HttpEmbedderOptions options, Target target)
     : options_(std::move(options)),
       target_(std::move(target)),
       endpoint_(absl::StrCat("http://", Authority(target_), target_.path)),
-      connection_(std::make_unique<Connection>(target_, endpoint_)) {}
+      connection_(std::make_unique<Connection>(target_.host, target_.port)) {}
 
 HttpEmbedder::~HttpEmbedder() = default;
 
@@ -353,19 +257,14 @@ absl::Status HttpEmbedder::EmbedBatch(absl::Span<const std::string_view> texts, 
   Json input = Json::array();
   for (std::string_view t : texts) input.push_back(std::string(t));
   Json request_json = {{"model", options_.model}, {"input", std::move(input)}};
-  http::request<http::string_body> request{http::verb::post, target_.path, 11};
-  request.set(http::field::host, Authority(target_));
-  request.set(http::field::user_agent, "snapledger");
-  request.set(http::field::content_type, "application/json");
-  request.set(http::field::accept, "application/json");
+  HttpRequest request{"POST", target_.path, {}, "", 0};
+  request.headers = {{"Content-Type", "application/json"}, {"Accept", "application/json"}};
   if (!options_.api_key.empty())
-    request.set(http::field::authorization, "Bearer " + options_.api_key);
-  request.keep_alive(true);
+    request.headers.emplace_back("Authorization", "Bearer " + options_.api_key);
   // Invalid UTF-8 in query text is sent as U+FFFD rather than failing the query.
-  request.body() = request_json.dump(-1, ' ', false, Json::error_handler_t::replace);
-  request.prepare_payload();
+  request.body = request_json.dump(-1, ' ', false, Json::error_handler_t::replace);
   // Room for `dimension` numbers of up to ~32 characters each per input, and some slack.
-  size_t body_limit = texts.size() * options_.dimension * 32 + (1 << 20);
+  request.body_limit = texts.size() * options_.dimension * 32 + (1 << 20);
 
   absl::Duration backoff = options_.initial_backoff;
   absl::Status last;
@@ -374,16 +273,16 @@ absl::Status HttpEmbedder::EmbedBatch(absl::Span<const std::string_view> texts, 
       options_.sleep(backoff);
       backoff *= 2;
     }
-    absl::StatusOr<Connection::Response> response =
-        connection_->RoundTrip(request, options_.timeout, body_limit);
-    if (response.ok() && response->status == 200)
-      return ParseEmbeddings(response->body, texts.size(), options_.dimension, endpoint_, out);
-    if (response.ok()) {
-      last = absl::Status(CodeForHttpStatus(response->status),
-                          absl::StrCat("embedding endpoint ", endpoint_, ": HTTP ",
-                                       response->status, ": ", ServerErrorMessage(response->body)));
+    HttpOutcome outcome = connection_->RoundTrip(request, options_.timeout);
+    if (const auto* failure = std::get_if<HttpFailure>(&outcome)) {
+      last = FailureStatus(*failure, endpoint_, options_.timeout);
     } else {
-      last = response.status();
+      const auto& response = std::get<HttpResponse>(outcome);
+      if (response.status == 200)
+        return ParseEmbeddings(response.body, texts.size(), options_.dimension, endpoint_, out);
+      last = absl::Status(CodeForHttpStatus(response.status),
+                          absl::StrCat("embedding endpoint ", endpoint_, ": HTTP ",
+                                       response.status, ": ", ServerErrorMessage(response.body)));
     }
     if (!Retryable(last)) return last;
   }

@@ -1,28 +1,21 @@
 #include "common/index/qdrant_client.h"
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <charconv>
 #include <cmath>
 #include <limits>
 #include <utility>
+#include <variant>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "common/index/http_client.h"
 #include "common/status_macros.h"
 
 namespace snapledger {
 
-namespace beast = boost::beast;
-namespace http = boost::beast::http;
-namespace net = boost::asio;
-using tcp = net::ip::tcp;
 using nlohmann::json;
 
 namespace {
@@ -46,13 +39,6 @@ bool SameOperation(const QdrantOperation& a, const QdrantOperation& b) {
 bool Idempotent(const QdrantOperation& op) {
   return !SameOperation(op, qdrant_op::kCreateCollection) &&
          !SameOperation(op, qdrant_op::kUpdateAliases);
-}
-
-http::verb Verb(std::string_view method) {
-  if (method == "GET") return http::verb::get;
-  if (method == "PUT") return http::verb::put;
-  if (method == "POST") return http::verb::post;
-  return http::verb::delete_;
 }
 
 // A float as the double with the fewest decimal digits that still reads back as the same
@@ -238,140 +224,39 @@ absl::StatusOr<json> QdrantRequests::Filter(const SearchFilter& filter) {
 
 namespace {
 
-// What one attempt at a request came to.
-struct Exchange {
-  bool answered = false;
-  int status = 0;
-  std::string reason;
-  std::string body;
-  // When not answered:
-  bool sent = false;       // the request may have reached the server
-  bool timed_out = false;  // the deadline passed
-  bool stale = false;      // a kept-alive connection turned out to be closed
-  std::string error;       // what went wrong
-};
-
 // The error an attempt that did not succeed came to.
-absl::Status AttemptError(const std::string& what, const Exchange& ex) {
-  if (ex.answered) {
+absl::Status AttemptError(const std::string& what, const std::string& authority,
+                          const HttpOutcome& outcome) {
+  if (const auto* res = std::get_if<HttpResponse>(&outcome)) {
     return absl::Status(
-        CodeForHttpStatus(ex.status),
-        absl::StrCat(what, ": ", ex.status, " ", ex.reason, ": ", ErrorText(ex.body)));
+        CodeForHttpStatus(res->status),
+        absl::StrCat(what, ": ", res->status, " ", res->reason, ": ", ErrorText(res->body)));
+  }
+  const auto& failure = std::get<HttpFailure>(outcome);
+  const bool timed_out = failure.kind == HttpFailure::Kind::kTimeout;
+  const absl::StatusCode code =
+      timed_out ? absl::StatusCode::kDeadlineExceeded : absl::StatusCode::kUnavailable;
+  if (!failure.request_sent()) {
+    return absl::Status(code, absl::StrCat(what, ": connect to ", authority, ": ",
+                                           timed_out ? "timed out" : failure.detail));
   }
   return absl::Status(
-      ex.timed_out ? absl::StatusCode::kDeadlineExceeded : absl::StatusCode::kUnavailable,
-      absl::StrCat(what, ": ", ex.error));
+      code, absl::StrCat(what, ": ", timed_out ? "no answer within the timeout" : failure.detail));
 }
 
 // Whether another attempt may help, and may be made (see the header).
-bool Retryable(const Exchange& ex, bool idempotent) {
-  if (ex.answered) return idempotent && (ex.status == 429 || ex.status >= 500);
-  return !ex.sent || idempotent;
+bool Retryable(const HttpOutcome& outcome, bool idempotent) {
+  if (const auto* res = std::get_if<HttpResponse>(&outcome))
+    return idempotent && (res->status == 429 || res->status >= 500);
+  return !std::get<HttpFailure>(outcome).request_sent() || idempotent;
 }
 
 }  // namespace
 
-// One TCP connection, kept alive between requests and replaced after any failure. Beast's
-// timeouts (tcp_stream::expires_after) apply to asynchronous operations only, so every step
-// is started asynchronously and the private io_context is run until it completes.
-class QdrantClient::Connection {
+// The shared keep-alive connection; the class exists so that the header need not name it.
+class QdrantClient::Connection : public HttpConnection {
  public:
-  Connection(const Endpoint& endpoint, absl::Duration timeout)
-      : endpoint_(endpoint),
-        timeout_(absl::ToChronoMilliseconds(timeout)),
-        host_header_(absl::StrContains(endpoint.host, ':')
-                         ? absl::StrCat("[", endpoint.host, "]:", endpoint.port)
-                         : absl::StrCat(endpoint.host, ":", endpoint.port)) {}
-
-  Exchange RoundTrip(http::verb verb, const std::string& target, const std::string* body,
-                     const std::string& api_key) {
-    Exchange ex;
-    const bool reused = connected_;
-    if (!connected_) {
-      if (beast::error_code ec = Connect(); ec) {
-        ex.timed_out = ec == beast::error::timeout;
-        ex.error = absl::StrCat("connect to ", host_header_, ": ",
-                                ex.timed_out ? "timed out" : ec.message());
-        return ex;
-      }
-    }
-    http::request<http::string_body> req{verb, target, 11};
-    req.set(http::field::host, host_header_);
-    req.set(http::field::user_agent, "snapledger");
-    if (!api_key.empty()) req.set("api-key", api_key);
-    if (body != nullptr) {
-      req.set(http::field::content_type, "application/json");
-      req.body() = *body;
-    }
-    req.keep_alive(true);
-    req.prepare_payload();
-
-    ex.sent = true;
-    stream_.expires_after(timeout_);  // one deadline for writing and reading
-    beast::error_code ec = Run([&](auto handler) { http::async_write(stream_, req, handler); });
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(kMaxAnswerBytes);
-    if (!ec) {
-      ec = Run([&](auto handler) { http::async_read(stream_, buffer_, parser, handler); });
-    }
-    if (ec) {
-      Close();
-      ex.timed_out = ec == beast::error::timeout;
-      ex.stale = reused && !parser.got_some() && !ex.timed_out;
-      ex.error = ex.timed_out ? "no answer within the timeout" : ec.message();
-      return ex;
-    }
-    http::response<http::string_body> res = parser.release();
-    if (!res.keep_alive()) Close();
-    ex.answered = true;
-    ex.status = res.result_int();
-    ex.reason = std::string(res.reason());
-    if (ex.reason.empty()) ex.reason = std::string(http::obsolete_reason(res.result()));
-    ex.body = std::move(res.body());
-    return ex;
-  }
-
- private:
-  // Runs one asynchronous operation to completion on the private io_context.
-  template <typename Start>
-  beast::error_code Run(Start&& start) {
-    beast::error_code result;
-    start([&result](beast::error_code ec, auto&&...) { result = ec; });
-    ioc_.restart();
-    ioc_.run();
-    return result;
-  }
-
-  beast::error_code Connect() {
-    beast::error_code ec;
-    tcp::resolver resolver(ioc_);
-    auto endpoints = resolver.resolve(endpoint_.host, endpoint_.port, ec);
-    if (ec) return ec;
-    stream_.expires_after(timeout_);
-    ec = Run([&](auto handler) { stream_.async_connect(endpoints, handler); });
-    if (!ec) {
-      connected_ = true;
-      beast::error_code ignored;
-      stream_.socket().set_option(tcp::no_delay(true), ignored);
-    }
-    return ec;
-  }
-
-  void Close() {
-    beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.close();
-    buffer_.clear();
-    connected_ = false;
-  }
-
-  const Endpoint endpoint_;
-  const std::chrono::milliseconds timeout_;
-  const std::string host_header_;
-  net::io_context ioc_;
-  beast::tcp_stream stream_{ioc_};
-  beast::flat_buffer buffer_;
-  bool connected_ = false;
+  using HttpConnection::HttpConnection;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -432,7 +317,7 @@ QdrantClient::QdrantClient(QdrantClientOptions options, Endpoint endpoint)
     : options_(std::move(options)),
       endpoint_(std::move(endpoint)),
       url_(options_.url),
-      connection_(std::make_unique<Connection>(endpoint_, options_.timeout)) {}
+      connection_(std::make_unique<Connection>(endpoint_.host, endpoint_.port)) {}
 
 QdrantClient::~QdrantClient() = default;
 
@@ -441,34 +326,35 @@ absl::StatusOr<json> QdrantClient::Call(const QdrantOperation& op, std::string_v
   const std::string target =
       absl::StrCat(endpoint_.prefix, PathOf(op, collection), std::string(query));
   // Invalid UTF-8 (only possible in strings the caller made up) is replaced, not thrown on.
-  const std::string body_text =
-      body != nullptr ? body->dump(-1, ' ', false, json::error_handler_t::replace) : "";
+  HttpRequest request{std::string(op.method), target, {}, "", kMaxAnswerBytes};
+  if (!options_.api_key.empty()) request.headers.emplace_back("api-key", options_.api_key);
+  if (body != nullptr) {
+    request.headers.emplace_back("Content-Type", "application/json");
+    // Invalid UTF-8 (only possible in strings the caller made up) is replaced, not thrown on.
+    request.body = body->dump(-1, ' ', false, json::error_handler_t::replace);
+  }
   const std::string what = What(op, collection);
 
   absl::MutexLock lock(&mu_);
   absl::Status last;
   absl::Duration backoff = options_.initial_backoff;
-  bool resent_on_stale = false;
   int attempt = 1;
   for (;; ++attempt) {
-    Exchange ex = connection_->RoundTrip(Verb(op.method), target,
-                                         body != nullptr ? &body_text : nullptr, options_.api_key);
-    if (ex.stale && !resent_on_stale) {  // not an attempt: the request never got anywhere
-      resent_on_stale = true;
-      --attempt;
-      continue;
-    }
-    if (ex.answered && ex.status >= 200 && ex.status <= 299) {
-      json answer = json::parse(ex.body, nullptr, /*allow_exceptions=*/false);
+    // Timeouts are whole milliseconds, as they always were for this client.
+    HttpOutcome outcome = connection_->RoundTrip(
+        request, absl::FromChrono(absl::ToChronoMilliseconds(options_.timeout)));
+    const auto* res = std::get_if<HttpResponse>(&outcome);
+    if (res != nullptr && res->status >= 200 && res->status <= 299) {
+      json answer = json::parse(res->body, nullptr, /*allow_exceptions=*/false);
       if (answer.is_discarded() || !answer.is_object() || !answer.contains("result")) {
         return absl::InternalError(
-            absl::StrCat(what, ": ", ex.status, " ", ex.reason,
-                         " but the answer is not Qdrant's JSON: ", Excerpt(ex.body)));
+            absl::StrCat(what, ": ", res->status, " ", res->reason,
+                         " but the answer is not Qdrant's JSON: ", Excerpt(res->body)));
       }
       return std::move(answer["result"]);
     }
-    last = AttemptError(what, ex);
-    if (!Retryable(ex, Idempotent(op)) || attempt >= options_.max_attempts) break;
+    last = AttemptError(what, connection_->authority(), outcome);
+    if (!Retryable(outcome, Idempotent(op)) || attempt >= options_.max_attempts) break;
     options_.sleep(backoff);
     backoff *= 2;
   }

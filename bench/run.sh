@@ -6,12 +6,14 @@
 #   4. replication: a full block over SSH on 127.0.0.1 (BlockShipper over libssh, plain and
 #      zstd-compressed, vs btrfs send | ssh | btrfs receive over an OpenSSH ControlMaster),
 #      between two loop-mounted btrfs images the benchmark makes itself.
+#   --index: the derived similarity index alone (snapledger-index-bench: rebuild speed, recall
+#      and latency of the embedded FAISS index, and hnswlib for comparison); needs no root.
 # Parts 1, 3 and 4 need root (loop mounts) and mkfs.btrfs, part 4 also OpenSSH (sshd, ssh,
 # ssh-keygen); without them they are skipped with a message. Everything is created under one
 # mktemp directory and removed on exit, failure or interrupt (images unmounted and loop
 # devices detached first).
 #
-# Usage: bench/run.sh [--quick] [--replication] [--lag] [--netns]
+# Usage: bench/run.sh [--quick] [--replication] [--lag] [--netns] [--index]
 #   --quick        smaller sizes, fewer runs (about two minutes)
 #   --replication  only part 4
 #   --lag          only steady-state replication lag and wire bytes per block on a test cluster
@@ -19,6 +21,8 @@
 #   --netns        only bootstrap replication across a test cluster's namespaces, unshaped and
 #                  on a 1 Gbit/s tc-limited link (snapledger-netns-replication-bench)
 #   --lag and --netns may be combined; each tears its cluster down itself (cluster.sh down).
+#   --index        only the similarity index benchmark, 1,000,000 events, 3 runs (--quick:
+#                  200,000 events, 1 run), in a mktemp directory removed on exit
 # BUILD_DIR (default "build") holds the built binaries; a relative BUILD_DIR is taken from the
 # repository root.
 set -euo pipefail
@@ -27,13 +31,15 @@ quick=0
 only_replication=0
 lag=0
 netns=0
+index=0
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
     --replication) only_replication=1 ;;
     --lag) lag=1 ;;
     --netns) netns=1 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    --index) index=1 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -41,6 +47,28 @@ done
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BUILD_DIR:-build}
 [[ $build = /* ]] || build=$repo/$build
+
+# The similarity index benchmark: CPU and page cache only, no root; its ledger (~410 MB at
+# 1,000,000 events) and index files go under a mktemp directory removed on exit.
+if (( index )); then
+  index_bin=$build/bench/snapledger-index-bench
+  if [[ ! -x $index_bin ]]; then
+    echo "run.sh: $index_bin not found; build first: cmake --build $build" >&2
+    exit 1
+  fi
+  index_work=$(mktemp -d -t snapledger-index-bench.XXXXXX)
+  trap 'rm -rf "$index_work"' EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  echo "kernel $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), quick=$quick"
+  printf '\n===== similarity index: embedded FAISS index (and hnswlib) =====\n'
+  if (( quick )); then
+    "$index_bin" --dir "$index_work/bench" --events 200000 --queries 300 --runs 1
+  else
+    "$index_bin" --dir "$index_work/bench" --events 1000000 --queries 1000 --runs 3
+  fi
+  exit $?
+fi
 
 # The cluster benchmarks: each runs its own TestCluster (scripts/cluster.sh up/down, under a
 # mktemp directory of its own) and removes it on exit, failure or SIGINT/SIGTERM.

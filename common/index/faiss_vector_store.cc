@@ -6,10 +6,8 @@
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexIVFFlat.h>
 #include <faiss/impl/FaissException.h>
-#include <faiss/impl/IDSelector.h>
 #include <faiss/impl/io.h>
 #include <faiss/index_io.h>
-#include <faiss/utils/distances.h>
 #include <fcntl.h>
 #include <immintrin.h>
 #include <spdlog/spdlog.h>
@@ -390,13 +388,65 @@ struct KernelAssignIndex : faiss::IndexFlatIP {
   }
 };
 
-// Entries at least one of whose seqs lies in [min_seq, max_seq].
-class SeqRangeSelector : public faiss::IDSelector {
+// out[i] = inner product of q with row i of `rows` (n rows of d floats), summed like the
+// assignment kernel. Searching uses this rather than FAISS's scan, whose inner product in
+// Debian's build is a scalar loop (~170 ns per 128-dim vector, ~6x slower).
+void DotsPortable(const float* q, const float* rows, size_t n, size_t d, float* out) {
+  for (size_t i = 0; i < n; ++i) out[i] = DotPortable(q, rows + i * d, d);
+}
+
+__attribute__((target("avx2"))) inline float FinishDot(__m256 acc, const float* q, const float* row,
+                                                       size_t d8, size_t d) {
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  DotTail(q, row, d8, d, lanes);
+  return ReduceLanes(lanes);
+}
+
+__attribute__((target("avx2"))) void DotsAvx2(const float* q, const float* rows, size_t n, size_t d,
+                                              float* out) {
+  constexpr size_t kRows = 4;  // independent accumulators
+  const size_t d8 = d / 8 * 8;
+  size_t i = 0;
+  for (; i + kRows <= n; i += kRows) {
+    __m256 acc[kRows];
+#pragma GCC unroll 4
+    for (size_t r = 0; r < kRows; ++r) acc[r] = _mm256_setzero_ps();
+    for (size_t j = 0; j < d8; j += 8) {
+      const __m256 qj = _mm256_loadu_ps(q + j);
+#pragma GCC unroll 4
+      for (size_t r = 0; r < kRows; ++r) {
+        acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(qj, _mm256_loadu_ps(rows + (i + r) * d + j)));
+      }
+    }
+    for (size_t r = 0; r < kRows; ++r) out[i + r] = FinishDot(acc[r], q, rows + (i + r) * d, d8, d);
+  }
+  for (; i < n; ++i) {
+    __m256 acc = _mm256_setzero_ps();
+    for (size_t j = 0; j < d8; j += 8) {
+      acc = _mm256_add_ps(acc,
+                          _mm256_mul_ps(_mm256_loadu_ps(q + j), _mm256_loadu_ps(rows + i * d + j)));
+    }
+    out[i] = FinishDot(acc, q, rows + i * d, d8, d);
+  }
+}
+
+void Dots(const float* q, const float* rows, size_t n, size_t d, float* out) {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) {
+    DotsAvx2(q, rows, n, d, out);
+  } else {
+    DotsPortable(q, rows, n, d, out);
+  }
+}
+
+// Whether an entry has a seq in [min_seq, max_seq].
+class SeqRange {
  public:
-  SeqRangeSelector(const std::vector<SeqList>& seqs, uint64_t min_seq, uint64_t max_seq)
+  SeqRange(const std::vector<SeqList>& seqs, uint64_t min_seq, uint64_t max_seq)
       : seqs_(seqs), min_seq_(min_seq), max_seq_(max_seq) {}
-  bool is_member(idx_t id) const override {
-    const SeqList& s = seqs_[static_cast<size_t>(id)];
+  bool Contains(size_t entry) const {
+    const SeqList& s = seqs_[entry];
     if (s.back() < min_seq_ || s.front() > max_seq_) return false;
     auto it = std::lower_bound(s.begin(), s.end(), min_seq_);
     return it != s.end() && *it <= max_seq_;
@@ -408,8 +458,42 @@ class SeqRangeSelector : public faiss::IDSelector {
 };
 
 bool AllFinite(absl::Span<const float> v) {
-  return std::all_of(v.begin(), v.end(), [](float f) { return std::isfinite(f); });
+  // Branch-free (vectorizes): an exponent of all ones is an infinity or a NaN.
+  uint32_t special = 0;
+  for (float f : v) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    special |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  return special == 0;
 }
+
+bool HitOrder(const VectorHit& a, const VectorHit& b) {
+  return a.score != b.score ? a.score > b.score : a.seq < b.seq;
+}
+
+// One scored entry; ordered best first, ties by entry (so by first seq).
+struct Scored {
+  float score;
+  uint32_t entry;
+  bool operator<(const Scored& o) const {
+    return score != o.score ? score > o.score : entry < o.entry;
+  }
+};
+
+// Every entry a scan scored, brought into order lazily: [0, ordered) is sorted and no later
+// element precedes any of it.
+struct Candidates {
+  std::vector<Scored> all;
+  size_t ordered = 0;
+  void OrderPrefix(size_t n) {
+    n = std::min(n, all.size());
+    if (n <= ordered) return;
+    std::nth_element(all.begin() + ordered, all.begin() + n - 1, all.end());
+    std::sort(all.begin() + ordered, all.begin() + n);
+    ordered = n;
+  }
+};
 
 // ---------------------------------------------------------------------------------------------
 // The index.
@@ -494,22 +578,18 @@ class FaissVectorIndex final : public VectorIndex {
   void AddPending(const Batch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
 
   // Searching.
-  struct Candidates {
-    std::vector<float> scores;
-    std::vector<idx_t> ids;
-    size_t found = 0;  // ids[0..found) are entries; FAISS had no more under these settings
-  };
   // Scores every event in the filter's seq range directly: exact, and cheaper than an IVF
   // search when the range holds fewer events than the probed lists would.
   absl::StatusOr<std::vector<VectorHit>> SearchRangeExactly(absl::Span<const float> query, size_t k,
                                                             const SearchFilter& filter) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  absl::Status SearchFaiss(absl::Span<const float> query, size_t want, int nprobe,
-                           const faiss::IDSelector* sel, Candidates* out) const
+  // Scores the entries of the `nprobe` lists nearest `query` (every entry of an exact index)
+  // that `range` (if any) contains.
+  void Scan(absl::Span<const float> query, int nprobe, const SeqRange* range, Candidates* out) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // Expands candidates into hits (best first, at most k per entry); true once a candidate
-  // scores below the k-th hit, i.e. no further candidate can change the answer.
-  absl::StatusOr<bool> Collect(const Candidates& c, size_t k, const SearchFilter& filter,
+  // Expands the first `n` candidates into hits (best first, at most k per entry); true once a
+  // candidate scores below the k-th hit, i.e. no further candidate can change the answer.
+  absl::StatusOr<bool> Collect(const Candidates& c, size_t n, size_t k, const SearchFilter& filter,
                                std::unordered_map<uint64_t, bool>* accepted,
                                std::vector<VectorHit>* hits) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
@@ -764,70 +844,89 @@ absl::Status FaissVectorIndex::Add(absl::Span<const IndexedEvent> events,
 
 absl::StatusOr<std::vector<VectorHit>> FaissVectorIndex::SearchRangeExactly(
     absl::Span<const float> query, size_t k, const SearchFilter& filter) const {
-  std::vector<VectorHit> hits;
-  if (filter.min_seq > last_seq_) return hits;
+  std::vector<VectorHit> scored;
+  if (filter.min_seq > last_seq_) return scored;
   const uint64_t from = std::max<uint64_t>(1, filter.min_seq);
   const uint64_t to = std::min(filter.max_seq, last_seq_);
   std::unordered_map<uint32_t, float> score_of;  // entry -> score, each computed once
   std::vector<float> v(dim_);
+  scored.reserve(to - from + 1);
   for (uint64_t seq = from; seq <= to; ++seq) {
-    if (!filter.fields.empty()) {
-      absl::StatusOr<bool> ok = filter.accept_fields(seq);
-      if (!ok.ok()) return ok.status();
-      if (!*ok) continue;
-    }
     const uint32_t e = entry_of_seq_[seq - 1];
     auto [it, fresh] = score_of.try_emplace(e, 0.f);
     if (fresh) {
       ivf_->reconstruct(e, v.data());
-      it->second = faiss::fvec_inner_product(query.data(), v.data(), dim_);  // as FAISS scores
+      Dots(query.data(), v.data(), 1, dim_, &it->second);
     }
-    hits.push_back(VectorHit{seq, it->second});
+    scored.push_back(VectorHit{seq, it->second});
   }
-  const size_t n = std::min(k, hits.size());
-  std::partial_sort(hits.begin(), hits.begin() + n, hits.end(),
-                    [](const VectorHit& a, const VectorHit& b) {
-                      return a.score != b.score ? a.score > b.score : a.seq < b.seq;
-                    });
-  hits.resize(n);
+  if (filter.fields.empty()) {
+    const size_t n = std::min(k, scored.size());
+    std::partial_sort(scored.begin(), scored.begin() + n, scored.end(), HitOrder);
+    scored.resize(n);
+    return scored;
+  }
+  // Best first, asking about fields only until k pass.
+  std::sort(scored.begin(), scored.end(), HitOrder);
+  std::vector<VectorHit> hits;
+  for (const VectorHit& h : scored) {
+    if (hits.size() == k) break;
+    absl::StatusOr<bool> ok = filter.accept_fields(h.seq);
+    if (!ok.ok()) return ok.status();
+    if (*ok) hits.push_back(h);
+  }
   return hits;
 }
 
-absl::Status FaissVectorIndex::SearchFaiss(absl::Span<const float> query, size_t want, int nprobe,
-                                           const faiss::IDSelector* sel, Candidates* out) const {
-  out->scores.assign(want, 0);
-  out->ids.assign(want, -1);
-  try {
-    if (ivf_ != nullptr) {
-      faiss::SearchParametersIVF params;
-      params.nprobe = static_cast<size_t>(nprobe);
-      params.sel = const_cast<faiss::IDSelector*>(sel);
-      ivf_->search(1, query.data(), static_cast<idx_t>(want), out->scores.data(), out->ids.data(),
-                   &params);
-    } else {
-      faiss::SearchParameters params;
-      params.sel = const_cast<faiss::IDSelector*>(sel);
-      index_->search(1, query.data(), static_cast<idx_t>(want), out->scores.data(), out->ids.data(),
-                     &params);
+void FaissVectorIndex::Scan(absl::Span<const float> query, int nprobe, const SeqRange* range,
+                            Candidates* out) const {
+  out->all.clear();
+  out->ordered = 0;
+  std::vector<float> scores;
+  auto take = [&](const float* rows, const idx_t* ids, size_t n) {
+    scores.resize(n);
+    Dots(query.data(), rows, n, dim_, scores.data());
+    for (size_t i = 0; i < n; ++i) {
+      const size_t entry = ids != nullptr ? static_cast<size_t>(ids[i]) : i;
+      if (range == nullptr || range->Contains(entry))
+        out->all.push_back({scores[i], static_cast<uint32_t>(entry)});
     }
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("FAISS search failed: ", e.what()));
+  };
+  if (ivf_ == nullptr) {
+    take(static_cast<const faiss::IndexFlat*>(index_.get())->get_xb(), nullptr, seqs_.size());
+    return;
   }
-  out->found = static_cast<size_t>(std::find(out->ids.begin(), out->ids.end(), idx_t{-1}) -
-                                   out->ids.begin());
-  return absl::OkStatus();
+  const faiss::InvertedLists& lists = *ivf_->invlists;
+  const size_t nlist = ivf_->nlist;
+  std::vector<float> coarse(nlist);
+  Dots(query.data(), static_cast<const faiss::IndexFlat*>(ivf_->quantizer)->get_xb(), nlist, dim_,
+       coarse.data());
+  std::vector<uint32_t> order(nlist);
+  for (uint32_t l = 0; l < nlist; ++l) order[l] = l;
+  const size_t probe = std::min<size_t>(nlist, static_cast<size_t>(nprobe));
+  std::partial_sort(order.begin(), order.begin() + probe, order.end(), [&](uint32_t a, uint32_t b) {
+    return coarse[a] != coarse[b] ? coarse[a] > coarse[b] : a < b;
+  });
+  for (size_t p = 0; p < probe; ++p) {
+    const size_t l = order[p];
+    const size_t n = lists.list_size(l);
+    if (n == 0) continue;
+    faiss::InvertedLists::ScopedCodes codes(&lists, l);
+    faiss::InvertedLists::ScopedIds ids(&lists, l);
+    take(reinterpret_cast<const float*>(codes.get()), ids.get(), n);
+  }
 }
 
-absl::StatusOr<bool> FaissVectorIndex::Collect(const Candidates& c, size_t k,
+absl::StatusOr<bool> FaissVectorIndex::Collect(const Candidates& c, size_t n, size_t k,
                                                const SearchFilter& filter,
                                                std::unordered_map<uint64_t, bool>* accepted,
                                                std::vector<VectorHit>* hits) const {
   hits->clear();
   // Candidates come best first, so hits are appended in non-increasing score order.
-  for (size_t i = 0; i < c.found; ++i) {
-    const float score = c.scores[i];
+  for (size_t i = 0; i < n; ++i) {
+    const float score = c.all[i].score;
     if (hits->size() >= k && score < (*hits)[k - 1].score) return true;
-    const SeqList& seqs = seqs_[static_cast<size_t>(c.ids[i])];
+    const SeqList& seqs = seqs_[c.all[i].entry];
     size_t taken = 0;  // later seqs of this entry tie with these and lose on seq order
     for (auto it = std::lower_bound(seqs.begin(), seqs.end(), filter.min_seq);
          it != seqs.end() && *it <= filter.max_seq && taken < k; ++it) {
@@ -869,29 +968,28 @@ absl::StatusOr<std::vector<VectorHit>> FaissVectorIndex::Search(absl::Span<const
   if (ranged && ivf_ != nullptr) {
     const uint64_t in_range =
         std::min(filter.max_seq, last_seq_) - std::min(filter.min_seq, last_seq_ + 1) + 1;
-    if (in_range <= std::max<uint64_t>(kExactRangeMin, entries * nprobe / nlist))
+    // Scoring a range's events one by one costs a few times a list entry's scan.
+    if (in_range <= std::max<uint64_t>(kExactRangeMin, entries * nprobe / nlist / 4))
       return SearchRangeExactly(query, k, filter);
   }
-  SeqRangeSelector in_range(seqs_, filter.min_seq, filter.max_seq);
-  const faiss::IDSelector* sel = ranged ? &in_range : nullptr;
-  size_t want = std::min(entries, std::max(k, kMinCandidates));
+  SeqRange in_range(seqs_, filter.min_seq, filter.max_seq);
   std::unordered_map<uint64_t, bool> accepted;
   Candidates c;
   while (true) {
-    RETURN_IF_ERROR(SearchFaiss(query, want, nprobe, sel, &c));
-    ASSIGN_OR_RETURN(bool decided, Collect(c, k, filter, &accepted, &hits));
-    if (decided) break;
-    if (c.found < want) {  // nothing more under these settings: widen the probe, or stop
-      if (nprobe >= nlist) break;
-      nprobe = std::min(nlist, nprobe * 2);
-    } else {
-      if (want == entries) break;
-      want = std::min(entries, want * 2);
+    Scan(query, nprobe, ranged ? &in_range : nullptr, &c);
+    // Expand more and more of the scanned entries until the answer is decided...
+    bool decided = false;
+    for (size_t want = std::max(k, kMinCandidates);; want *= 2) {
+      c.OrderPrefix(want);
+      ASSIGN_OR_RETURN(decided,
+                       Collect(c, std::min(want, c.all.size()), k, filter, &accepted, &hits));
+      if (decided || want >= c.all.size()) break;
     }
+    // ...then probe more lists, up to all of them.
+    if (decided || nprobe >= nlist) break;
+    nprobe = std::min(nlist, nprobe * 2);
   }
-  std::stable_sort(hits.begin(), hits.end(), [](const VectorHit& a, const VectorHit& b) {
-    return a.score != b.score ? a.score > b.score : a.seq < b.seq;
-  });
+  std::stable_sort(hits.begin(), hits.end(), HitOrder);
   if (hits.size() > k) hits.resize(k);
   return hits;
 }
@@ -1219,6 +1317,19 @@ absl::Status FaissVectorIndex::LoadBase(std::string_view body, const std::string
              entries >= structure_.exact_below) {
     return bad("the FAISS index is not the exact index its header describes");
   }
+  // Room to grow: FAISS reads every list at its exact size, so the first Add after opening
+  // would otherwise copy every list it touches (~the whole index) while searches wait.
+  if (auto* lists =
+          dynamic_cast<faiss::ArrayInvertedLists*>(ivf != nullptr ? ivf->invlists : nullptr)) {
+    for (size_t l = 0; l < lists->nlist; ++l) {
+      const size_t room = lists->ids[l].size() + lists->ids[l].size() / 8 + 64;
+      lists->ids[l].reserve(room);
+      lists->codes[l].reserve(room * lists->code_size);
+    }
+    ivf->direct_map.array.reserve(entries + entries / 8);
+  }
+  seqs_.reserve(entries + entries / 8);
+  entry_of_seq_.reserve(last_seq + last_seq / 8);
   index_ = std::move(index);
   ivf_ = kind == kKindIvf ? ivf : nullptr;
   last_seq_ = last_seq;
@@ -1230,16 +1341,49 @@ absl::Status FaissVectorIndex::LoadBase(std::string_view body, const std::string
 }
 
 absl::Status FaissVectorIndex::RebuildHashes() {
-  by_hash_.reserve(seqs_.size());
-  std::vector<float> scratch;
-  for (uint32_t e = 0; e < seqs_.size(); ++e) {
-    absl::Span<const float> v = EntryVector(e, nullptr, &scratch);
-    const uint64_t h = HashVector(v);
-    if (std::optional<uint32_t> twin = FindEntry(h, v, nullptr)) {
-      return absl::DataLossError(absl::StrCat("vector index ", paths_.base, " is damaged: entries ",
-                                              *twin, " and ", e, " hold the same vector"));
+  // Where every entry's vector lies inside FAISS (no copies), hashed on all threads, then
+  // registered in entry order.
+  const size_t n = seqs_.size();
+  std::vector<const float*> rows(n, nullptr);
+  if (ivf_ == nullptr) {
+    const float* xb = static_cast<const faiss::IndexFlat*>(index_.get())->get_xb();
+    for (size_t e = 0; e < n; ++e) rows[e] = xb + e * dim_;
+  } else {
+    const faiss::InvertedLists& lists = *ivf_->invlists;
+    for (size_t l = 0; l < ivf_->nlist; ++l) {
+      const float* codes = reinterpret_cast<const float*>(lists.get_codes(l));
+      const idx_t* ids = lists.get_ids(l);
+      for (size_t j = 0; j < lists.list_size(l); ++j) {
+        if (ids[j] < 0 || static_cast<size_t>(ids[j]) >= n || rows[ids[j]] != nullptr)
+          return absl::DataLossError(absl::StrCat("vector index ", paths_.base,
+                                                  " is damaged: list ", l, " holds entry ", ids[j],
+                                                  " out of range or twice"));
+        rows[ids[j]] = codes + j * dim_;
+      }
     }
-    Remember(h, e);
+  }
+  std::vector<uint64_t> hashes(n);
+  const size_t threads =
+      std::clamp<size_t>(n / 65536, 1, std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> helpers;
+  auto hash_range = [&](size_t from, size_t to) {
+    for (size_t e = from; e < to; ++e) hashes[e] = HashVector(absl::MakeConstSpan(rows[e], dim_));
+  };
+  for (size_t t = 1; t < threads; ++t)
+    helpers.emplace_back(hash_range, n * t / threads, n * (t + 1) / threads);
+  hash_range(0, n / threads);
+  for (std::thread& h : helpers) h.join();
+  by_hash_.reserve(n + n / 8);
+  for (uint32_t e = 0; e < n; ++e) {
+    if (by_hash_.count(hashes[e]) != 0) {  // a shared hash: compare bytes (rare)
+      if (std::optional<uint32_t> twin =
+              FindEntry(hashes[e], absl::MakeConstSpan(rows[e], dim_), nullptr)) {
+        return absl::DataLossError(absl::StrCat("vector index ", paths_.base,
+                                                " is damaged: entries ", *twin, " and ", e,
+                                                " hold the same vector"));
+      }
+    }
+    Remember(hashes[e], e);
   }
   return absl::OkStatus();
 }

@@ -16,12 +16,22 @@
 //     sizes (incremental indexing or a full rebuild) give the same index, byte for byte once
 //     persisted, and the same answers. (FAISS itself is not promised bit-identical across
 //     FAISS builds or CPU models.)
-//   - Search asks FAISS for more candidate entries than k (doubling, and widening nprobe when
-//     the probed lists run dry, up to the whole index) until k hits pass the filter or nothing
-//     is left, expands entries into seqs, and orders hits by score descending, then seq
-//     ascending. A seq range is applied inside FAISS (an IDSelector skips entries none of
-//     whose seqs lie in the range); field matches go through filter.accept_fields, whose
-//     answers are cached for the call. A filter that few events pass can cost a full scan.
+//   - Search scores the entries of the nprobe lists nearest the query (all entries while
+//     exact), expands the best of them into seqs (more and more of them, then more lists, up
+//     to the whole index) until the k best hits passing the filter are known, and orders hits
+//     by score descending, then seq ascending. Entries none of whose seqs lie in the filter's
+//     seq range are skipped while scanning; a seq range shorter than about a quarter of what
+//     the probed lists hold is instead scored event by event, exactly. Field matches go
+//     through filter.accept_fields, asked best candidate first and at most once per seq per
+//     call. A filter that few events pass can cost a full scan.
+//   - FAISS stores the lists, trains the k-means quantizer and serializes the index; this file
+//     computes inner products itself (AVX2 when the CPU has it, the same summation order
+//     otherwise), because Debian's FAISS build scores with a scalar loop and reference BLAS:
+//     list assignment ~8x and list scans several times slower (bench/README.md).
+//   - Memory: about 4 x dimension bytes per distinct vector (FAISS's copy) plus ~40 bytes per
+//     event (seq lists, hash map, seq -> entry). OpenPublished reads and checks the whole base
+//     (~4 s for 1,000,000 events / 504 MB here) and gives every list 1/8 headroom, so the first
+//     Add after opening does not copy the lists while searches wait.
 //
 // On disk (all integers little-endian), in the store's directory:
 //   vectors.index    the published base: everything up to its last seq.
@@ -92,12 +102,15 @@
 
 namespace snapledger {
 
+// Defaults measured by bench/index_bench.cc on 1,000,000 generated events (931,430 distinct
+// FeatureHashEmbedder vectors of 128 dims; bench/README.md): recall@10 0.997 at nprobe 16 with
+// query p99 ~7 ms; a 50,000-vector k-means sample gave no better recall than 20,000.
 struct EmbeddedIndexOptions {
   // Below this many distinct vectors: exact search (IndexFlatIP). At least nlist.
   size_t exact_below = 20000;
   int nlist = 256;            // IVF lists
-  size_t train_size = 50000;  // k-means sample: the first min(train_size, exact_below) entries
-  int nprobe = 24;            // lists scanned per query (a search widens it when they run dry)
+  size_t train_size = 20000;  // k-means sample: the first min(train_size, exact_below) entries
+  int nprobe = 16;            // lists scanned per query (a search widens it when they run dry)
   uint64_t kmeans_seed = 1234;
   int kmeans_iterations = 25;
   // Persist writes a new base instead of appending once the journal would exceed

@@ -202,29 +202,6 @@ absl::StatusOr<double> PlainRead(const std::string& path, uint64_t* bytes) {
   return Seconds(start);
 }
 
-// Embeds `bodies` on `threads` threads into *out (body i at out[i * dim]).
-absl::Status EmbedParallel(Embedder& embedder, absl::Span<const std::string_view> bodies,
-                           int threads, std::vector<float>* out) {
-  if (threads <= 1) return embedder.EmbedEvents(bodies, out);
-  const size_t per = (bodies.size() + threads - 1) / threads;
-  std::vector<std::vector<float>> parts(threads);
-  std::vector<absl::Status> results(threads);
-  std::vector<std::thread> workers;
-  for (int t = 0; t < threads; ++t) {
-    const size_t from = std::min(bodies.size(), t * per);
-    const size_t n = std::min(per, bodies.size() - from);
-    workers.emplace_back(
-        [&, t, from, n] { results[t] = embedder.EmbedEvents(bodies.subspan(from, n), &parts[t]); });
-  }
-  for (std::thread& w : workers) w.join();
-  out->clear();
-  for (int t = 0; t < threads; ++t) {
-    RETURN_IF_ERROR(results[t]);
-    out->insert(out->end(), parts[t].begin(), parts[t].end());
-  }
-  return absl::OkStatus();
-}
-
 // Reads events.jsonl in chunks, parses every line's envelope and embeds the bodies in batches
 // of kAddBatch; appends the vectors to *keep when it is not null. Returns the seconds.
 absl::StatusOr<double> ReadParseEmbed(const std::string& path, Embedder& embedder, int threads,
@@ -264,7 +241,7 @@ absl::StatusOr<double> ReadParseEmbed(const std::string& path, Embedder& embedde
     for (size_t from = 0; from < bodies.size(); from += kAddBatch) {
       const size_t m = std::min(kAddBatch, bodies.size() - from);
       RETURN_IF_ERROR(
-          EmbedParallel(embedder, absl::MakeConstSpan(bodies).subspan(from, m), threads, &vectors));
+          EmbedInParallel(embedder, absl::MakeConstSpan(bodies).subspan(from, m), threads, &vectors));
       if (keep != nullptr) keep->insert(keep->end(), vectors.begin(), vectors.end());
     }
     carry.assign(chunk, end + 1);

@@ -52,10 +52,7 @@ struct Outcome {
 Outcome Failed(int code, std::string message) { return {code, std::move(message)}; }
 
 Outcome FromStatus(const absl::Status& st, std::string_view doing) {
-  int code = kExitError;
-  if (absl::IsNotFound(st)) code = kExitNotFound;
-  if (absl::IsInvalidArgument(st)) code = kExitUsage;
-  return Failed(code, absl::StrCat(std::string(doing), ": ", st.message()));
+  return Failed(ExitCodeFor(st), absl::StrCat(std::string(doing), ": ", st.message()));
 }
 
 std::string IndexRoot(const GlobalOptions& g) {
@@ -538,6 +535,12 @@ void SetUpLogging(const CliEnv& env, bool quiet) {
 }
 
 }  // namespace
+
+int ExitCodeFor(const absl::Status& status) {
+  if (absl::IsNotFound(status)) return kExitNotFound;
+  if (absl::IsInvalidArgument(status)) return kExitUsage;
+  return kExitError;
+}
 
 int RunCli(int argc, const char* const* argv, const CliEnv& env) {
   CLI::App app{

@@ -5,6 +5,7 @@
 
 #include <iosfwd>
 
+#include "absl/status/status.h"
 #include "common/btrfs.h"
 #include "common/clock.h"
 
@@ -19,6 +20,10 @@ enum ExitCode : int {
   kExitRejected = 4,      // an event body was invalid; nothing was appended
   kExitNotFound = 5,      // no such event or block
 };
+
+// The exit code for a failed operation: kExitNotFound for NotFound, kExitUsage for
+// InvalidArgument, kExitError otherwise.
+int ExitCodeFor(const absl::Status& status);
 
 // Borrowed; all must outlive RunCli.
 struct CliEnv {

@@ -42,10 +42,7 @@ using Outcome = std::pair<int, std::string>;
 Outcome Fail(int code, std::string message) { return {code, std::move(message)}; }
 
 Outcome FromStatus(const absl::Status& st, std::string_view doing) {
-  int code = kExitError;
-  if (absl::IsNotFound(st)) code = kExitNotFound;
-  if (absl::IsInvalidArgument(st)) code = kExitUsage;
-  return Fail(code, absl::StrCat(std::string(doing), ": ", st.message()));
+  return Fail(ExitCodeFor(st), absl::StrCat(std::string(doing), ": ", st.message()));
 }
 
 Outcome FromGrpc(const grpc::Status& st, const std::string& node, std::string_view doing) {

@@ -43,4 +43,10 @@ class Embedder {
 };
 using EmbedderPtr = std::unique_ptr<Embedder>;
 
+// EmbedEvents split over `threads` threads (at most embedder.MaxConcurrency() make sense; the
+// caller decides), each embedding a contiguous share; *out is as EmbedEvents leaves it. With
+// threads <= 1 it is EmbedEvents itself. The first failing share's error is returned.
+absl::Status EmbedInParallel(Embedder& embedder, absl::Span<const std::string_view> bodies,
+                             int threads, std::vector<float>* out);
+
 }  // namespace snapledger

@@ -1,7 +1,6 @@
 #include "common/index/similarity_index.h"
 
 #include <algorithm>
-#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -282,27 +281,7 @@ absl::Status SimilarityIndex::EmbedBatch(absl::Span<const std::string_view> bodi
   const int threads =
       std::max(1, std::min({options_.embed_threads, embedder_->MaxConcurrency(),
                             static_cast<int>(bodies.size() / 512)}));
-  if (threads == 1) return embedder_->EmbedEvents(bodies, out);
-  const size_t dim = static_cast<size_t>(embedder_->Dimension());
-  const size_t per = (bodies.size() + threads - 1) / threads;
-  std::vector<std::vector<float>> parts(threads);
-  std::vector<absl::Status> results(threads);
-  std::vector<std::thread> workers;
-  for (int t = 0; t < threads; ++t) {
-    const size_t from = std::min(bodies.size(), t * per);
-    const size_t n = std::min(per, bodies.size() - from);
-    workers.emplace_back([&, t, from, n] {
-      results[t] = embedder_->EmbedEvents(bodies.subspan(from, n), &parts[t]);
-    });
-  }
-  for (std::thread& w : workers) w.join();
-  out->clear();
-  out->reserve(bodies.size() * dim);
-  for (int t = 0; t < threads; ++t) {
-    RETURN_IF_ERROR(results[t]);
-    out->insert(out->end(), parts[t].begin(), parts[t].end());
-  }
-  return absl::OkStatus();
+  return EmbedInParallel(*embedder_, bodies, threads, out);
 }
 
 absl::Status SimilarityIndex::AddNewEvents(

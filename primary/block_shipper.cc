@@ -149,6 +149,7 @@ struct BlockShipper::Transfer {
   uint64_t stream_bytes = 0;
   uint64_t wire_bytes = 0;
   std::optional<std::string> stalled;  // why the watchdog aborted the session
+  TransferPhases phases;               // the primary's side
 };
 
 BlockShipper::BlockShipper(Btrfs& btrfs, SshTransport& transport, ReplicaTarget target,
@@ -245,7 +246,15 @@ BlockShipper::Transfer BlockShipper::RunTransfer(const SendStep& step, const std
   transfer_bytes_.store(0, std::memory_order_relaxed);
   // Watches from before the channel opens: an exec the server never answers stalls too.
   TransferWatchdog watchdog(*session_, transfer_bytes_, options_, clock_);
+  int64_t mark = clock_->MonotonicNanos();
+  auto lap = [&] {
+    const int64_t now = clock_->MonotonicNanos();
+    const double seconds = static_cast<double>(now - mark) / 1e9;
+    mark = now;
+    return seconds;
+  };
   absl::StatusOr<RemoteCommandPtr> remote = session_->Exec(command);
+  t.phases.open = lap();
   if (!remote.ok()) {
     t.opened = remote.status();
     t.stalled = watchdog.Stop();
@@ -257,7 +266,9 @@ BlockShipper::Transfer BlockShipper::RunTransfer(const SendStep& step, const std
   if (target_.compression == StreamCompression::kNone) t.stream_bytes = channel.bytes();
   t.channel_failed = channel.failed();
   watchdog.StreamEnded();
+  t.phases.stream = lap();
   t.exit = t.remote->Wait();  // sends EOF first
+  t.phases.verdict = lap();
   t.stalled = watchdog.Stop();
   t.wire_bytes = t.remote->bytes_written();
   return t;
@@ -318,6 +329,13 @@ absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epo
     return absl::DataLossError(absl::StrCat("replica ", target_.id, " answered without confirming ",
                                             step.block.name, ": ", exit.stdout_text));
   result.events_verified = reply.value("events_verified", uint64_t{0});
+  result.phases = t.phases;
+  if (const auto seconds = reply.find("seconds"); seconds != reply.end() && seconds->is_object()) {
+    result.phases.replica_stream = seconds->value("stream", 0.0);
+    result.phases.replica_verify = seconds->value("verify", 0.0);
+    result.phases.replica_promote = seconds->value("promote", 0.0);
+    result.phases.replica_process = seconds->value("process", 0.0);
+  }
   view_.verified_blocks.push_back(step.block.name);
   return result;
 }

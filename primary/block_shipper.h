@@ -41,6 +41,18 @@ struct ReplicaTarget {
   ZstdOptions zstd = {.level = 1, .workers = 2};
 };
 
+// Where one transfer's time went, in seconds. The primary measures the first three; the
+// replica reports the rest in its answer (0 when it did not).
+struct TransferPhases {
+  double open = 0;     // the channel opened and the receive command started (SSH exec)
+  double stream = 0;   // `btrfs send` into the channel, until its last byte was accepted
+  double verdict = 0;  // from the end of the stream to the replica's answer
+  double replica_stream = 0;   // the replica's `btrfs receive`
+  double replica_verify = 0;   // the replica's verification
+  double replica_promote = 0;  // the replica moving the block into blocks/
+  double replica_process = 0;  // the receive command's run, from main() to its answer
+};
+
 struct ShipResult {
   BlockInfo block;
   std::optional<BlockInfo> parent;
@@ -48,6 +60,7 @@ struct ShipResult {
   uint64_t events_verified = 0;  // as the replica reported
   absl::Duration elapsed;
   uint64_t wire_bytes = 0;  // bytes written into the channel (== stream_bytes uncompressed)
+  TransferPhases phases;
 };
 
 struct BlockShipperOptions {

@@ -187,7 +187,8 @@ absl::Status PrimaryDaemon::Impl::Init() {
                                                admin_service_.get()}));
   if (similarity_)
     index_follower_ = std::make_unique<IndexFollower>(*similarity_, &metrics_->vector_index(),
-                                                      config_.vector_index.follow_interval);
+                                                      config_.vector_index.follow_interval,
+          config_.vector_index.follow_min_spacing);
 
   for (const ReplicaTarget& target : config_.replicas) {
     auto link = std::make_unique<ReplicaLink>();
@@ -422,9 +423,16 @@ void PrimaryDaemon::Impl::RecordShipped(ReplicaLink& link, const ShipResult& res
                  head.ok() ? "no head file" : head.status().ToString());
   }
   state_->SetShipperView(id, link.shipper->view());
-  spdlog::info("replica {}: {} verified ({}{} bytes, {} events, {})", id, result.block.name,
-               result.parent ? absl::StrCat("delta from ", result.parent->name, ", ") : "full, ",
-               result.wire_bytes, result.events_verified, absl::FormatDuration(result.elapsed));
+  const TransferPhases& p = result.phases;
+  spdlog::info(
+      "replica {}: {} verified ({}{} bytes, {} events, {}; open {:.3f} s, stream {:.3f} s, "
+      "verdict {:.3f} s; replica: receive {:.3f} s, verify {:.3f} s, promote {:.3f} s, "
+      "command {:.3f} s)",
+      id, result.block.name,
+      result.parent ? absl::StrCat("delta from ", result.parent->name, ", ") : "full, ",
+      result.wire_bytes, result.events_verified, absl::FormatDuration(result.elapsed), p.open,
+      p.stream, p.verdict, p.replica_stream, p.replica_verify, p.replica_promote,
+      p.replica_process);
 }
 
 PrimaryDaemon::PrimaryDaemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -35,6 +35,13 @@ struct ReceiveRequest {
 // head (when given) the block's head. InvalidArgument says which argument is wrong.
 absl::Status ValidateReceiveRequest(const ReceiveRequest& request);
 
+// Where one transfer's time went on the replica, in seconds.
+struct ReceiveTimings {
+  double stream = 0;   // `btrfs receive` applying the stream (ends with the stream)
+  double verify = 0;   // the prefix proof, the chain and the head checks
+  double promote = 0;  // the verified block moved into blocks/ and made durable
+};
+
 struct ReceiveResult {
   BlockInfo block;
   HeadRecord head;             // the promoted block's head
@@ -42,6 +49,7 @@ struct ReceiveResult {
   uint64_t prefix_bytes_shared = 0;    // old bytes proven unchanged by shared extents
   uint64_t prefix_bytes_compared = 0;  // old bytes read and compared with the parent
   bool already_held = false;   // the block was already verified here; the stream was drained
+  ReceiveTimings timings;
 };
 
 class BlockReceiver {

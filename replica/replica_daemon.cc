@@ -229,7 +229,8 @@ absl::Status ReplicaDaemon::Impl::FollowNewest(const std::vector<BlockInfo>& blo
     similarity_->SetLedgerDir(dir);
     if (!index_follower_) {
       index_follower_ = std::make_unique<IndexFollower>(
-          *similarity_, &metrics_->vector_index(), config_.vector_index.follow_interval);
+          *similarity_, &metrics_->vector_index(), config_.vector_index.follow_interval,
+          config_.vector_index.follow_min_spacing);
     }
     index_follower_->Notify();  // the vector index follows every verified block
   }

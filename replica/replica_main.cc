@@ -108,13 +108,14 @@ std::string FailureReason(const absl::Status& status, bool stream_failed) {
   }
 }
 
-int ReceiveOnce(const std::string& root, TransferArgs& t, ReceiveOutcome& outcome);
+int ReceiveOnce(const std::string& root, TransferArgs& t, int64_t process_start,
+                ReceiveOutcome& outcome);
 
 int Receive(const std::string& root, TransferArgs t) {
   const int64_t start = Clock::Real()->MonotonicNanos();
   ReceiveOutcome outcome;
   outcome.ts_micros = Clock::Real()->NowMicros();
-  int code = ReceiveOnce(root, t, outcome);
+  int code = ReceiveOnce(root, t, start, outcome);
   outcome.block = t.block;
   if (!t.parent.empty()) outcome.parent = t.parent;
   outcome.ok = code == 0;
@@ -125,7 +126,8 @@ int Receive(const std::string& root, TransferArgs t) {
   return code;
 }
 
-int ReceiveOnce(const std::string& root, TransferArgs& t, ReceiveOutcome& outcome) {
+int ReceiveOnce(const std::string& root, TransferArgs& t, int64_t process_start,
+                ReceiveOutcome& outcome) {
   auto refuse = [&](const std::string& why) {
     outcome.reason = "refused";
     outcome.error = why;
@@ -187,7 +189,12 @@ int ReceiveOnce(const std::string& root, TransferArgs& t, ReceiveOutcome& outcom
             << "\",\"events_verified\":" << result->events_verified
             << ",\"prefix_bytes_shared\":" << result->prefix_bytes_shared
             << ",\"prefix_bytes_compared\":" << result->prefix_bytes_compared
-            << ",\"already_held\":" << (result->already_held ? "true" : "false") << "}\n";
+            << ",\"already_held\":" << (result->already_held ? "true" : "false")
+            << ",\"seconds\":{\"stream\":" << result->timings.stream
+            << ",\"verify\":" << result->timings.verify
+            << ",\"promote\":" << result->timings.promote << ",\"process\":"
+            << static_cast<double>(Clock::Real()->MonotonicNanos() - process_start) / 1e9
+            << "}}\n";
   return 0;
 }
 

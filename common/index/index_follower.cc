@@ -1,13 +1,20 @@
 #include "common/index/index_follower.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "common/fmt_absl.h"
 #include "spdlog/spdlog.h"
 
 namespace snapledger {
 
 IndexFollower::IndexFollower(SimilarityIndex& index, VectorIndexMetrics* metrics,
-                             absl::Duration interval)
-    : index_(index), metrics_(metrics), interval_(interval) {
+                             absl::Duration interval, absl::Duration min_spacing)
+    : index_(index), metrics_(metrics), interval_(interval), min_spacing_(min_spacing) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -29,14 +36,25 @@ void IndexFollower::Stop() {
 }
 
 void IndexFollower::Run() {
+  // Linux keeps the nice value per thread (and threads started from this one inherit it).
+  const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
+  if (::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), kFollowerNice) != 0)
+    spdlog::warn("vector index: cannot lower the follower's CPU priority: {}",
+                 std::strerror(errno));
+  absl::Time last_step = absl::InfinitePast();
   while (true) {
     {
       absl::MutexLock lock(&mu_);
+      // Wait out the spacing first (only Stop ends it early), then for a Notify or the
+      // periodic check.
+      auto stopping = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_; };
+      mu_.AwaitWithDeadline(absl::Condition(&stopping), last_step + min_spacing_);
       auto woken = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_ || notified_; };
-      mu_.AwaitWithTimeout(absl::Condition(&woken), interval_);
+      mu_.AwaitWithDeadline(absl::Condition(&woken), last_step + interval_);
       if (stopping_) return;
       notified_ = false;
     }
+    last_step = absl::Now();
     absl::Status st = index_.Follow();
     if (!st.ok() && !absl::IsCancelled(st)) {
       if (metrics_) metrics_->failures.Increment();

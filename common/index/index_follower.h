@@ -1,8 +1,17 @@
 // IndexFollower: the thread that keeps a daemon's SimilarityIndex current. It calls
-// SimilarityIndex::Follow() when told a new block exists (Notify) and at least every
-// `interval` otherwise (so an index deleted behind the node's back is noticed and rebuilt),
-// and publishes the index's state to the vector index metrics after each step.
-// Failures are logged once per distinct message and counted; the next step retries.
+// SimilarityIndex::Follow() when told a new block exists (Notify), but never sooner than
+// `min_spacing` after the previous step started, and at least every `interval` otherwise (so
+// an index deleted behind the node's back is noticed and rebuilt). Blocks that arrive within
+// the spacing are indexed together in one step, so the index's fixed costs per step (its
+// journal's fdatasync, the freshness checks) are paid at most once per `min_spacing` however
+// fast blocks are cut. It publishes the index's state to the vector index metrics after each
+// step. Failures are logged once per distinct message and counted; the next step retries.
+//
+// The index is derived and may trail the ledger; replication and verification may not. The
+// thread (and the embedding and search threads it starts, which inherit it) therefore runs at
+// background CPU priority (nice kFollowerNice): on a busy node it takes what the shipping,
+// receiving and verifying leave.
+//
 // Thread-safe; the index and metrics are borrowed and must outlive the follower.
 #pragma once
 
@@ -19,14 +28,18 @@ namespace snapledger {
 
 class IndexFollower {
  public:
+  static constexpr int kFollowerNice = 10;
+
   // Starts the thread; the first step runs at once.
-  IndexFollower(SimilarityIndex& index, VectorIndexMetrics* metrics, absl::Duration interval);
+  IndexFollower(SimilarityIndex& index, VectorIndexMetrics* metrics, absl::Duration interval,
+                absl::Duration min_spacing);
   // Stop()s.
   ~IndexFollower();
   IndexFollower(const IndexFollower&) = delete;
   IndexFollower& operator=(const IndexFollower&) = delete;
 
-  // Runs a step as soon as the current one (if any) ends.
+  // Asks for a step: at once if `min_spacing` has passed since the last one started,
+  // otherwise when it has.
   void Notify();
   // Cancels a step in progress (a rebuild is abandoned, never half-published) and joins.
   void Stop();
@@ -38,6 +51,7 @@ class IndexFollower {
   SimilarityIndex& index_;
   VectorIndexMetrics* const metrics_;
   const absl::Duration interval_;
+  const absl::Duration min_spacing_;
   uint64_t rebuilds_published_ = 0;  // follower thread only
   std::string last_error_;           // follower thread only
 

@@ -67,6 +67,7 @@ absl::Status ReadVectorIndexConfig(YamlSection section, VectorIndexConfig* c) {
   RETURN_IF_ERROR(section.Get("dir", &c->dir));
   RETURN_IF_ERROR(section.Get("auto_rebuild", &c->auto_rebuild));
   RETURN_IF_ERROR(section.GetMillis("follow_interval_ms", &c->follow_interval));
+  RETURN_IF_ERROR(section.GetMillis("follow_min_spacing_ms", &c->follow_min_spacing));
   ASSIGN_OR_RETURN(YamlSection qdrant, section.Section("qdrant"));
   RETURN_IF_ERROR(qdrant.Get("url", &c->qdrant_url));
   RETURN_IF_ERROR(qdrant.Get("alias", &c->qdrant_alias));
@@ -87,6 +88,8 @@ absl::Status ValidateVectorIndexConfig(const VectorIndexConfig& c) {
   if (c.backend == "embedded" && c.dir.empty()) return Invalid("dir", "required");
   if (c.follow_interval <= absl::ZeroDuration())
     return Invalid("follow_interval_ms", "must be positive");
+  if (c.follow_min_spacing < absl::ZeroDuration())
+    return Invalid("follow_min_spacing_ms", "must not be negative");
   const EmbedderConfig& e = c.embedder;
   if (e.kind == "feature-hash") {
     if (e.dimension < FeatureHashEmbedder::kMinDimension ||

@@ -35,6 +35,8 @@ struct VectorIndexConfig {
   absl::Duration qdrant_timeout = absl::Seconds(10);
   bool auto_rebuild = true;          // rebuild a missing/damaged/foreign index by itself
   absl::Duration follow_interval = absl::Seconds(1);  // catch-up when no block signalled it
+  // Steps start at least this far apart: blocks cut meanwhile are indexed together.
+  absl::Duration follow_min_spacing = absl::Seconds(1);
   EmbedderConfig embedder;
 };
 

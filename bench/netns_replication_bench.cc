@@ -6,7 +6,7 @@
 //
 //   snapledger        BlockShipper::ShipOnce over one persistent libssh session to the
 //                     replica's sshd, whose authorized_keys forces the primary's key to the real
-//                     `snapledger-replica receive --root <replica ledger root>`: timed to the
+//                     `snapledger-receive --root <replica ledger root>`: timed to the
 //                     block received, fully verified and promoted.
 //   snapledger+zstd   the same with ReplicaTarget::compression = kZstd.
 //   OpenSSH           `btrfs send | ssh -c <cipher> root@<replica> 'btrfs receive <dir>'` over an

@@ -4,7 +4,7 @@
 // 127.0.0.1, alternately by
 //
 //   snapledger  BlockShipper::ShipOnce over one persistent libssh session to a test sshd whose
-//               authorized_keys forces the real `snapledger-replica receive --root <replica>`:
+//               authorized_keys forces the real `snapledger-receive --root <replica>`:
 //               timed from ShipOnce's start to its return, i.e. to the block received, fully
 //               verified by the replica (VerifyLedgerDir, 2 threads) and promoted. The moment
 //               the last byte of the stream was handed to the channel is also recorded (the
@@ -74,8 +74,8 @@
 #include "tests/integration/loop_btrfs.h"
 #include "tests/integration/test_sshd.h"
 
-#ifndef SNAPLEDGER_REPLICA_BIN
-#error "SNAPLEDGER_REPLICA_BIN must name the snapledger-replica binary"
+#ifndef SNAPLEDGER_RECEIVE_BIN
+#error "SNAPLEDGER_RECEIVE_BIN must name the snapledger-receive binary"
 #endif
 
 namespace snapledger::bench {
@@ -402,7 +402,7 @@ struct Options {
   uint64_t size_mb = 1024;
   int runs = 3;
   std::string cipher = "aes128-gcm@openssh.com";
-  std::string replica_bin = SNAPLEDGER_REPLICA_BIN;
+  std::string receive_bin = SNAPLEDGER_RECEIVE_BIN;
   int zstd_level = 1;
   int zstd_workers = 2;
   double max_transfer_seconds = 300;
@@ -594,7 +594,7 @@ absl::Status Bench::Run() {
 
   // The sshd: the primary's key forced to the real receive command; a second key without a
   // forced command for the OpenSSH baseline.
-  ASSIGN_OR_RETURN(sshd_, testing::TestSshd::Start(absl::StrCat(o_.replica_bin, " receive --root ",
+  ASSIGN_OR_RETURN(sshd_, testing::TestSshd::Start(absl::StrCat(o_.receive_bin, " --root ",
                                                                 replica_fs_->mount_point())));
   // sshd writes its pid file shortly after it starts listening.
   for (int i = 0; i < 500 && sshd_pid_ <= 0; ++i) {
@@ -789,7 +789,7 @@ int main(int argc, char** argv) {
   AddOption(app, "--runs", o.runs, "timed transfers of each kind; medians are reported")
       ->check(CLI::PositiveNumber);
   AddOption(app, "--cipher", o.cipher, "cipher for both (libssh and OpenSSH)");
-  AddOption(app, "--replica-bin", o.replica_bin, "the snapledger-replica binary");
+  AddOption(app, "--receive-bin", o.receive_bin, "the snapledger-receive binary");
   AddOption(app, "--zstd-level", o.zstd_level, "zstd level of the compressed snapledger case");
   AddOption(app, "--zstd-workers", o.zstd_workers,
             "zstd worker threads (ZSTD_c_nbWorkers; 0: compress on the shipping thread)")

@@ -32,7 +32,7 @@ struct ReplicaTarget {
   SshEndpoint endpoint;
   // The command requested on the replica; its sshd normally replaces it with the forced
   // command and passes this in SSH_ORIGINAL_COMMAND.
-  std::string receive_command = "snapledger-replica receive";
+  std::string receive_command = "snapledger-receive";
   // kZstd: the stream is zstd-compressed (with `zstd`) on the way and the receive command is
   // asked for `--compress zstd` (a replica too old for the flag refuses the transfer).
   StreamCompression compression = StreamCompression::kNone;

@@ -1,5 +1,5 @@
 // The receive journal: one JSON line per transfer attempt, appended by
-// `snapledger-replica receive` (a short-lived process sshd starts) and read by the replica
+// `snapledger-receive` (a short-lived process sshd starts) and read by the replica
 // daemon, which turns it into metrics. It lives at <root>/receive-journal.jsonl, beside the
 // blocks and outside every snapshot; at 4 MiB it is renamed to receive-journal.jsonl.1 (one
 // old generation is kept).

@@ -1,5 +1,5 @@
 // snapledger-replica serve: the replica's daemon. Blocks arrive through the forced command
-// (`snapledger-replica receive`, a separate process per transfer); the daemon notices each
+// (`snapledger-receive`, a separate process per transfer); the daemon notices each
 // newly verified block and:
 //   - serves read-only queries (gRPC Query, health) from the newest verified block, keeping
 //     its lookup index current (outside the ledger's snapshots);

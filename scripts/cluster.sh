@@ -137,7 +137,7 @@ spawn() {
 
 # ---- cluster description --------------------------------------------------------------------
 
-# D/cluster.env holds TAG, NET (the first three octets), HOSTS, BIN_PATH, REPLICA_BIN. Host i
+# D/cluster.env holds TAG, NET (the first three octets), HOSTS, BIN_PATH, RECEIVE_BIN. Host i
 # (primary is 0) gets address NET.(i+1), namespace sl<tag>-<host> and, in the root namespace,
 # the bridge port sl<tag>v<i> (names of links must stay within 15 characters).
 declare -A ADDR NSNAME VETH LROOT
@@ -270,7 +270,7 @@ setup_keys() {
 write_sshd_config() {
   local host=$1 h=$DIR/$1
   cat >"$h/authorized_keys" <<EOF
-command="$REPLICA_BIN receive --root ${LROOT[$host]}",restrict $(cat "$DIR/primary/id_ed25519.pub")
+command="$RECEIVE_BIN --root ${LROOT[$host]}",restrict $(cat "$DIR/primary/id_ed25519.pub")
 EOF
   # HOME points into the host's directory: sshd runs the forced command through root's shell,
   # and root's ~/.bashrc on these machines is slow.
@@ -308,7 +308,7 @@ shipping: {watchdog_seconds: 10, backoff_initial_ms: 100, backoff_max_ms: 2000}
 replicas:
 EOF
   for r in "${HOST_LIST[@]:1}"; do
-    echo "  - {id: $r, host: ${ADDR[$r]}, port: 22, user: root, compression: none, receive_command: \"snapledger-replica receive\"}" \
+    echo "  - {id: $r, host: ${ADDR[$r]}, port: 22, user: root, compression: none, receive_command: \"snapledger-receive\"}" \
       >>"$DIR/primary/primary.yaml"
     cat >"$DIR/$r/replica.yaml" <<EOF
 node_id: $r
@@ -352,7 +352,7 @@ TAG=$TAG
 NET=$NET
 HOSTS="${hosts[*]}"
 BIN_PATH=$BIN_PATH
-REPLICA_BIN=$REPLICA_BIN
+RECEIVE_BIN=$RECEIVE_BIN
 EOF
   load_env
   setup_bridge
@@ -392,9 +392,9 @@ cmd_up() {
   IFS=: read -ra dirs <<<"$BIN_PATH"
   for d in "${dirs[@]}"; do check_safe_path "$(realpath -m "$d")"; done
   BIN_PATH=$(for d in "${dirs[@]}"; do realpath -m "$d"; done | paste -sd:)
-  REPLICA_BIN=$(find_bin snapledger-replica)
-  [[ -n $REPLICA_BIN ]] ||
-    unavailable "snapledger-replica is not in --bin-dir $BIN_PATH (build it first)"
+  RECEIVE_BIN=$(find_bin snapledger-receive)
+  [[ -n $RECEIVE_BIN ]] ||
+    unavailable "snapledger-receive is not in --bin-dir $BIN_PATH (build it first)"
   : >"$DIR/state"
   local t0=$SECONDS interrupted=0 rc
   trap 'interrupted=1' INT TERM

@@ -1,6 +1,6 @@
 // The replica's receive command on real btrfs: a primary ledger on one loop-mounted
 // filesystem, a replica on another, `btrfs send [-p]` streamed into the real
-// `snapledger-replica receive` binary. Blocks are promoted only when they verify; anything
+// `snapledger-receive` binary. Blocks are promoted only when they verify; anything
 // else leaves the replica on its last verified block with nothing half-received.
 #include <fcntl.h>
 #include <gmock/gmock.h>
@@ -21,8 +21,8 @@
 #include "tests/integration/loop_btrfs.h"
 #include "tests/integration/primary_ledger.h"
 
-#ifndef SNAPLEDGER_REPLICA_BIN
-#error "SNAPLEDGER_REPLICA_BIN must name the snapledger-replica binary"
+#ifndef SNAPLEDGER_RECEIVE_BIN
+#error "SNAPLEDGER_RECEIVE_BIN must name the snapledger-receive binary"
 #endif
 
 namespace snapledger {
@@ -49,9 +49,11 @@ class ReplicaReceiveTest : public ::testing::Test {
 
   void Append(int n) {
     std::vector<std::string> bodies;
-    for (int i = 0; i < n; ++i)
-      bodies.push_back(absl::StrCat("{\"event\":\"port_created\",\"n\":", next_++,
-                                    ",\"port\":\"tap", next_, "\",\"vlan\":", next_ % 4000, "}"));
+    for (int i = 0; i < n; ++i) {
+      const auto k = next_++;
+      bodies.push_back(absl::StrCat("{\"event\":\"port_created\",\"n\":", k, ",\"port\":\"tap",
+                                    k + 1, "\",\"vlan\":", (k + 1) % 4000, "}"));
+    }
     ASSERT_TRUE(log_->AppendBatch(bodies).ok());
   }
 
@@ -73,7 +75,7 @@ class ReplicaReceiveTest : public ::testing::Test {
                bool transfer_args = true) {
     HeadRecord head = **ReadHeadFile(PrimaryBlock(block));
     ProcessSpec spec;
-    spec.argv = {SNAPLEDGER_REPLICA_BIN, "receive", "--root", ReplicaRoot()};
+    spec.argv = {SNAPLEDGER_RECEIVE_BIN, "--root", ReplicaRoot()};
     if (transfer_args) {
       std::vector<std::string> t = {"--block", block.name, "--epoch", "1", "--head-seq",
                                     std::to_string(head.head.seq), "--head-hash", head.head.hash};
@@ -247,7 +249,7 @@ TEST_F(ReplicaReceiveTest, ForcedCommandRunsOnlyReceiveWithTheClientsTransferArg
   Outcome accepted = Ship(
       first, std::nullopt, {},
       std::vector<std::string>{"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-                               absl::StrCat("SSH_ORIGINAL_COMMAND=snapledger-replica receive "
+                               absl::StrCat("SSH_ORIGINAL_COMMAND=snapledger-receive "
                                             "--block ", first.name, " --epoch 1 --head-seq ",
                                             head.head.seq, " --head-hash ", head.head.hash)},
       /*transfer_args=*/false);

@@ -438,12 +438,12 @@ TEST_F(ReplicationClusterTest, UnknownHostKeyIsRefusedAndTheKeyRunsNothingElse) 
   EXPECT_FALSE(absl::StrContains(cat.stdout_text, "root:x:0:0")) << "the key ran another command";
   for (const std::string bad : {"block-000000000001-aaaaaaaaaaaa/../../etc",
                                 "../block-000000000001-aaaaaaaaaaaa", "..", "/etc/passwd"}) {
-    CommandOutput out = run(absl::StrCat("snapledger-replica receive --block ", bad, " --epoch 1"));
+    CommandOutput out = run(absl::StrCat("snapledger-receive --block ", bad, " --epoch 1"));
     EXPECT_EQ(out.exit.code, 2) << bad << ": " << out.stderr_text;
     EXPECT_TRUE(absl::StrContains(out.stderr_text, "--block")) << out.stderr_text;
   }
   CommandOutput parent = run(
-      "snapledger-replica receive --block block-000000000009-aaaaaaaaaaaa --parent ../x --epoch 1");
+      "snapledger-receive --block block-000000000009-aaaaaaaaaaaa --parent ../x --epoch 1");
   EXPECT_EQ(parent.exit.code, 2) << parent.stderr_text;
 }
 

@@ -1,6 +1,6 @@
 // End to end over real SSH: a primary ledger on one loop-mounted btrfs, a replica on another,
 // an OpenSSH sshd whose authorized_keys restricts the primary's key to the real
-// `snapledger-replica receive`, and the BlockShipper streaming `btrfs send -p` deltas through
+// `snapledger-receive`, and the BlockShipper streaming `btrfs send -p` deltas through
 // one persistent libssh session; the same compressed with zstd; and the shipper's watchdog
 // aborting a transfer the replica stopped reading.
 #include <gmock/gmock.h>
@@ -19,8 +19,8 @@
 #include "tests/integration/primary_ledger.h"
 #include "tests/integration/test_sshd.h"
 
-#ifndef SNAPLEDGER_REPLICA_BIN
-#error "SNAPLEDGER_REPLICA_BIN must name the snapledger-replica binary"
+#ifndef SNAPLEDGER_RECEIVE_BIN
+#error "SNAPLEDGER_RECEIVE_BIN must name the snapledger-receive binary"
 #endif
 
 namespace snapledger {
@@ -59,7 +59,7 @@ class ShipOverSshTest : public ::testing::Test {
   void SetUp() override {
     ASSIGN_LOOP_BTRFS_OR_SKIP(primary_fs_);
     ASSIGN_LOOP_BTRFS_OR_SKIP(replica_fs_);
-    ASSIGN_TEST_SSHD_OR_SKIP(sshd_, absl::StrCat(SNAPLEDGER_REPLICA_BIN, " receive --root ",
+    ASSIGN_TEST_SSHD_OR_SKIP(sshd_, absl::StrCat(SNAPLEDGER_RECEIVE_BIN, " --root ",
                                                  replica_fs_->mount_point()));
     btrfs_ = Btrfs::Linux();
     auto primary = testing::CreatePrimaryLedger(*btrfs_, primary_fs_->mount_point());

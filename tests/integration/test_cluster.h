@@ -1,6 +1,6 @@
 // A snapledger test cluster on one machine: a primary and N replicas, each a network namespace
 // on a private bridge with its own loop-mounted btrfs, its own OpenSSH sshd (whose
-// authorized_keys restricts the primary's key to `snapledger-replica receive --root <its
+// authorized_keys restricts the primary's key to `snapledger-receive --root <its
 // ledger root>`) and, once started, its own daemon. scripts/cluster.sh does all the work (it is
 // the single implementation, usable by hand: docs/TEST_CLUSTER.md); this class runs it.
 //

@@ -1,6 +1,6 @@
 // The test cluster itself, without the daemons: hosts in their own namespaces reach each other
 // over the bridge; the primary's key ships a block into a replica through that replica's sshd
-// and its forced `snapledger-replica receive`, and can do nothing else; daemons are started
+// and its forced `snapledger-receive`, and can do nothing else; daemons are started
 // and stopped by recorded pid; a cut link stalls traffic; teardown leaves nothing behind.
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -157,7 +157,7 @@ TEST(TestCluster, PrimaryShipsABlockThroughEachReplicasSshd) {
 
     for (const std::string& r : cluster->replica_names()) {
       std::string receive =
-          absl::StrCat("snapledger-replica receive --block ", *block, " --epoch 1 --head-seq ",
+          absl::StrCat("snapledger-receive --block ", *block, " --epoch 1 --head-seq ",
                        (*head)->head.seq, " --head-hash ", (*head)->head.hash);
       auto shipped = cluster->Exec("primary", {"sh", "-c",
                                                absl::StrCat("btrfs send -q ", block_dir, " | ",
@@ -186,11 +186,11 @@ TEST(TestCluster, PrimaryKeyCanRunNothingButReceive) {
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(out->exit.code, 2) << out->stderr_text;  // refused by the forced command
   EXPECT_THAT(out->stdout_text, Not(HasSubstr("root:")));
-  EXPECT_THAT(out->stderr_text, HasSubstr("may only run `snapledger-replica receive`"));
+  EXPECT_THAT(out->stderr_text, HasSubstr("may only run `snapledger-receive`"));
 
   // The root comes from authorized_keys, never from the primary.
   out = cluster->Exec("primary", SshArgv(*cluster, "r1",
-                                         "snapledger-replica receive --root /tmp --block "
+                                         "snapledger-receive --root /tmp --block "
                                          "block-000000000001-0123456789ab --epoch 1"));
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(out->exit.code, 2) << out->stderr_text;
@@ -200,7 +200,7 @@ TEST(TestCluster, PrimaryKeyCanRunNothingButReceive) {
   ASSERT_TRUE(RunCommandOk(*ProcessRunner::Real(),
                            {"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", stranger})
                   .ok());
-  out = cluster->Exec("primary", SshArgv(*cluster, "r1", "snapledger-replica receive", stranger));
+  out = cluster->Exec("primary", SshArgv(*cluster, "r1", "snapledger-receive", stranger));
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(out->exit.code, 255);
   EXPECT_THAT(out->stderr_text, HasSubstr("Permission denied"));
@@ -321,7 +321,7 @@ TEST(TestCluster, TeardownRemovesEverythingItCreatedEvenWithSessionsOpen) {
             ->StartDaemonCommand(
                 "r2", {"sh", "-c",
                        "sleep 1000 | " + Sh(SshArgv(*cluster, "r2",
-                                                    "snapledger-replica receive --block "
+                                                    "snapledger-receive --block "
                                                     "block-000000000001-0123456789ab --epoch 1"))})
             .ok());
   }

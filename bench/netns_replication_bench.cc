@@ -293,6 +293,10 @@ absl::StatusOr<Transfer> NetnsBench::RunSnapledger(BlockShipper& shipper) {
   Transfer t;
   t.seconds = (end - start) / 1e9;
   t.wire_bytes = r.wire_bytes;
+  const TransferPhases& p = r.phases;
+  fmt::print(" [exec {:.2f} s, stream {:.2f} s, verdict {:.2f} s; replica: receive {:.2f} s, "
+             "verify {:.2f} s, promote {:.2f} s]",
+             p.open, p.stream, p.verdict, p.replica_stream, p.replica_verify, p.replica_promote);
   return t;
 }
 

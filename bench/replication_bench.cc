@@ -17,8 +17,8 @@
 //               without a forced command; same host key checking, same cipher, same
 //               environment of the remote command). Then, timed separately, what the
 //               replica does besides receiving: VerifyLedgerDir (2 threads) of what arrived,
-//               and syncfs (promotion snapshots the received subvolume, and btrfs writes a
-//               subvolume's dirty data out before snapshotting it; btrfs receive never syncs).
+//               and syncfs (promotion syncs the filesystem before the verified block takes its
+//               name, so that its data is durable; btrfs receive never syncs).
 //               Transfer + verify + flush is the like-for-like baseline of snapledger's total.
 //
 // Both connections are established before anything is timed (and warmed by one untimed
@@ -233,8 +233,8 @@ class TimingBtrfs : public Btrfs {
   absl::Status SetReadOnly(const std::string& p, bool ro) override {
     return inner_.SetReadOnly(p, ro);
   }
-  absl::Status PromoteReceived(const std::string& s, const std::string& d) override {
-    return inner_.PromoteReceived(s, d);
+  absl::Status RenameSubvolume(const std::string& f, const std::string& t) override {
+    return inner_.RenameSubvolume(f, t);
   }
   absl::Status Send(const std::string& snapshot, const std::optional<std::string>& parent,
                     ByteSink& sink) override {
@@ -244,8 +244,10 @@ class TimingBtrfs : public Btrfs {
     write_nanos_ = timed.write_nanos();
     return st;
   }
-  absl::StatusOr<std::string> Receive(const std::string& d, ByteSource& s) override {
-    return inner_.Receive(d, s);
+  using Btrfs::Receive;
+  absl::StatusOr<std::string> Receive(const std::string& d, ByteSource& s,
+                                      const ReceiveOptions& o) override {
+    return inner_.Receive(d, s, o);
   }
 
   int64_t send_end_nanos() const { return send_end_nanos_; }

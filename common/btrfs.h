@@ -8,7 +8,8 @@
 // Paths are absolute or relative to the working directory. Errors name the operation and the
 // path; errors of btrfs-progs commands quote their stderr. Codes: NotFound (path missing),
 // AlreadyExists (destination exists), InvalidArgument (not a subvolume), FailedPrecondition
-// (not on btrfs), PermissionDenied, Internal (a command failed), Aborted (a command was killed).
+// (not on btrfs), PermissionDenied, Internal (a command failed), Aborted (a command was killed),
+// DataLoss (a malformed send stream).
 //
 // Implementations are thread-safe.
 #pragma once
@@ -39,6 +40,11 @@ struct SubvolumeInfo {
 };
 
 enum class SnapshotKind { kReadOnly, kWritable };
+
+struct ReceiveOptions {
+  // The name the received subvolume gets instead of the sent one's: one path component.
+  std::optional<std::string> as_name;
+};
 
 class Btrfs;
 using BtrfsPtr = std::unique_ptr<Btrfs>;
@@ -72,21 +78,20 @@ class Btrfs {
   virtual absl::StatusOr<SubvolumeInfo> GetSubvolumeInfo(const std::string& path) = 0;
 
   // The subvolumes that are direct entries of directory `dir` (not nested deeper), sorted by
-  // path. Plain directories and files are left out.
+  // path. Plain directories and files are left out, as are subvolumes deleted while listing
+  // (a receiver's hidden subvolume may go at any time).
   virtual absl::StatusOr<std::vector<SubvolumeInfo>> ListSubvolumes(const std::string& dir) = 0;
 
   // Sets or clears the read-only flag of subvolume `path`. Note that clearing it on a received
   // subvolume may be refused or clear its received_uuid (kernel and btrfs-progs dependent).
   virtual absl::Status SetReadOnly(const std::string& path, bool read_only) = 0;
 
-  // Makes `dest` a read-only copy of the received subvolume `source` that keeps its received
-  // identity (received_uuid and the sender's transaction id), so later `btrfs receive -p`
-  // deltas still find it as their parent. btrfs refuses to move a read-only subvolume to
-  // another directory; this is how a verified block goes from incoming/ to blocks/: a writable
-  // snapshot, the received identity set on it (BTRFS_IOC_SET_RECEIVED_SUBVOL, as btrfs receive
-  // itself does), then read-only. `source` is left in place for the caller to delete. On
-  // error `dest` does not exist.
-  virtual absl::Status PromoteReceived(const std::string& source, const std::string& dest) = 0;
+  // Renames subvolume `from` to `to`, a new name in the same directory (btrfs refuses to move
+  // a read-only subvolume to another directory): atomic, the subvolume keeps its identity
+  // (uuid, received_uuid, read-only flag). AlreadyExists when `to` exists (nothing is
+  // replaced), InvalidArgument when `to` is in another directory or `from` is not a
+  // subvolume. The rename is not durable until the caller syncs the directory (SyncDir).
+  virtual absl::Status RenameSubvolume(const std::string& from, const std::string& to) = 0;
 
   // Writes the send stream of read-only subvolume `snapshot` to `sink`: a full stream, or with
   // `parent` (a read-only snapshot of the same lineage present on the receiving side) a delta
@@ -95,12 +100,34 @@ class Btrfs {
   virtual absl::Status Send(const std::string& snapshot, const std::optional<std::string>& parent,
                             ByteSink& sink) = 0;
 
-  // Reads one send stream from `source` until end of stream and applies it in directory
-  // `dest_dir` (`btrfs receive`), which creates one new read-only subvolume there named after
-  // the sent one, with received_uuid set. Returns that subvolume's path. On any error no new
-  // subvolume is left behind in `dest_dir` (a partial one is deleted). Run at most one Receive
-  // per `dest_dir` at a time: the new subvolume is found by comparing listings.
-  virtual absl::StatusOr<std::string> Receive(const std::string& dest_dir, ByteSource& source) = 0;
+  // Reads one send stream from `source` until its end and applies it in directory `dest_dir`
+  // (`btrfs receive`), which creates one new read-only subvolume there with received_uuid set:
+  // named `options.as_name` when given, else as the sent subvolume was. Returns its path.
+  //
+  // The stream must carry exactly one subvolume (what `btrfs send` of one subvolume writes):
+  // its first command SUBVOL or SNAPSHOT with one PATH attribute, no later SUBVOL or SNAPSHOT,
+  // an END command and nothing after it. For as_name, the first command is rewritten (PATH,
+  // length, crc) and the rest passed on unchanged. Errors:
+  //   - InvalidArgument: as_name is not one path component (no '/', not "." or "..");
+  //   - DataLoss, saying what is wrong: a malformed header or first command (bad magic,
+  //     unsupported version, crc mismatch, another first command, no or two PATH attributes,
+  //     truncated), a sent name that is not one path component, a second subvolume, a stream
+  //     cut before END or continuing after it;
+  //   - AlreadyExists: the subvolume's path exists (it is left alone);
+  //   - `btrfs receive` failing (its stderr quoted), the source's own errors.
+  // On any error no new subvolume is left behind (a partial one is deleted); a malformed start
+  // is refused before `btrfs receive` runs. Run at most one Receive per destination path at a
+  // time.
+  //
+  // The stream reaches `btrfs receive` through a pipe, command by command: when `source` has a
+  // PassThroughFd, only the first command and the 10-byte command headers are read by this
+  // process, the rest is spliced (splice(2)), so it is not copied through this process.
+  virtual absl::StatusOr<std::string> Receive(const std::string& dest_dir, ByteSource& source,
+                                              const ReceiveOptions& options) = 0;
+  // Receive with default options: the new subvolume keeps the sent name.
+  absl::StatusOr<std::string> Receive(const std::string& dest_dir, ByteSource& source) {
+    return Receive(dest_dir, source, ReceiveOptions{});
+  }
 };
 
 }  // namespace snapledger

@@ -1,22 +1,21 @@
 // The real btrfs layer: libbtrfsutil for subvolumes, btrfs-progs for send and receive.
 #include <btrfsutil.h>
-#include <fcntl.h>
-#include <linux/btrfs.h>
-#include <string.h>
-#include <sys/ioctl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 
 #include <algorithm>
 #include <filesystem>
-#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/btrfs.h"
+#include "common/send_stream.h"
 #include "common/status_macros.h"
 
 namespace snapledger {
@@ -125,8 +124,10 @@ class LinuxBtrfs : public Btrfs {
     std::vector<SubvolumeInfo> out;
     out.reserve(paths.size());
     for (const std::string& path : paths) {
-      ASSIGN_OR_RETURN(SubvolumeInfo info, GetSubvolumeInfo(path));
-      out.push_back(std::move(info));
+      absl::StatusOr<SubvolumeInfo> info = GetSubvolumeInfo(path);
+      if (absl::IsNotFound(info.status())) continue;  // deleted since it was listed
+      if (!info.ok()) return info.status();
+      out.push_back(*std::move(info));
     }
     return out;
   }
@@ -138,23 +139,15 @@ class LinuxBtrfs : public Btrfs {
     });
   }
 
-  absl::Status PromoteReceived(const std::string& source, const std::string& dest) override {
-    RETURN_IF_ERROR(CheckIsSubvolume(source));
-    struct btrfs_util_subvolume_info raw;
-    RETURN_IF_ERROR(CallBtrfsUtil("subvolume info", source, [&] {
-      return btrfs_util_subvolume_info(source.c_str(), 0, &raw);
-    }));
-    if (FormatUuid(raw.received_uuid).empty())
-      return absl::FailedPreconditionError(
-          absl::StrCat(source, " is not a received subvolume (no received_uuid)"));
-    RETURN_IF_ERROR(CreateSnapshot(source, dest, SnapshotKind::kWritable));
-    absl::Status st = SetReceived(dest, raw);
-    if (st.ok()) st = SetReadOnly(dest, true);
-    if (!st.ok()) {
-      (void)CallBtrfsUtil("delete subvolume", dest,
-                          [&] { return btrfs_util_delete_subvolume(dest.c_str(), 0); });
-      return st;
-    }
+  absl::Status RenameSubvolume(const std::string& from, const std::string& to) override {
+    namespace fs = std::filesystem;
+    if (fs::path(from).parent_path().lexically_normal() !=
+        fs::path(to).parent_path().lexically_normal())
+      return absl::InvalidArgumentError(absl::StrCat(
+          "rename subvolume ", from, " to ", to, ": not in the same directory"));
+    RETURN_IF_ERROR(CheckIsSubvolume(from));
+    if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) != 0)
+      return ErrnoStatus(absl::StrCat("rename subvolume ", from, " to ", to), errno);
     return absl::OkStatus();
   }
 
@@ -183,74 +176,65 @@ class LinuxBtrfs : public Btrfs {
     return ExitToStatus(argv, exit, child->Stderr());
   }
 
-  absl::StatusOr<std::string> Receive(const std::string& dest_dir, ByteSource& source) override {
-    ASSIGN_OR_RETURN(std::vector<std::string> before, SubvolumePathsIn(dest_dir));
-    absl::Status received = RunReceive(dest_dir, source);
-    ASSIGN_OR_RETURN(std::vector<std::string> after, SubvolumePathsIn(dest_dir));
-    std::vector<std::string> created;
-    std::set_difference(after.begin(), after.end(), before.begin(), before.end(),
-                        std::back_inserter(created));
-    if (received.ok() && created.size() == 1) return created.front();
-    if (received.ok()) {
-      received = absl::InternalError(absl::StrCat("btrfs receive into ", dest_dir, " created ",
-                                                  created.size(), " subvolumes, expected 1"));
+  absl::StatusOr<std::string> Receive(const std::string& dest_dir, ByteSource& source,
+                                      const ReceiveOptions& options) override {
+    if (options.as_name) RETURN_IF_ERROR(ValidateSubvolumeName(*options.as_name));
+    // The start is read and checked before anything runs: a malformed one creates nothing.
+    ASSIGN_OR_RETURN(std::string start, ReadSendStreamStart(source));
+    ASSIGN_OR_RETURN(SendStreamStart parsed, ParseSendStreamStart(start));
+    std::string name = parsed.subvolume;
+    if (options.as_name) {
+      name = *options.as_name;
+      ASSIGN_OR_RETURN(start, RenameSendStreamSubvolume(start, name));
+    } else if (absl::Status st = ValidateSubvolumeName(name); !st.ok()) {
+      return absl::DataLossError(
+          absl::StrCat("the send stream's subvolume name is unusable: ", st.message()));
     }
-    for (const std::string& partial : created) {
-      absl::Status deleted = DeleteSubvolume(partial);
-      if (!deleted.ok()) {
-        received = Annotate(received, absl::StrCat("(and deleting partial ", partial,
+    const std::string path = absl::StrCat(dest_dir, "/", name);
+    if (struct stat st; ::lstat(path.c_str(), &st) == 0)
+      return absl::AlreadyExistsError(absl::StrCat("receive into ", path, ": it exists"));
+    absl::Status received = RunReceive(dest_dir, start, source);
+    if (received.ok()) received = CheckIsSubvolume(path);
+    if (received.ok()) return path;
+    // Whatever `btrfs receive` created under the name is partial: it was not there before.
+    if (btrfs_util_is_subvolume(path.c_str()) == BTRFS_UTIL_OK) {
+      if (absl::Status deleted = DeleteSubvolume(path); !deleted.ok())
+        received = Annotate(received, absl::StrCat("(and deleting partial ", path,
                                                    " failed: ", deleted.message(), ")"));
-      }
     }
     return received;
   }
 
  private:
-  // Runs `btrfs receive` fed from `source`. When both the source and the receiver fail, the
-  // message carries both.
-  absl::Status RunReceive(const std::string& dest_dir, ByteSource& source) {
+  // Runs `btrfs receive` fed with `start` and then the rest of `source`. When the receiver
+  // fails, its error (quoting its stderr) is the cause; when the source or the stream does,
+  // the receiver is killed first, so that a cut stream cannot look like a complete one.
+  absl::Status RunReceive(const std::string& dest_dir, std::string_view start,
+                          ByteSource& source) {
     std::vector<std::string> argv = BtrfsCommand({"receive", dest_dir});
     ProcessSpec spec;
     spec.argv = argv;
-    const int direct = source.PassThroughFd();
-    spec.stdin_spec = direct >= 0 ? StdioSpec::Fd(direct) : StdioSpec::Pipe();
+    spec.stdin_spec = StdioSpec::Pipe();
     ASSIGN_OR_RETURN(ChildPtr child, runner_->Start(spec));
-    absl::Status streamed = absl::OkStatus();
-    if (direct < 0) {
-      FdSink stream(child->TakeStdin(), "btrfs receive stdin");
-      absl::StatusOr<uint64_t> copied = CopyStream(source, stream);
-      if (!copied.ok()) {
-        streamed = copied.status();
-        // A cut stream must not look like a complete one: kill rather than send end of file.
-        (void)child->Signal(SIGKILL);
-      }
-      RETURN_IF_ERROR(stream.Close());
-    }
+    UniqueFd pipe = child->TakeStdin();
+    SendStreamForwarder forwarder(source, pipe.get());
+    absl::Status streamed = forwarder.Forward(start);
+    if (!streamed.ok() && !forwarder.pipe_failed()) (void)child->Signal(SIGKILL);
+    pipe.Reset();
     ASSIGN_OR_RETURN(ExitStatus exit, child->Wait());
     absl::Status receiver = ExitToStatus(argv, exit, child->Stderr());
     if (streamed.ok()) return receiver;
+    if (forwarder.pipe_failed()) {
+      if (!receiver.ok()) return receiver;
+      return absl::InternalError(absl::StrCat("`", CommandLineForMessages(argv),
+                                              "` stopped reading before the stream ended: ",
+                                              streamed.message()));
+    }
     if (receiver.ok() || exit.signal == SIGKILL) return streamed;
     return Annotate(streamed, std::string(receiver.message()));
   }
 
   // InvalidArgument when `path` exists but is not a subvolume root.
-  // Sets `path`'s received identity to that recorded in `from` (what btrfs receive does when a
-  // stream completes).
-  static absl::Status SetReceived(const std::string& path,
-                                  const struct btrfs_util_subvolume_info& from) {
-    auto fd = OpenFile(path, O_RDONLY | O_DIRECTORY);
-    if (!fd.ok()) return fd.status();
-    struct btrfs_ioctl_received_subvol_args args;
-    memset(&args, 0, sizeof args);
-    memcpy(args.uuid, from.received_uuid, sizeof args.uuid);
-    args.stransid = from.stransid;
-    args.stime.sec = static_cast<uint64_t>(from.stime.tv_sec);
-    args.stime.nsec = static_cast<uint32_t>(from.stime.tv_nsec);
-    if (::ioctl(fd->get(), BTRFS_IOC_SET_RECEIVED_SUBVOL, &args) != 0)
-      return ErrnoStatus(absl::StrCat("set received uuid on ", path), errno);
-    return absl::OkStatus();
-  }
-
   absl::Status CheckIsSubvolume(const std::string& path) {
     return CallBtrfsUtil("is subvolume", path,
                          [&] { return btrfs_util_is_subvolume(path.c_str()); });

@@ -19,41 +19,32 @@ namespace {
 
 constexpr size_t kCopyChunk = 256 * 1024;
 
+}  // namespace
+
 // SIGPIPE for a write to a pipe is sent to the writing thread. Blocking it for the duration of
 // the write and consuming it afterwards turns "reader gone" into EPIPE without changing the
 // process-wide disposition (which belongs to main()).
-class ScopedSigpipeBlock {
- public:
-  ScopedSigpipeBlock() {
-    sigemptyset(&sigpipe_);
-    sigaddset(&sigpipe_, SIGPIPE);
+ScopedSigpipeBlock::ScopedSigpipeBlock() {
+  sigemptyset(&sigpipe_);
+  sigaddset(&sigpipe_, SIGPIPE);
+  sigset_t pending;
+  sigpending(&pending);
+  was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+  pthread_sigmask(SIG_BLOCK, &sigpipe_, &old_mask_);
+}
+
+ScopedSigpipeBlock::~ScopedSigpipeBlock() {
+  if (!was_pending_) {
     sigset_t pending;
     sigpending(&pending);
-    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
-    pthread_sigmask(SIG_BLOCK, &sigpipe_, &old_mask_);
-  }
-  ~ScopedSigpipeBlock() {
-    if (!was_pending_) {
-      sigset_t pending;
-      sigpending(&pending);
-      if (sigismember(&pending, SIGPIPE) == 1) {
-        struct timespec zero = {0, 0};
-        while (sigtimedwait(&sigpipe_, nullptr, &zero) < 0 && errno == EINTR) {
-        }
+    if (sigismember(&pending, SIGPIPE) == 1) {
+      struct timespec zero = {0, 0};
+      while (sigtimedwait(&sigpipe_, nullptr, &zero) < 0 && errno == EINTR) {
       }
     }
-    pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
   }
-  ScopedSigpipeBlock(const ScopedSigpipeBlock&) = delete;
-  ScopedSigpipeBlock& operator=(const ScopedSigpipeBlock&) = delete;
-
- private:
-  sigset_t sigpipe_;
-  sigset_t old_mask_;
-  bool was_pending_ = false;
-};
-
-}  // namespace
+  pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
+}
 
 absl::Status WriteAllNoSigpipe(int fd, std::string_view data, std::string_view what) {
   ScopedSigpipeBlock block;

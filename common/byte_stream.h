@@ -6,6 +6,8 @@
 // it).
 #pragma once
 
+#include <signal.h>
+
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -16,6 +18,22 @@
 #include "common/file_util.h"
 
 namespace snapledger {
+
+// Blocks SIGPIPE for the calling thread while it lives, so that writing (or splicing) to a pipe
+// whose reader has gone fails with EPIPE instead of killing the process; a SIGPIPE raised
+// meanwhile is consumed. The process-wide disposition is left alone (it belongs to main()).
+class ScopedSigpipeBlock {
+ public:
+  ScopedSigpipeBlock();
+  ~ScopedSigpipeBlock();
+  ScopedSigpipeBlock(const ScopedSigpipeBlock&) = delete;
+  ScopedSigpipeBlock& operator=(const ScopedSigpipeBlock&) = delete;
+
+ private:
+  sigset_t sigpipe_;
+  sigset_t old_mask_;
+  bool was_pending_ = false;
+};
 
 // A destination of bytes. Not thread-safe: one writer at a time.
 class ByteSink {
@@ -38,7 +56,8 @@ class ByteSource {
   virtual ~ByteSource() = default;
   // Reads up to `size` bytes into `buf`; returns 0 only at end of stream.
   virtual absl::StatusOr<size_t> Read(char* buf, size_t size) = 0;
-  // Like ByteSink::PassThroughFd, for a child's stdin.
+  // Like ByteSink::PassThroughFd, for a child's stdin, or for splice(2). A source with one
+  // does not buffer: after Read calls, the fd continues exactly where they stopped.
   virtual int PassThroughFd() const { return -1; }
 };
 

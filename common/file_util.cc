@@ -64,6 +64,13 @@ absl::Status SyncDir(const std::string& dir) {
   return absl::OkStatus();
 }
 
+absl::Status SyncFilesystem(const std::string& path) {
+  auto fd = OpenFile(path, O_RDONLY);
+  if (!fd.ok()) return fd.status();
+  if (::syncfs(fd->get()) != 0) return ErrnoStatus(absl::StrCat("syncfs ", path), errno);
+  return absl::OkStatus();
+}
+
 absl::Status WriteFileAtomic(const std::string& path, std::string_view contents) {
   std::filesystem::path target(path);
   std::string dir = target.parent_path().empty() ? "." : target.parent_path().string();

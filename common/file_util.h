@@ -49,6 +49,10 @@ absl::Status WriteAll(int fd, std::string_view data, std::string_view what);
 // fsync of the directory `dir` (makes renames and creations in it durable).
 absl::Status SyncDir(const std::string& dir);
 
+// syncfs(2) of the filesystem holding `path`: all of its dirty data and metadata written out
+// and durable (on btrfs, a transaction commit after the data is flushed), whoever wrote it.
+absl::Status SyncFilesystem(const std::string& path);
+
 // Replaces `path` atomically and durably: writes `contents` to a temporary file beside it,
 // fsyncs it, renames it over `path` and fsyncs the directory. Readers see the old or the new
 // contents, never a mix.

@@ -323,7 +323,8 @@ absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epo
                     t.stream_bytes,
                     0,
                     absl::Nanoseconds(clock_->MonotonicNanos() - start),
-                    t.wire_bytes};
+                    t.wire_bytes,
+                    {}};
   nlohmann::json reply = nlohmann::json::parse(exit.stdout_text, nullptr, false);
   if (reply.is_discarded() || reply.value("block", "") != step.block.name)
     return absl::DataLossError(absl::StrCat("replica ", target_.id, " answered without confirming ",

@@ -1,11 +1,11 @@
 #include "replica/block_receiver.h"
 
 #include <fcntl.h>
-#include <stdio.h>
 #include <sys/file.h>
 
 #include <chrono>
 #include <filesystem>
+#include <future>
 
 #include "absl/strings/str_cat.h"
 #include "common/block_maker.h"
@@ -27,6 +27,19 @@ absl::StatusOr<uint64_t> Drain(ByteSource& stream) {
     if (n == 0) return total;
     total += n;
   }
+}
+
+// Where `btrfs receive` puts a block until it is verified: in blocks/, under a name that is
+// never a block name.
+constexpr std::string_view kIncomingPrefix = ".incoming-";
+// Left in blocks/ by versions that received into incoming/ and promoted a copy.
+constexpr std::string_view kPromotingPrefix = ".promoting-";
+
+// A stream that is malformed or cut (DataLoss from Btrfs::Receive) is a failed transfer, to be
+// retried like any other, not a block that failed verification: only that is DataLoss here.
+absl::Status TransferFailure(const absl::Status& st) {
+  if (!absl::IsDataLoss(st)) return st;
+  return absl::InternalError(absl::StrCat("receiving the stream: ", st.message()));
 }
 
 // Seconds since `*mark`, which moves to now.
@@ -68,8 +81,8 @@ absl::Status ValidateReceiveRequest(const ReceiveRequest& request) {
 BlockReceiver::BlockReceiver(Btrfs& btrfs, std::string root)
     : btrfs_(btrfs), layout_(std::move(root)) {}
 
-std::string BlockReceiver::PromotingPath(const BlockInfo& block) const {
-  return absl::StrCat(layout_.blocks(), "/.promoting-", block.name);
+std::string BlockReceiver::HiddenPath(std::string_view prefix, const BlockInfo& block) const {
+  return absl::StrCat(layout_.blocks(), "/", std::string(prefix), block.name);
 }
 
 absl::StatusOr<ReceiveResult> BlockReceiver::Receive(const ReceiveRequest& request,
@@ -77,7 +90,6 @@ absl::StatusOr<ReceiveResult> BlockReceiver::Receive(const ReceiveRequest& reque
   RETURN_IF_ERROR(ValidateReceiveRequest(request));
   ASSIGN_OR_RETURN(BlockInfo block, ParseBlockName(request.block));
   std::error_code ec;
-  std::filesystem::create_directories(layout_.incoming(), ec);
   std::filesystem::create_directories(layout_.blocks(), ec);
   if (ec) return absl::InternalError(absl::StrCat("mkdir under ", layout_.root(), ": ", ec.message()));
   ASSIGN_OR_RETURN(UniqueFd lock, OpenFile(absl::StrCat(layout_.root(), "/.receive.lock"),
@@ -91,12 +103,13 @@ absl::StatusOr<ReceiveResult> BlockReceiver::Receive(const ReceiveRequest& reque
 absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest& request,
                                                            const BlockInfo& block,
                                                            ByteSource& stream) {
-  ASSIGN_OR_RETURN(std::vector<BlockInfo> held, ListBlocks(btrfs_, layout_));
+  std::vector<std::string> unrecognized;
+  ASSIGN_OR_RETURN(std::vector<BlockInfo> held, ListBlocks(btrfs_, layout_, &unrecognized));
   for (const BlockInfo& b : held) {
     if (b.name == block.name) {
       RETURN_IF_ERROR(Drain(stream).status());
       ASSIGN_OR_RETURN(std::optional<HeadRecord> head, ReadHeadFile(layout_.block(b)));
-      return ReceiveResult{b, head.value_or(HeadRecord{}), 0, 0, 0, true};
+      return ReceiveResult{b, head.value_or(HeadRecord{}), 0, 0, 0, true, {}};
     }
   }
   if (!held.empty() && held.back().seq >= block.seq)
@@ -109,19 +122,28 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
       return absl::FailedPreconditionError(absl::StrCat(
           "parent ", *request.parent, " is not held here; send ", block.name, " in full"));
   }
-  // A transfer or promotion that died half-way may have left these behind.
-  for (const std::string& stale :
-       {absl::StrCat(layout_.incoming(), "/", block.name), PromotingPath(block)}) {
-    if (std::filesystem::exists(stale)) RETURN_IF_ERROR(btrfs_.DeleteSubvolume(stale));
-  }
-  // The stream goes straight to `btrfs receive` (the source's fd when it has one): copying it
-  // through this process would cost a core's worth of CPU per GB on a 2-core replica.
+  RETURN_IF_ERROR(DeleteLeftovers(unrecognized));
+  // `btrfs receive` gets the stream through a pipe, its payloads spliced from the source's fd
+  // when it has one rather than copied through this process (half the CPU of copying, which
+  // matters on a 2-core replica). Only the first command is rewritten, to give the subvolume
+  // its hidden name.
   auto mark = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(std::string path, btrfs_.Receive(layout_.incoming(), stream));
+  ReceiveOptions options;
+  options.as_name = std::string(kIncomingPrefix) + block.name;
+  absl::StatusOr<std::string> received = btrfs_.Receive(layout_.blocks(), stream, options);
+  if (!received.ok()) return TransferFailure(received.status());
+  const std::string path = *std::move(received);
   ReceiveTimings timings;
   timings.stream = Lap(&mark);
+  // `btrfs receive` never syncs: the block's data must be durable before it takes its name
+  // (else a crash could leave a named block with a truncated log). Writing it back is disk
+  // work and verifying it reads the page cache: the two run side by side, and only a block
+  // that verified is renamed once both are done.
+  std::future<absl::Status> durable =
+      std::async(std::launch::async, [path] { return SyncFilesystem(path); });
   auto checked = CheckReceived(request, block, path);
   timings.verify = Lap(&mark);
+  absl::Status synced = durable.get();
   if (!checked.ok()) {
     if (absl::Status st = btrfs_.DeleteSubvolume(path); !st.ok())
       return absl::InternalError(absl::StrCat(checked.status().message(),
@@ -129,34 +151,37 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
                                               st.message()));
     return checked.status();
   }
-  // btrfs will not move a read-only subvolume to another directory; promote a copy that keeps
-  // the received identity under a temporary name in blocks/ (where a block name never
-  // matches it), then rename it in place: a crash leaves either no block or a finished one.
-  std::string promoting = PromotingPath(block);
-  if (absl::Status st = btrfs_.PromoteReceived(path, promoting); !st.ok()) {
+  // A read-only subvolume may be renamed within its directory: the verified block takes its
+  // name in place, so a crash leaves either the hidden subvolume or the finished block.
+  if (synced.ok()) synced = btrfs_.RenameSubvolume(path, layout_.block(block));
+  if (absl::Status st = synced; !st.ok()) {
     (void)btrfs_.DeleteSubvolume(path);
     return st;
   }
-  if (::rename(promoting.c_str(), layout_.block(block).c_str()) != 0) {
-    absl::Status st = ErrnoStatus(absl::StrCat("rename ", promoting, " to ", layout_.block(block)), errno);
-    (void)btrfs_.DeleteSubvolume(promoting);
-    (void)btrfs_.DeleteSubvolume(path);
-    return st;
-  }
-  RETURN_IF_ERROR(btrfs_.DeleteSubvolume(path));
   RETURN_IF_ERROR(SyncDir(layout_.blocks()));
   timings.promote = Lap(&mark);
   checked->timings = timings;
   return checked;
 }
 
+absl::Status BlockReceiver::DeleteLeftovers(const std::vector<std::string>& unrecognized) {
+  for (const std::string& name : unrecognized) {
+    if (name.starts_with(kIncomingPrefix) || name.starts_with(kPromotingPrefix))
+      RETURN_IF_ERROR(btrfs_.DeleteSubvolume(absl::StrCat(layout_.blocks(), "/", name)));
+  }
+  std::error_code ec;
+  if (!std::filesystem::is_directory(layout_.incoming(), ec)) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::vector<SubvolumeInfo> old, btrfs_.ListSubvolumes(layout_.incoming()));
+  for (const SubvolumeInfo& sv : old) RETURN_IF_ERROR(btrfs_.DeleteSubvolume(sv.path));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ReceiveResult> BlockReceiver::CheckReceived(const ReceiveRequest& request,
                                                            const BlockInfo& block,
                                                            const std::string& path) {
-  if (std::filesystem::path(path).filename() != block.name)
-    return absl::DataLossError(absl::StrCat("the stream carried subvolume ",
-                                            std::filesystem::path(path).filename().string(),
-                                            ", not ", block.name));
+  if (path != HiddenPath(kIncomingPrefix, block))
+    return absl::InternalError(absl::StrCat("the block was received as ", path, ", not ",
+                                            HiddenPath(kIncomingPrefix, block)));
   ASSIGN_OR_RETURN(SubvolumeInfo info, btrfs_.GetSubvolumeInfo(path));
   if (!info.read_only || info.received_uuid.empty())
     return absl::DataLossError(absl::StrCat("received ", block.name,
@@ -201,7 +226,7 @@ absl::StatusOr<ReceiveResult> BlockReceiver::CheckReceived(const ReceiveRequest&
   if (head->epoch != request.epoch)
     return absl::DataLossError(absl::StrCat("block ", block.name, " is from epoch ", head->epoch,
                                             " but the primary is at epoch ", request.epoch));
-  return ReceiveResult{block, *head, report->events_verified, shared, compared, false};
+  return ReceiveResult{block, *head, report->events_verified, shared, compared, false, {}};
 }
 
 }  // namespace snapledger

@@ -1,17 +1,23 @@
-// The replica side of one block transfer: what `snapledger-replica receive` does when the
+// The replica side of one block transfer: what `snapledger-receive` does when the
 // primary's shipper runs it (as the forced command of the primary's key) with the send stream
 // on stdin.
 //
-// A block is promoted into <root>/blocks only after it was received read-only with a
-// received_uuid, its chain verified incrementally from the replica's last verified block (or
-// fully for the first block), its head file names exactly the block's head, and that head
-// equals the one the primary announced. On any failure the partial subvolume in
-// <root>/incoming is deleted and the replica stays on its last verified block.
+// `btrfs receive` creates the block's subvolume directly in <root>/blocks, under the hidden name
+// .incoming-<block> (never a block name, so listings and pruning ignore it). It takes its block
+// name (a rename in place, atomic) only after it was received read-only with a received_uuid,
+// its chain verified incrementally from the replica's last verified block (or fully for the
+// first block), its head file names exactly the block's head, and that head equals the one the
+// primary announced. On any failure the hidden subvolume is deleted and the replica stays on
+// its last verified block; those left by transfers that died are deleted by the next transfer
+// (as is what versions that received into <root>/incoming and promoted a copy through
+// <root>/blocks/.promoting-<block> left there).
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/block.h"
@@ -38,8 +44,10 @@ absl::Status ValidateReceiveRequest(const ReceiveRequest& request);
 // Where one transfer's time went on the replica, in seconds.
 struct ReceiveTimings {
   double stream = 0;   // `btrfs receive` applying the stream (ends with the stream)
-  double verify = 0;   // the prefix proof, the chain and the head checks
-  double promote = 0;  // the verified block moved into blocks/ and made durable
+  double verify = 0;   // the prefix proof, the chain and the head checks (while the data is
+                       // written back: see promote)
+  double promote = 0;  // the rest of the write-back (syncfs, started with the verification),
+                       // then the verified block renamed to its name in blocks/
 };
 
 struct ReceiveResult {
@@ -60,7 +68,9 @@ class BlockReceiver {
   // Receives one block from `stream`. Holds an exclusive lock on <root>/.receive.lock for the
   // whole transfer, so a retried transfer cannot interleave with one still running (the second
   // fails with FailedPrecondition). Errors say what failed (btrfs receive's stderr,
-  // verification's first bad seq and why).
+  // verification's first bad seq and why). DataLoss means the block did not verify; a stream
+  // that is malformed or cut short is a failed transfer (Internal), as is `btrfs receive`
+  // failing.
   absl::StatusOr<ReceiveResult> Receive(const ReceiveRequest& request, ByteSource& stream);
 
  private:
@@ -69,7 +79,12 @@ class BlockReceiver {
   absl::StatusOr<ReceiveResult> CheckReceived(const ReceiveRequest& request, const BlockInfo& block,
                                               const std::string& path);
 
-  std::string PromotingPath(const BlockInfo& block) const;
+  // Deletes what transfers that died half-way left behind, of any block: this version's
+  // hidden subvolumes in blocks/ (named in `unrecognized`, the non-block names ListBlocks
+  // found there), blocks/.promoting-* and everything in incoming/ (older versions). Only a
+  // receiver holding the lock creates them, so none belongs to a transfer still running.
+  absl::Status DeleteLeftovers(const std::vector<std::string>& unrecognized);
+  std::string HiddenPath(std::string_view prefix, const BlockInfo& block) const;
 
   Btrfs& btrfs_;
   LedgerLayout layout_;

@@ -1,6 +1,15 @@
 #include "replica/block_receiver.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "common/block_maker.h"
+#include "common/event_log.h"
+#include "common/memory_btrfs.h"
+#include "common/testing/temp_dir.h"
 
 namespace snapledger {
 namespace {
@@ -51,6 +60,155 @@ TEST(ValidateReceiveRequest, EpochIsRequired) {
   auto r = Request("block-000000000200-0123456789ab");
   r.epoch = 0;
   EXPECT_FALSE(ValidateReceiveRequest(r).ok());
+}
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+// A primary ledger and an empty replica root, each on its own in-memory btrfs (so that a delta
+// finds its parent on the replica by received_uuid, not as the very subvolume it was sent from).
+class BlockReceiverTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(InitializeLedgerRoot(primary_btrfs_, primary_.path()).ok());
+    auto log = EventLog::Create(LedgerLayout(primary_.path()).live(), 1);
+    ASSERT_TRUE(log.ok()) << log.status();
+    log_ = std::move(*log);
+    auto maker = BlockMaker::Create(primary_btrfs_, primary_.path(), *log_);
+    ASSERT_TRUE(maker.ok()) << maker.status();
+    maker_ = std::move(*maker);
+  }
+
+  BlockInfo Cut(int events) {
+    for (int i = 0; i < events; ++i)
+      EXPECT_TRUE(log_->Append(absl::StrCat("{\"i\":", i, "}")).ok());
+    auto block = maker_->Cut();
+    EXPECT_TRUE(block.ok() && block->has_value()) << block.status();
+    return block.ok() && block->has_value() ? **block : BlockInfo{};
+  }
+
+  std::string Stream(const BlockInfo& block, const std::optional<BlockInfo>& parent = {}) {
+    LedgerLayout primary(primary_.path());
+    std::optional<std::string> parent_path;
+    if (parent) parent_path = primary.block(*parent);
+    StringSink sink;
+    EXPECT_TRUE(primary_btrfs_.Send(primary.block(block), parent_path, sink).ok());
+    return sink.data();
+  }
+
+  absl::StatusOr<ReceiveResult> Receive(const BlockInfo& block,
+                                        const std::optional<BlockInfo>& parent = {}) {
+    return ReceiveStream(block, parent, Stream(block, parent));
+  }
+
+  absl::StatusOr<ReceiveResult> ReceiveStream(const BlockInfo& block,
+                                              const std::optional<BlockInfo>& parent,
+                                              std::string stream, uint64_t epoch = 1) {
+    ReceiveRequest r = Request(block.name);
+    if (parent) r.parent = parent->name;
+    r.epoch = epoch;
+    StringSource source(std::move(stream));
+    return BlockReceiver(replica_btrfs_, replica_.path()).Receive(r, source);
+  }
+
+  // The names in the replica's blocks/ directory, hidden ones included.
+  std::vector<std::string> ReplicaEntries() {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e :
+         std::filesystem::directory_iterator(LedgerLayout(replica_.path()).blocks(), ec))
+      out.push_back(e.path().filename().string());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  testing::TempDir primary_, replica_;
+  MemoryBtrfs primary_btrfs_, replica_btrfs_;
+  EventLogPtr log_;
+  BlockMakerPtr maker_;
+};
+
+TEST_F(BlockReceiverTest, AVerifiedBlockTakesItsNameInBlocksAndNothingElseIsLeft) {
+  BlockInfo first = Cut(3);
+  auto full = Receive(first);
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(full->events_verified, 3u);
+  EXPECT_FALSE(full->already_held);
+  EXPECT_THAT(ReplicaEntries(), ElementsAre(first.name));
+
+  BlockInfo second = Cut(2);
+  auto delta = Receive(second, first);
+  ASSERT_TRUE(delta.ok()) << delta.status();
+  EXPECT_EQ(delta->head.head.seq, 5u);
+  EXPECT_GE(delta->timings.stream, 0);
+  EXPECT_GE(delta->timings.promote, 0);
+  EXPECT_THAT(ReplicaEntries(), ElementsAre(first.name, second.name));
+  auto info = replica_btrfs_.GetSubvolumeInfo(LedgerLayout(replica_.path()).block(second));
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_TRUE(info->read_only);
+  EXPECT_FALSE(info->received_uuid.empty());
+  EXPECT_FALSE(std::filesystem::exists(LedgerLayout(replica_.path()).incoming()));
+}
+
+TEST_F(BlockReceiverTest, LeftoversOfDeadTransfersAreDeletedFirst) {
+  BlockInfo block = Cut(2);
+  LedgerLayout replica(replica_.path());
+  std::filesystem::create_directories(replica.blocks());
+  std::filesystem::create_directories(replica.incoming());
+  const std::vector<std::string> stale = {
+      absl::StrCat(replica.blocks(), "/.incoming-", block.name),
+      absl::StrCat(replica.blocks(), "/.incoming-block-000000000001-0123456789ab"),
+      absl::StrCat(replica.blocks(), "/.promoting-", block.name),  // older versions
+      absl::StrCat(replica.incoming(), "/", block.name),           // older versions
+      absl::StrCat(replica.incoming(), "/block-000000000001-0123456789ab")};
+  for (const std::string& path : stale) ASSERT_TRUE(replica_btrfs_.CreateSubvolume(path).ok());
+  auto received = Receive(block);
+  ASSERT_TRUE(received.ok()) << received.status();
+  EXPECT_THAT(ReplicaEntries(), ElementsAre(block.name));
+  EXPECT_TRUE(std::filesystem::is_empty(replica.incoming()));
+}
+
+TEST_F(BlockReceiverTest, ABlockThatDoesNotVerifyIsDeletedNotNamed) {
+  BlockInfo block = Cut(2);
+  auto received = ReceiveStream(block, std::nullopt, Stream(block), /*epoch=*/2);
+  EXPECT_TRUE(absl::IsDataLoss(received.status())) << received.status();
+  EXPECT_THAT(std::string(received.status().message()), ::testing::HasSubstr("epoch"));
+  EXPECT_THAT(ReplicaEntries(), IsEmpty());
+  EXPECT_EQ(replica_btrfs_.subvolume_count(), 0u);
+}
+
+TEST_F(BlockReceiverTest, AMalformedStreamIsAFailedTransferAndLeavesNothingBehind) {
+  BlockInfo block = Cut(2);
+  std::string stream = Stream(block);
+  auto received = ReceiveStream(block, std::nullopt, stream.substr(0, stream.size() - 3));
+  // A failed transfer (retried), not a block that failed verification (DataLoss).
+  EXPECT_TRUE(absl::IsInternal(received.status())) << received.status();
+  EXPECT_THAT(std::string(received.status().message()),
+              ::testing::HasSubstr("receiving the stream: "));
+  EXPECT_THAT(ReplicaEntries(), IsEmpty());
+  EXPECT_EQ(replica_btrfs_.subvolume_count(), 0u);
+}
+
+TEST_F(BlockReceiverTest, AFailedRenameLeavesNothingBehind) {
+  BlockInfo block = Cut(2);
+  replica_btrfs_.FailNext(MemoryBtrfs::Op::kRenameSubvolume, absl::InternalError("injected"));
+  auto received = Receive(block);
+  EXPECT_TRUE(absl::IsInternal(received.status())) << received.status();
+  EXPECT_THAT(ReplicaEntries(), IsEmpty());
+  EXPECT_EQ(replica_btrfs_.subvolume_count(), 0u);
+
+  auto again = Receive(block);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_THAT(ReplicaEntries(), ElementsAre(block.name));
+}
+
+TEST_F(BlockReceiverTest, ABlockAlreadyHeldIsAcknowledgedAndItsStreamDrained) {
+  BlockInfo block = Cut(2);
+  ASSERT_TRUE(Receive(block).ok());
+  auto again = Receive(block);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->already_held);
+  EXPECT_THAT(ReplicaEntries(), ElementsAre(block.name));
 }
 
 }  // namespace

@@ -117,9 +117,14 @@ class ReplicaReceiveTest : public ::testing::Test {
     return names;
   }
 
+  // No transfer left anything behind: no blocks/.incoming-<name> (where `btrfs receive` puts
+  // a block until it verifies) and nothing in incoming/ (where older versions received).
   bool IncomingIsEmpty() {
     std::error_code ec;
-    std::string dir = LedgerLayout(ReplicaRoot()).incoming();
+    LedgerLayout layout(ReplicaRoot());
+    for (const auto& e : std::filesystem::directory_iterator(layout.blocks(), ec))
+      if (e.path().filename().string().starts_with(".incoming-")) return false;
+    std::string dir = layout.incoming();
     return !std::filesystem::exists(dir) || std::filesystem::is_empty(dir, ec);
   }
 

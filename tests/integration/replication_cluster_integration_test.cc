@@ -27,6 +27,8 @@
 namespace snapledger::testing {
 namespace {
 
+constexpr std::string_view kIncomingPrefix = ".incoming-";
+
 namespace fs = std::filesystem;
 
 // Reads <root>/receive-journal.jsonl from its start.
@@ -98,15 +100,24 @@ class ReplicationClusterTest : public ::testing::Test {
   std::set<std::string> BlocksOf(const std::string& host) {
     std::set<std::string> names;
     std::error_code ec;
-    for (const auto& e : fs::directory_iterator(cluster_->host(host).ledger_root + "/blocks", ec))
-      names.insert(e.path().filename().string());
+    for (const auto& e : fs::directory_iterator(cluster_->host(host).ledger_root + "/blocks", ec)) {
+      std::string name = e.path().filename().string();
+      if (!name.starts_with(".")) names.insert(std::move(name));  // not a transfer in progress
+    }
     return names;
   }
 
+  // The blocks being received on `host`: `btrfs receive` creates each as blocks/.incoming-<name>
+  // until it is verified and renamed. (incoming/ is where versions before that received.)
   std::vector<std::string> IncomingOf(const std::string& host) {
     std::vector<std::string> names;
     std::error_code ec;
-    for (const auto& e : fs::directory_iterator(cluster_->host(host).ledger_root + "/incoming", ec))
+    const std::string root = cluster_->host(host).ledger_root;
+    for (const auto& e : fs::directory_iterator(root + "/blocks", ec)) {
+      std::string name = e.path().filename().string();
+      if (name.starts_with(kIncomingPrefix)) names.push_back(name.substr(kIncomingPrefix.size()));
+    }
+    for (const auto& e : fs::directory_iterator(root + "/incoming", ec))
       names.push_back(e.path().filename().string());
     return names;
   }
@@ -284,7 +295,9 @@ TEST_F(ReplicationClusterTest, LinkCutMidStreamLeavesNothingHalfDoneAndConverges
       std::error_code ec1, ec2;
       uintmax_t total = fs::file_size(BlockDir("primary", name) + "/events.jsonl", ec1);
       uintmax_t landed = fs::file_size(
-          absl::StrCat(cluster_->host("r1").ledger_root, "/incoming/", name, "/events.jsonl"), ec2);
+          absl::StrCat(cluster_->host("r1").ledger_root, "/blocks/", std::string(kIncomingPrefix), name,
+                       "/events.jsonl"),
+          ec2);
       if (ec2) landed = 0;  // not created yet
       if (!ec1 && total > landed + (6 << 20)) {
         cut_block = name;

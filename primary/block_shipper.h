@@ -49,7 +49,7 @@ struct TransferPhases {
   double verdict = 0;  // from the end of the stream to the replica's answer
   double replica_stream = 0;   // the replica's `btrfs receive`
   double replica_verify = 0;   // the replica's verification
-  double replica_promote = 0;  // the replica moving the block into blocks/
+  double replica_promote = 0;  // the replica finishing the write-back and naming the block
   double replica_process = 0;  // the receive command's run, from main() to its answer
 };
 

@@ -13,6 +13,7 @@
 #include "common/file_util.h"
 #include "common/send_stream.h"
 #include "tests/integration/loop_btrfs.h"
+#include "tests/integration/pipe_transfer.h"
 
 namespace snapledger {
 namespace {
@@ -50,32 +51,13 @@ class LinuxBtrfsReceive : public ::testing::Test {
     return sink.data();
   }
 
-  // Streams `snapshot` through a pipe into Receive, sender and receiver concurrently, as in
-  // production (the receiving side has an fd, so the stream is spliced).
+  // Streams `snapshot` into Dest() as `as_name`, sender and receiver concurrently.
   absl::StatusOr<std::string> Transfer(const std::string& snapshot,
                                        const std::optional<std::string>& parent,
                                        const std::string& as_name) {
-    auto pipe = MakePipe();
-    if (!pipe.ok()) return pipe.status();
-    FdSink sink(std::move(pipe->write), "transfer pipe");
-    FdSource source(std::move(pipe->read), "transfer pipe");
-    absl::Status sent;
-    std::thread sender([&] {
-      sent = btrfs_->Send(snapshot, parent, sink);
-      absl::Status closed = sink.Close();
-      if (sent.ok()) sent = closed;
-    });
     ReceiveOptions options;
     options.as_name = as_name;
-    absl::StatusOr<std::string> received = btrfs_->Receive(Dest(), source, options);
-    if (!received.ok()) {
-      char buf[1 << 16];  // let the sender finish
-      while (source.Read(buf, sizeof buf).value_or(0) > 0) {
-      }
-    }
-    sender.join();
-    if (!sent.ok()) return sent;
-    return received;
+    return testing::TransferThroughPipe(*btrfs_, snapshot, parent, Dest(), options);
   }
 
   std::vector<std::string> DestEntries() {

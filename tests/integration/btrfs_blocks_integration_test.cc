@@ -21,6 +21,7 @@
 #include "common/head_file.h"
 #include "common/process.h"
 #include "tests/integration/loop_btrfs.h"
+#include "tests/integration/pipe_transfer.h"
 
 namespace snapledger {
 namespace {
@@ -46,20 +47,7 @@ HeadRecord HeadOf(const std::string& dir) {
 absl::StatusOr<std::string> Transfer(Btrfs& btrfs, const std::string& block,
                                      const std::optional<std::string>& parent,
                                      const std::string& dest_dir) {
-  auto pipe = MakePipe();
-  if (!pipe.ok()) return pipe.status();
-  FdSink sink(std::move(pipe->write), "transfer pipe");
-  FdSource source(std::move(pipe->read), "transfer pipe");
-  absl::Status sent;
-  std::thread sender([&] {
-    sent = btrfs.Send(block, parent, sink);
-    absl::Status closed = sink.Close();
-    if (sent.ok()) sent = closed;
-  });
-  absl::StatusOr<std::string> received = btrfs.Receive(dest_dir, source);
-  sender.join();
-  if (!sent.ok()) return sent;
-  return received;
+  return testing::TransferThroughPipe(btrfs, block, parent, dest_dir);
 }
 
 // Changes one digit of the body of event `seq` in <dir>/events.jsonl, keeping the line

@@ -329,9 +329,8 @@ absl::StatusOr<Transfer> NetnsBench::RunOpenSsh(bool zstd) {
   if (!report.ok()) return absl::DataLossError(report.failure->ToString());
   if (report.events_verified != events_)
     return absl::InternalError(absl::StrCat("verified ", report.events_verified, " of ", events_));
-  ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(received, O_RDONLY | O_DIRECTORY));
   start = NowNanos();
-  if (::syncfs(fd.get()) != 0) return ErrnoStatus("syncfs " + received, errno);
+  RETURN_IF_ERROR(SyncFilesystem(received));
   t.flush_seconds = (NowNanos() - start) / 1e9;
   return t;
 }

@@ -109,7 +109,7 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
     if (b.name == block.name) {
       RETURN_IF_ERROR(Drain(stream).status());
       ASSIGN_OR_RETURN(std::optional<HeadRecord> head, ReadHeadFile(layout_.block(b)));
-      return ReceiveResult{b, head.value_or(HeadRecord{}), 0, 0, 0, true, {}};
+      return ReceiveResult{b, head.value_or(HeadRecord{}), 0, 0, 0, true, {}, 0};
     }
   }
   if (!held.empty() && held.back().seq >= block.seq)
@@ -141,7 +141,7 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
   // that verified is renamed once both are done.
   std::future<absl::Status> durable =
       std::async(std::launch::async, [path] { return SyncFilesystem(path); });
-  auto checked = CheckReceived(request, block, path);
+  auto checked = CheckReceived(request, block, path, held);
   timings.verify = Lap(&mark);
   absl::Status synced = durable.get();
   if (!checked.ok()) {
@@ -178,7 +178,8 @@ absl::Status BlockReceiver::DeleteLeftovers(const std::vector<std::string>& unre
 
 absl::StatusOr<ReceiveResult> BlockReceiver::CheckReceived(const ReceiveRequest& request,
                                                            const BlockInfo& block,
-                                                           const std::string& path) {
+                                                           const std::string& path,
+                                                           const std::vector<BlockInfo>& held) {
   if (path != HiddenPath(kIncomingPrefix, block))
     return absl::InternalError(absl::StrCat("the block was received as ", path, ", not ",
                                             HiddenPath(kIncomingPrefix, block)));
@@ -186,9 +187,8 @@ absl::StatusOr<ReceiveResult> BlockReceiver::CheckReceived(const ReceiveRequest&
   if (!info.read_only || info.received_uuid.empty())
     return absl::DataLossError(absl::StrCat("received ", block.name,
                                             " is not a read-only received subvolume"));
-  ASSIGN_OR_RETURN(std::vector<BlockInfo> held, ListBlocks(btrfs_, layout_));
   absl::StatusOr<VerifyReport> report;
-  uint64_t shared = 0, compared = 0;
+  uint64_t shared = 0, compared = 0, trusted_log_bytes = 0;
   if (held.empty()) {
     report = VerifyLedgerDir(path, {HeadCheck::kExact, 2});
   } else {
@@ -196,6 +196,7 @@ absl::StatusOr<ReceiveResult> BlockReceiver::CheckReceived(const ReceiveRequest&
     if (!trusted)
       return absl::DataLossError(absl::StrCat("verified block ", held.back().name,
                                               " has no head file"));
+    trusted_log_bytes = trusted->log_bytes;
     // Verification from the trusted head reads only what follows it; the bytes before it
     // must be the ones this replica already verified.
     std::string parent_log = absl::StrCat(layout_.block(held.back()), "/", kEventsFile);
@@ -226,7 +227,9 @@ absl::StatusOr<ReceiveResult> BlockReceiver::CheckReceived(const ReceiveRequest&
   if (head->epoch != request.epoch)
     return absl::DataLossError(absl::StrCat("block ", block.name, " is from epoch ", head->epoch,
                                             " but the primary is at epoch ", request.epoch));
-  return ReceiveResult{block, *head, report->events_verified, shared, compared, false, {}};
+  const uint64_t added =
+      head->log_bytes > trusted_log_bytes ? head->log_bytes - trusted_log_bytes : 0;
+  return ReceiveResult{block, *head, report->events_verified, shared, compared, false, {}, added};
 }
 
 }  // namespace snapledger

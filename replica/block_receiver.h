@@ -58,6 +58,9 @@ struct ReceiveResult {
   uint64_t prefix_bytes_compared = 0;  // old bytes read and compared with the parent
   bool already_held = false;   // the block was already verified here; the stream was drained
   ReceiveTimings timings;
+  // How much events.jsonl grew over the newest block held before (all of it for the first
+  // block; 0 when already held).
+  uint64_t log_bytes_added = 0;
 };
 
 class BlockReceiver {
@@ -76,8 +79,11 @@ class BlockReceiver {
  private:
   absl::StatusOr<ReceiveResult> ReceiveLocked(const ReceiveRequest& request, const BlockInfo& block,
                                               ByteSource& stream);
+  // Verifies the block received at `path` against `held`, the verified blocks (listed under
+  // the receive lock, so still current).
   absl::StatusOr<ReceiveResult> CheckReceived(const ReceiveRequest& request, const BlockInfo& block,
-                                              const std::string& path);
+                                              const std::string& path,
+                                              const std::vector<BlockInfo>& held);
 
   // Deletes what transfers that died half-way left behind, of any block: this version's
   // hidden subvolumes in blocks/ (named in `unrecognized`, the non-block names ListBlocks

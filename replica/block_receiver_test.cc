@@ -140,6 +140,10 @@ TEST_F(BlockReceiverTest, AVerifiedBlockTakesItsNameInBlocksAndNothingElseIsLeft
   auto delta = Receive(second, first);
   ASSERT_TRUE(delta.ok()) << delta.status();
   EXPECT_EQ(delta->head.head.seq, 5u);
+  // The first block adds its whole log; a delta what its events added.
+  EXPECT_EQ(full->log_bytes_added, full->head.log_bytes);
+  EXPECT_EQ(delta->log_bytes_added, delta->head.log_bytes - full->head.log_bytes);
+  EXPECT_GT(delta->log_bytes_added, 0u);
   EXPECT_GE(delta->timings.stream, 0);
   EXPECT_GE(delta->timings.promote, 0);
   EXPECT_THAT(ReplicaEntries(), ElementsAre(first.name, second.name));
@@ -208,6 +212,7 @@ TEST_F(BlockReceiverTest, ABlockAlreadyHeldIsAcknowledgedAndItsStreamDrained) {
   auto again = Receive(block);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_TRUE(again->already_held);
+  EXPECT_EQ(again->log_bytes_added, 0u);
   EXPECT_THAT(ReplicaEntries(), ElementsAre(block.name));
 }
 

@@ -63,16 +63,6 @@ bool ParseOriginalCommand(const std::string& command, TransferArgs& t, std::stri
 
 namespace {
 
-// The log bytes of the newest block held (0 when none): what a new block's growth is counted
-// from.
-uint64_t NewestLogBytes(Btrfs& btrfs, const std::string& root) {
-  LedgerLayout layout(root);
-  absl::StatusOr<std::vector<BlockInfo>> blocks = ListBlocks(btrfs, layout);
-  if (!blocks.ok() || blocks->empty()) return 0;
-  absl::StatusOr<std::optional<HeadRecord>> head = ReadHeadFile(layout.block(blocks->back()));
-  return head.ok() && *head ? (*head)->log_bytes : 0;
-}
-
 // Why a receive failed, as the journal (and the replica's metrics) name it.
 std::string FailureReason(const absl::Status& status, bool stream_failed) {
   if (stream_failed) return "stream";
@@ -119,7 +109,6 @@ int ReceiveOnce(const std::string& root, TransferArgs& t, int64_t process_start,
   if (absl::Status st = ValidateReceiveRequest(request); !st.ok())
     return refuse(std::string(st.message()));
   BtrfsPtr btrfs = Btrfs::Linux();
-  const uint64_t log_bytes_before = NewestLogBytes(*btrfs, root);
   BlockReceiver receiver(*btrfs, root);
   FdSource stdin_source(UniqueFd(::dup(STDIN_FILENO)), "stdin");
   ByteSource* stream = &stdin_source;
@@ -149,8 +138,7 @@ int ReceiveOnce(const std::string& root, TransferArgs& t, int64_t process_start,
   }
   outcome.already_held = result->already_held;
   outcome.events_verified = result->events_verified;
-  if (result->head.log_bytes > log_bytes_before)
-    outcome.log_bytes = result->head.log_bytes - log_bytes_before;
+  outcome.log_bytes = result->log_bytes_added;
   std::cout << "{\"block\":\"" << result->block.name << "\",\"seq\":" << result->head.head.seq
             << ",\"hash\":\"" << result->head.head.hash
             << "\",\"events_verified\":" << result->events_verified

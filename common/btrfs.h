@@ -41,9 +41,15 @@ struct SubvolumeInfo {
 
 enum class SnapshotKind { kReadOnly, kWritable };
 
+class SendCommandObserver;
+
 struct ReceiveOptions {
   // The name the received subvolume gets instead of the sent one's: one path component.
   std::optional<std::string> as_name;
+  // When set, shown every command of the stream before `btrfs receive` gets it (the payloads
+  // are then read through this process, not spliced). Borrowed. Implementations that do not
+  // take a btrfs send stream (MemoryBtrfs) never call it.
+  SendCommandObserver* observer = nullptr;
 };
 
 class Btrfs;

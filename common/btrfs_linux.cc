@@ -193,7 +193,7 @@ class LinuxBtrfs : public Btrfs {
     const std::string path = absl::StrCat(dest_dir, "/", name);
     if (struct stat st; ::lstat(path.c_str(), &st) == 0)
       return absl::AlreadyExistsError(absl::StrCat("receive into ", path, ": it exists"));
-    absl::Status received = RunReceive(dest_dir, start, source);
+    absl::Status received = RunReceive(dest_dir, start, source, options.observer);
     if (received.ok()) received = CheckIsSubvolume(path);
     if (received.ok()) return path;
     // Whatever `btrfs receive` created under the name is partial: it was not there before.
@@ -210,14 +210,14 @@ class LinuxBtrfs : public Btrfs {
   // fails, its error (quoting its stderr) is the cause; when the source or the stream does,
   // the receiver is killed first, so that a cut stream cannot look like a complete one.
   absl::Status RunReceive(const std::string& dest_dir, std::string_view start,
-                          ByteSource& source) {
+                          ByteSource& source, SendCommandObserver* observer) {
     std::vector<std::string> argv = BtrfsCommand({"receive", dest_dir});
     ProcessSpec spec;
     spec.argv = argv;
     spec.stdin_spec = StdioSpec::Pipe();
     ASSIGN_OR_RETURN(ChildPtr child, runner_->Start(spec));
     UniqueFd pipe = child->TakeStdin();
-    SendStreamForwarder forwarder(source, pipe.get());
+    SendStreamForwarder forwarder(source, pipe.get(), observer);
     absl::Status streamed = forwarder.Forward(start);
     if (!streamed.ok() && !forwarder.pipe_failed()) (void)child->Signal(SIGKILL);
     pipe.Reset();

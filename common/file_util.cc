@@ -71,6 +71,14 @@ absl::Status SyncFilesystem(const std::string& path) {
   return absl::OkStatus();
 }
 
+absl::Status StartWriteback(const std::string& path) {
+  auto fd = OpenFile(path, O_RDONLY);
+  if (!fd.ok()) return fd.status();
+  if (::sync_file_range(fd->get(), 0, 0, SYNC_FILE_RANGE_WRITE) != 0)
+    return ErrnoStatus(absl::StrCat("start writeback of ", path), errno);
+  return absl::OkStatus();
+}
+
 absl::Status WriteFileAtomic(const std::string& path, std::string_view contents) {
   std::filesystem::path target(path);
   std::string dir = target.parent_path().empty() ? "." : target.parent_path().string();

@@ -53,6 +53,11 @@ absl::Status SyncDir(const std::string& dir);
 // and durable (on btrfs, a transaction commit after the data is flushed), whoever wrote it.
 absl::Status SyncFilesystem(const std::string& path);
 
+// Starts writing back the file's dirty pages without waiting for them (sync_file_range(2),
+// SYNC_FILE_RANGE_WRITE), so that a later fsync or syncfs has less left to wait for. Makes
+// nothing durable by itself.
+absl::Status StartWriteback(const std::string& path);
+
 // Replaces `path` atomically and durably: writes `contents` to a temporary file beside it,
 // fsyncs it, renames it over `path` and fsyncs the directory. Readers see the old or the new
 // contents, never a mix.

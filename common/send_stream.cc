@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <boost/crc.hpp>
+#include <cstring>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -23,6 +25,7 @@ namespace {
 constexpr uint32_t kMaxFirstCommandPayload = 64 * 1024;
 constexpr size_t kCopyChunk = 256 * 1024;
 constexpr size_t kMaxSpliceChunk = 1 << 20;
+constexpr int kPipeSize = 1 << 20;  // the default /proc/sys/fs/pipe-max-size
 constexpr size_t kCrcOffset = 6;  // in the command header
 
 uint16_t Le16(const char* p) {
@@ -65,33 +68,33 @@ struct Attribute {
   size_t value_size = 0;
 };
 
-absl::StatusOr<std::vector<Attribute>> SplitAttributes(std::string_view payload, uint32_t version) {
+// `what` names the command in messages.
+absl::StatusOr<std::vector<Attribute>> SplitAttributes(std::string_view payload, uint32_t version,
+                                                       std::string_view what) {
   std::vector<Attribute> out;
   size_t pos = 0;
   while (pos < payload.size()) {
     Attribute a;
     a.header_offset = pos;
     if (payload.size() - pos < 2)
-      return absl::DataLossError(absl::StrFormat(
-          "send stream's first command: attribute header at payload byte %d is cut off", pos));
+      return absl::DataLossError(
+          absl::StrFormat("%s: attribute header at payload byte %d is cut off", what, pos));
     a.type = Le16(payload.data() + pos);
     pos += 2;
     if (version >= 2 && a.type == kSendAttributeData) {
       a.value_size = payload.size() - pos;  // no length: runs to the end of the command
     } else {
       if (payload.size() - pos < 2)
-        return absl::DataLossError(absl::StrFormat(
-            "send stream's first command: attribute %d at payload byte %d is cut off", a.type,
-            a.header_offset));
+        return absl::DataLossError(absl::StrFormat("%s: attribute %d at payload byte %d is cut off",
+                                                   what, a.type, a.header_offset));
       a.value_size = Le16(payload.data() + pos);
       pos += 2;
     }
     a.value_offset = pos;
     if (payload.size() - pos < a.value_size)
-      return absl::DataLossError(absl::StrFormat(
-          "send stream's first command: attribute %d at payload byte %d claims %d bytes, %d "
-          "remain",
-          a.type, a.header_offset, a.value_size, payload.size() - pos));
+      return absl::DataLossError(
+          absl::StrFormat("%s: attribute %d at payload byte %d claims %d bytes, %d remain", what,
+                          a.type, a.header_offset, a.value_size, payload.size() - pos));
     pos += a.value_size;
     out.push_back(a);
   }
@@ -119,8 +122,8 @@ absl::StatusOr<ParsedStart> ParseStart(std::string_view stream) {
     return absl::DataLossError(absl::StrFormat(
         "crc mismatch in the send stream's first command: it says 0x%08x, its bytes give 0x%08x",
         header.crc, crc));
-  ASSIGN_OR_RETURN(p.attributes,
-                   SplitAttributes(command.substr(kSendCommandHeaderSize), p.start.version));
+  ASSIGN_OR_RETURN(p.attributes, SplitAttributes(command.substr(kSendCommandHeaderSize),
+                                                 p.start.version, "send stream's first command"));
   std::optional<size_t> path;
   for (size_t i = 0; i < p.attributes.size(); ++i) {
     if (p.attributes[i].type != kSendAttributePath) continue;
@@ -143,6 +146,16 @@ uint32_t SendStreamCrc32c(std::string_view data) {
   boost::crc_optimal<32, 0x1EDC6F41, 0, 0, true, true> crc;
   crc.process_bytes(data.data(), data.size());
   return crc.checksum();
+}
+
+absl::StatusOr<std::vector<SendAttribute>> ParseSendAttributes(std::string_view payload,
+                                                               uint32_t version) {
+  ASSIGN_OR_RETURN(std::vector<Attribute> split, SplitAttributes(payload, version, "command"));
+  std::vector<SendAttribute> out;
+  out.reserve(split.size());
+  for (const Attribute& a : split)
+    out.push_back({a.type, payload.substr(a.value_offset, a.value_size)});
+  return out;
 }
 
 SendCommandHeader DecodeSendCommandHeader(std::string_view bytes) {
@@ -244,12 +257,25 @@ absl::StatusOr<std::string> ReadSendStreamStart(ByteSource& source) {
   return bytes;
 }
 
-SendStreamForwarder::SendStreamForwarder(ByteSource& source, int pipe_fd)
-    : source_(source), pipe_fd_(pipe_fd), splice_fd_(source.PassThroughFd()) {}
+SendStreamForwarder::SendStreamForwarder(ByteSource& source, int pipe_fd,
+                                         SendCommandObserver* observer)
+    : source_(source),
+      pipe_fd_(pipe_fd),
+      observer_(observer),
+      splice_fd_(observer == nullptr ? source.PassThroughFd() : -1) {}
 
 absl::Status SendStreamForwarder::Forward(std::string_view start) {
   ScopedSigpipeBlock no_sigpipe;
+  // Larger pipes (best effort): fewer, larger reads and writes on either side.
+  (void)::fcntl(pipe_fd_, F_SETPIPE_SZ, kPipeSize);
+  if (int fd = source_.PassThroughFd(); fd >= 0) (void)::fcntl(fd, F_SETPIPE_SZ, kPipeSize);
   RETURN_IF_ERROR(WriteToPipe(start));
+  if (observer_ != nullptr) {
+    ASSIGN_OR_RETURN(size_t start_size, SendStreamStartSize(start));
+    if (start.size() != start_size)
+      return absl::InvalidArgumentError("Forward: `start` is not exactly a stream start");
+    return ForwardObserved(Le32(start.data() + kSendStreamMagic.size()));
+  }
   for (uint64_t index = 2;; ++index) {
     char header[kSendCommandHeaderSize];
     ASSIGN_OR_RETURN(size_t n, ReadUpTo(header, sizeof header));
@@ -277,6 +303,76 @@ absl::Status SendStreamForwarder::Forward(std::string_view start) {
       return absl::DataLossError(absl::StrFormat(
           "send stream continues after its END command (command %d): a second stream", index));
     return absl::OkStatus();
+  }
+}
+
+// Commands are read whole into buffer_, shown to the observer, and the complete ones in the
+// buffer written to the pipe together.
+absl::Status SendStreamForwarder::ForwardObserved(uint32_t version) {
+  constexpr size_t kReadChunk = 1 << 20;
+  constexpr size_t kCapacity = 4 * kReadChunk + kSendCommandHeaderSize + kMaxObservedCommandPayload;
+  std::unique_ptr<char[]> buf(new char[kCapacity]);  // [pos, end) is read, not yet forwarded
+  size_t pos = 0, end = 0;
+  for (uint64_t index = 2;;) {
+    const size_t batch_start = pos;
+    bool ended = false;
+    size_t need = kSendCommandHeaderSize;  // bytes the next command needs in the buffer
+    while (end - pos >= kSendCommandHeaderSize) {
+      SendCommandHeader h =
+          DecodeSendCommandHeader(std::string_view(buf.get() + pos, kSendCommandHeaderSize));
+      if (h.command == kSendCommandSubvol || h.command == kSendCommandSnapshot)
+        return absl::DataLossError(absl::StrFormat(
+            "send stream carries a second subvolume (command %d is %s); one stream must carry "
+            "one",
+            index, h.command == kSendCommandSubvol ? "SUBVOL" : "SNAPSHOT"));
+      if (h.length > kMaxObservedCommandPayload)
+        return absl::DataLossError(
+            absl::StrFormat("send stream command %d claims %d bytes (at most %d expected)", index,
+                            h.length, kMaxObservedCommandPayload));
+      need = kSendCommandHeaderSize + h.length;
+      if (end - pos < need) break;
+      observer_->OnCommand(
+          h.command, std::string_view(buf.get() + pos + kSendCommandHeaderSize, h.length), version);
+      pos += need;
+      need = kSendCommandHeaderSize;
+      ++index;
+      if (h.command == kSendCommandEnd) {
+        ended = true;
+        break;
+      }
+    }
+    RETURN_IF_ERROR(WriteToPipe(std::string_view(buf.get() + batch_start, pos - batch_start)));
+    if (ended) {
+      bool more = pos < end;
+      if (!more) {
+        char extra;
+        ASSIGN_OR_RETURN(size_t n, ReadUpTo(&extra, 1));
+        more = n > 0;
+      }
+      if (!more) return absl::OkStatus();
+      return absl::DataLossError(absl::StrFormat(
+          "send stream continues after its END command (command %d): a second stream", index - 1));
+    }
+    // Read more behind the incomplete command; move it to the front only when the room
+    // behind it could not hold a whole command.
+    if (kCapacity - end < kSendCommandHeaderSize + kMaxObservedCommandPayload) {
+      std::memmove(buf.get(), buf.get() + pos, end - pos);
+      end -= pos;
+      pos = 0;
+    }
+    const size_t have = end - pos;
+    absl::StatusOr<size_t> n = source_.Read(buf.get() + end, std::min(kCapacity - end, kReadChunk));
+    if (!n.ok()) return SourceError(n.status());
+    end += *n;
+    if (*n > 0) continue;
+    if (have == 0)
+      return absl::DataLossError(absl::StrFormat(
+          "send stream ended after command %d without an END command (truncated)", index - 1));
+    if (have < kSendCommandHeaderSize)
+      return absl::DataLossError(
+          absl::StrFormat("send stream truncated in the header of command %d", index));
+    return absl::DataLossError(
+        absl::StrFormat("send stream truncated in command %d (%d of %d bytes)", index, have, need));
   }
 }
 

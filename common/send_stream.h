@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -32,9 +33,29 @@ inline constexpr uint32_t kMaxSendStreamVersion = 3;
 
 inline constexpr uint16_t kSendCommandSubvol = 1;
 inline constexpr uint16_t kSendCommandSnapshot = 2;
+inline constexpr uint16_t kSendCommandMkfile = 3;
+inline constexpr uint16_t kSendCommandRename = 9;
+inline constexpr uint16_t kSendCommandSetXattr = 13;
+inline constexpr uint16_t kSendCommandRemoveXattr = 14;
+inline constexpr uint16_t kSendCommandWrite = 15;
+inline constexpr uint16_t kSendCommandClone = 16;
+inline constexpr uint16_t kSendCommandTruncate = 17;
+inline constexpr uint16_t kSendCommandChmod = 18;
+inline constexpr uint16_t kSendCommandChown = 19;
+inline constexpr uint16_t kSendCommandUtimes = 20;
 inline constexpr uint16_t kSendCommandEnd = 21;
+inline constexpr uint16_t kSendCommandFileattr = 24;  // version 2
+
 inline constexpr uint16_t kSendAttributePath = 15;
+inline constexpr uint16_t kSendAttributePathTo = 16;
+inline constexpr uint16_t kSendAttributePathLink = 17;
+inline constexpr uint16_t kSendAttributeFileOffset = 18;
 inline constexpr uint16_t kSendAttributeData = 19;
+inline constexpr uint16_t kSendAttributeClonePath = 22;
+
+// The largest command payload accepted when commands are read whole (SendCommandObserver): a
+// version 1 command holds at most 64 KiB, a version 2 encoded write about 144 KiB.
+inline constexpr uint32_t kMaxObservedCommandPayload = 1 << 20;
 
 // The longest name a subvolume can have (a directory entry: NAME_MAX).
 inline constexpr size_t kMaxSubvolumeNameLength = 255;
@@ -78,6 +99,28 @@ absl::StatusOr<SendStreamStart> ParseSendStreamStart(std::string_view stream);
 absl::StatusOr<std::string> RenameSendStreamSubvolume(std::string_view stream,
                                                       std::string_view name);
 
+// One attribute of a command: its type and its value (a view into the payload).
+struct SendAttribute {
+  uint16_t type = 0;
+  std::string_view value;
+};
+
+// Splits a command's payload into its attributes (for `version`: from 2, DATA runs to the end
+// of the command). DataLoss, saying at which payload byte, when an attribute overruns it.
+absl::StatusOr<std::vector<SendAttribute>> ParseSendAttributes(std::string_view payload,
+                                                               uint32_t version);
+
+// Sees each command of a stream that a SendStreamForwarder passes on, before `btrfs receive`
+// gets it. For following what a stream does, e.g. verifying data as it arrives.
+class SendCommandObserver {
+ public:
+  virtual ~SendCommandObserver() = default;
+  // Called once per command after the start, in stream order, END included. `payload` (the
+  // command without its 10-byte header) is valid only during the call. The crc is not checked
+  // yet: `btrfs receive` does that, and a stream it refuses fails the transfer.
+  virtual void OnCommand(uint16_t command, std::string_view payload, uint32_t version) = 0;
+};
+
 // OK when `name` can name a new subvolume inside a directory: one path component (no '/'),
 // not "." or "..", no NUL, 1 to kMaxSubvolumeNameLength bytes. InvalidArgument otherwise,
 // quoting it.
@@ -96,14 +139,17 @@ absl::StatusOr<std::string> ReadSendStreamStart(ByteSource& source);
 // DataLoss for a later SUBVOL or SNAPSHOT command (a second subvolume), a stream that ends
 // before its END command (truncated) and bytes after END (a second stream).
 //
-// The bytes do not pass through this process when `source` has a PassThroughFd: only the
-// 10-byte command headers are read, the payloads move with splice(2). Otherwise (or if the fd
-// cannot be spliced) they are copied through a buffer. SIGPIPE is blocked while forwarding.
+// Without an observer, the bytes do not pass through this process when `source` has a
+// PassThroughFd: only the 10-byte command headers are read, the payloads move with splice(2).
+// Otherwise (or if the fd cannot be spliced) they are copied through a buffer. With an
+// observer, commands are read whole (DataLoss for one claiming more than
+// kMaxObservedCommandPayload bytes), shown to it, and written on in batches. SIGPIPE is blocked
+// while forwarding.
 class SendStreamForwarder {
  public:
-  // `source` and the pipe's write end `pipe_fd` are borrowed and must outlive this. `source`
-  // must be positioned right after the stream start.
-  SendStreamForwarder(ByteSource& source, int pipe_fd);
+  // `source`, the pipe's write end `pipe_fd` and `observer` (may be null) are borrowed and
+  // must outlive this. `source` must be positioned right after the stream start.
+  SendStreamForwarder(ByteSource& source, int pipe_fd, SendCommandObserver* observer = nullptr);
   SendStreamForwarder(const SendStreamForwarder&) = delete;
   SendStreamForwarder& operator=(const SendStreamForwarder&) = delete;
 
@@ -120,6 +166,7 @@ class SendStreamForwarder {
   bool spliced() const { return splice_fd_ >= 0; }
 
  private:
+  absl::Status ForwardObserved(uint32_t version);
   absl::StatusOr<size_t> ReadUpTo(char* buf, size_t size);
   absl::Status Move(uint64_t size);
   absl::StatusOr<uint64_t> Splice(uint64_t size);
@@ -129,6 +176,7 @@ class SendStreamForwarder {
 
   ByteSource& source_;
   const int pipe_fd_;
+  SendCommandObserver* const observer_;
   int splice_fd_;       // the source's fd while splicing works, else -1
   std::string buffer_;  // read from the source, not yet forwarded (copy mode only)
   size_t buffer_pos_ = 0;

@@ -239,7 +239,18 @@ struct Forwarded {
   bool spliced = false;
 };
 
-Forwarded ForwardThroughPipe(ByteSource& source, std::optional<std::string> name = {}) {
+// Records what it is shown.
+struct RecordingObserver : SendCommandObserver {
+  std::vector<std::pair<uint16_t, std::string>> seen;
+  uint32_t version = 0;
+  void OnCommand(uint16_t command, std::string_view payload, uint32_t v) override {
+    seen.emplace_back(command, std::string(payload));
+    version = v;
+  }
+};
+
+Forwarded ForwardThroughPipe(ByteSource& source, std::optional<std::string> name = {},
+                             SendCommandObserver* observer = nullptr) {
   Forwarded f;
   auto start = ReadSendStreamStart(source);
   if (!start.ok()) {
@@ -249,7 +260,7 @@ Forwarded ForwardThroughPipe(ByteSource& source, std::optional<std::string> name
   if (name) start = RenameSendStreamSubvolume(*start, *name);
   auto pipe = MakePipe();
   EXPECT_TRUE(pipe.ok());
-  SendStreamForwarder forwarder(source, pipe->write.get());
+  SendStreamForwarder forwarder(source, pipe->write.get(), observer);
   f.status = forwarder.Forward(*start);
   f.spliced = forwarder.spliced();
   EXPECT_FALSE(forwarder.pipe_failed());
@@ -281,39 +292,101 @@ TEST(SendStreamForwarder, SplicesFromAnFdAndOnlyTheStartIsRenamed) {
   EXPECT_EQ(f.out, *renamed + DeltaStream().substr(start));
 }
 
-TEST(SendStreamForwarder, RefusesWhatWouldCreateASecondSubvolume) {
-  const std::string& full = FullStream();
-  const size_t start = ParseSendStreamStart(full)->size;
-  const std::string second = Command(kSendCommandSubvol, Attribute(kSendAttributePath, "x"));
-  StringSource inner(full.substr(0, start) + second + full.substr(start));
-  Forwarded f = ForwardThroughPipe(inner);
-  EXPECT_TRUE(absl::IsDataLoss(f.status));
-  EXPECT_THAT(std::string(f.status.message()), HasSubstr("second subvolume (command 2 is SUBVOL)"));
-  EXPECT_EQ(f.out, full.substr(0, start)) << "the SUBVOL command was passed on";
+TEST(SendStreamForwarder, ShowsEveryCommandToItsObserverAndPassesThemOnUnchanged) {
+  testing::TempDir dir;
+  ASSERT_TRUE(WriteFileAtomic(dir.Sub("stream"), FullStream()).ok());
+  auto fd = OpenFile(dir.Sub("stream"), O_RDONLY);
+  ASSERT_TRUE(fd.ok());
+  FdSource source(std::move(*fd));
+  RecordingObserver observer;
+  Forwarded f = ForwardThroughPipe(source, ".incoming-x", &observer);
+  ASSERT_TRUE(f.status.ok()) << f.status;
+  EXPECT_FALSE(f.spliced) << "an observer must see the payloads";
+  const size_t start = ParseSendStreamStart(FullStream())->size;
+  EXPECT_EQ(f.out,
+            *RenameSendStreamSubvolume(FullStream(), ".incoming-x") + FullStream().substr(start));
+  std::vector<std::string_view> commands = Commands(FullStream());
+  ASSERT_EQ(observer.seen.size(), commands.size() - 1);  // all but the start
+  for (size_t i = 1; i < commands.size(); ++i) {
+    EXPECT_EQ(observer.seen[i - 1].first, DecodeSendCommandHeader(commands[i]).command);
+    EXPECT_EQ(observer.seen[i - 1].second, commands[i].substr(kSendCommandHeaderSize));
+  }
+  EXPECT_EQ(observer.seen.back().first, kSendCommandEnd);
+  EXPECT_EQ(observer.version, 1u);
+  // The file's one write: "hello\n" at offset 0 of "f".
+  bool wrote = false;
+  for (const auto& [command, payload] : observer.seen) {
+    if (command != kSendCommandWrite) continue;
+    auto attributes = ParseSendAttributes(payload, 1);
+    ASSERT_TRUE(attributes.ok()) << attributes.status();
+    for (const SendAttribute& a : *attributes) {
+      if (a.type == kSendAttributePath) EXPECT_EQ(a.value, "f");
+      if (a.type == kSendAttributeData) EXPECT_EQ(a.value, "hello\n");
+    }
+    wrote = true;
+  }
+  EXPECT_TRUE(wrote);
+}
 
-  StringSource two(full + DeltaStream());
-  f = ForwardThroughPipe(two);
-  EXPECT_TRUE(absl::IsDataLoss(f.status));
-  EXPECT_THAT(std::string(f.status.message()), HasSubstr("continues after its END command"));
+TEST(ParseSendAttributes, AnAttributeThatOverrunsItsCommandIsDataLoss) {
+  std::string payload = Attribute(kSendAttributePath, "abc");
+  auto ok = ParseSendAttributes(payload, 1);
+  ASSERT_TRUE(ok.ok());
+  ASSERT_EQ(ok->size(), 1u);
+  EXPECT_EQ((*ok)[0].value, "abc");
+  auto cut = ParseSendAttributes(payload.substr(0, payload.size() - 1), 1);
+  EXPECT_TRUE(absl::IsDataLoss(cut.status()));
+  EXPECT_THAT(std::string(cut.status().message()), HasSubstr("claims 3 bytes, 2 remain"));
+  // From version 2 DATA has no length: it runs to the end of the command.
+  auto v2 = ParseSendAttributes(Le16(kSendAttributeData) + "xyz", 2);
+  ASSERT_TRUE(v2.ok());
+  EXPECT_EQ((*v2)[0].value, "xyz");
+}
+
+TEST(SendStreamForwarder, RefusesWhatWouldCreateASecondSubvolume) {
+  for (bool observed : {false, true}) {
+    SCOPED_TRACE(observed ? "observed" : "not observed");
+    RecordingObserver observer;
+    SendCommandObserver* o = observed ? &observer : nullptr;
+    const std::string& full = FullStream();
+    const size_t start = ParseSendStreamStart(full)->size;
+    const std::string second = Command(kSendCommandSubvol, Attribute(kSendAttributePath, "x"));
+    StringSource inner(full.substr(0, start) + second + full.substr(start));
+    Forwarded f = ForwardThroughPipe(inner, {}, o);
+    EXPECT_TRUE(absl::IsDataLoss(f.status));
+    EXPECT_THAT(std::string(f.status.message()),
+                HasSubstr("second subvolume (command 2 is SUBVOL)"));
+    EXPECT_EQ(f.out, full.substr(0, start)) << "the SUBVOL command was passed on";
+
+    StringSource two(full + DeltaStream());
+    f = ForwardThroughPipe(two, {}, o);
+    EXPECT_TRUE(absl::IsDataLoss(f.status));
+    EXPECT_THAT(std::string(f.status.message()), HasSubstr("continues after its END command"));
+  }
 }
 
 TEST(SendStreamForwarder, ATruncatedStreamIsDataLoss) {
-  const std::string& full = FullStream();
-  std::vector<std::string_view> commands = Commands(full);
-  const size_t before_end = full.size() - commands.back().size();
-  StringSource no_end(full.substr(0, before_end));
-  Forwarded f = ForwardThroughPipe(no_end);
-  EXPECT_TRUE(absl::IsDataLoss(f.status));
-  EXPECT_THAT(std::string(f.status.message()), HasSubstr("without an END command"));
+  for (bool observed : {false, true}) {
+    SCOPED_TRACE(observed ? "observed" : "not observed");
+    RecordingObserver observer;
+    SendCommandObserver* o = observed ? &observer : nullptr;
+    const std::string& full = FullStream();
+    std::vector<std::string_view> commands = Commands(full);
+    const size_t before_end = full.size() - commands.back().size();
+    StringSource no_end(full.substr(0, before_end));
+    Forwarded f = ForwardThroughPipe(no_end, {}, o);
+    EXPECT_TRUE(absl::IsDataLoss(f.status));
+    EXPECT_THAT(std::string(f.status.message()), HasSubstr("without an END command"));
 
-  StringSource mid_command(full.substr(0, before_end - 5));
-  f = ForwardThroughPipe(mid_command);
-  EXPECT_TRUE(absl::IsDataLoss(f.status));
-  EXPECT_THAT(std::string(f.status.message()), HasSubstr("truncated in command"));
+    StringSource mid_command(full.substr(0, before_end - 5));
+    f = ForwardThroughPipe(mid_command, {}, o);
+    EXPECT_TRUE(absl::IsDataLoss(f.status));
+    EXPECT_THAT(std::string(f.status.message()), HasSubstr("truncated in command"));
 
-  StringSource mid_header(full.substr(0, before_end + 4));
-  f = ForwardThroughPipe(mid_header);
-  EXPECT_THAT(std::string(f.status.message()), HasSubstr("truncated in the header of command"));
+    StringSource mid_header(full.substr(0, before_end + 4));
+    f = ForwardThroughPipe(mid_header, {}, o);
+    EXPECT_THAT(std::string(f.status.message()), HasSubstr("truncated in the header of command"));
+  }
 }
 
 TEST(SendStreamForwarder, AReaderThatIsGoneIsAPipeFailureNotASignal) {

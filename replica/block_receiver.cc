@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include "common/head_file.h"
 #include "common/prefix_check.h"
 #include "common/status_macros.h"
+#include "replica/stream_verifier.h"
 
 namespace snapledger {
 namespace {
@@ -42,6 +44,9 @@ absl::Status TransferFailure(const absl::Status& st) {
   return absl::InternalError(absl::StrCat("receiving the stream: ", st.message()));
 }
 
+// The received log is written back each time this much more of it was verified.
+constexpr uint64_t kWritebackStep = 32 << 20;
+
 // Seconds since `*mark`, which moves to now.
 double Lap(std::chrono::steady_clock::time_point* mark) {
   auto now = std::chrono::steady_clock::now();
@@ -61,9 +66,8 @@ absl::Status ValidateReceiveRequest(const ReceiveRequest& request) {
     if (!parent.ok())
       return absl::InvalidArgumentError(absl::StrCat("--parent: ", parent.status().message()));
     if (parent->seq >= block->seq)
-      return absl::InvalidArgumentError(absl::StrCat("--parent ", *request.parent,
-                                                     " is not older than --block ",
-                                                     request.block));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--parent ", *request.parent, " is not older than --block ", request.block));
   }
   if (request.epoch == 0) return absl::InvalidArgumentError("--epoch must be at least 1");
   if (request.announced) {
@@ -71,9 +75,8 @@ absl::Status ValidateReceiveRequest(const ReceiveRequest& request) {
     if (!IsLowerHex64(h.hash))
       return absl::InvalidArgumentError("--head-hash must be 64 lowercase hex digits");
     if (h.seq != block->seq || h.hash.substr(0, kBlockHashDigits) != block->hash12)
-      return absl::InvalidArgumentError(absl::StrCat("announced head seq ", h.seq, " hash ",
-                                                     h.hash, " is not the head of ",
-                                                     request.block));
+      return absl::InvalidArgumentError(absl::StrCat("announced head seq ", h.seq, " hash ", h.hash,
+                                                     " is not the head of ", request.block));
   }
   return absl::OkStatus();
 }
@@ -91,7 +94,8 @@ absl::StatusOr<ReceiveResult> BlockReceiver::Receive(const ReceiveRequest& reque
   ASSIGN_OR_RETURN(BlockInfo block, ParseBlockName(request.block));
   std::error_code ec;
   std::filesystem::create_directories(layout_.blocks(), ec);
-  if (ec) return absl::InternalError(absl::StrCat("mkdir under ", layout_.root(), ": ", ec.message()));
+  if (ec)
+    return absl::InternalError(absl::StrCat("mkdir under ", layout_.root(), ": ", ec.message()));
   ASSIGN_OR_RETURN(UniqueFd lock, OpenFile(absl::StrCat(layout_.root(), "/.receive.lock"),
                                            O_RDWR | O_CREAT, 0600));
   if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0)
@@ -113,8 +117,8 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
     }
   }
   if (!held.empty() && held.back().seq >= block.seq)
-    return absl::FailedPreconditionError(absl::StrCat(
-        "this replica already holds ", held.back().name, ", newer than ", block.name));
+    return absl::FailedPreconditionError(
+        absl::StrCat("this replica already holds ", held.back().name, ", newer than ", block.name));
   if (request.parent) {
     bool have_parent = false;
     for (const BlockInfo& b : held) have_parent |= b.name == *request.parent;
@@ -123,16 +127,37 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
           "parent ", *request.parent, " is not held here; send ", block.name, " in full"));
   }
   RETURN_IF_ERROR(DeleteLeftovers(unrecognized));
-  // `btrfs receive` gets the stream through a pipe, its payloads spliced from the source's fd
-  // when it has one rather than copied through this process (half the CPU of copying, which
-  // matters on a 2-core replica). Only the first command is rewritten, to give the subvolume
-  // its hidden name.
+  // The trusted point the block continues: the newest verified block's head, or genesis.
+  HeadRecord from;
+  if (!held.empty()) {
+    ASSIGN_OR_RETURN(std::optional<HeadRecord> trusted, ReadHeadFile(layout_.block(held.back())));
+    if (!trusted)
+      return absl::DataLossError(
+          absl::StrCat("verified block ", held.back().name, " has no head file"));
+    from = *trusted;
+  }
+  const std::string path = HiddenPath(kIncomingPrefix, block);
+  // The chain is verified as the stream arrives, on a thread of its own, and the received log
+  // is written back as it goes, so that little of either is left when the stream ends.
+  uint64_t written_back = from.log_bytes;
+  StreamChainVerifier in_stream(from, [&](uint64_t verified) {
+    if (verified - written_back < kWritebackStep) return;
+    written_back = verified;
+    (void)StartWriteback(absl::StrCat(path, "/", kEventsFile));  // best effort
+  });
+  // Only the first command is rewritten, to give the subvolume its hidden name.
   auto mark = std::chrono::steady_clock::now();
   ReceiveOptions options;
   options.as_name = std::string(kIncomingPrefix) + block.name;
+  options.observer = &in_stream;
   absl::StatusOr<std::string> received = btrfs_.Receive(layout_.blocks(), stream, options);
+  StreamVerification streamed = in_stream.Finish();
   if (!received.ok()) return TransferFailure(received.status());
-  const std::string path = *std::move(received);
+  if (*received != path) {  // defensive: Receive names it as asked
+    (void)btrfs_.DeleteSubvolume(*received);
+    return absl::InternalError(
+        absl::StrCat("the block was received as ", *received, ", not ", path));
+  }
   ReceiveTimings timings;
   timings.stream = Lap(&mark);
   // `btrfs receive` never syncs: the block's data must be durable before it takes its name
@@ -141,14 +166,15 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
   // that verified is renamed once both are done.
   std::future<absl::Status> durable =
       std::async(std::launch::async, [path] { return SyncFilesystem(path); });
-  auto checked = CheckReceived(request, block, path, held);
+  auto checked =
+      CheckReceived(request, block, path, from, streamed, held.empty() ? nullptr : &held.back());
   timings.verify = Lap(&mark);
   absl::Status synced = durable.get();
   if (!checked.ok()) {
     if (absl::Status st = btrfs_.DeleteSubvolume(path); !st.ok())
-      return absl::InternalError(absl::StrCat(checked.status().message(),
-                                              "; and deleting the refused subvolume failed: ",
-                                              st.message()));
+      return absl::InternalError(
+          absl::StrCat(checked.status().message(),
+                       "; and deleting the refused subvolume failed: ", st.message()));
     return checked.status();
   }
   // A read-only subvolume may be renamed within its directory: the verified block takes its
@@ -176,60 +202,67 @@ absl::Status BlockReceiver::DeleteLeftovers(const std::vector<std::string>& unre
   return absl::OkStatus();
 }
 
-absl::StatusOr<ReceiveResult> BlockReceiver::CheckReceived(const ReceiveRequest& request,
-                                                           const BlockInfo& block,
-                                                           const std::string& path,
-                                                           const std::vector<BlockInfo>& held) {
-  if (path != HiddenPath(kIncomingPrefix, block))
-    return absl::InternalError(absl::StrCat("the block was received as ", path, ", not ",
-                                            HiddenPath(kIncomingPrefix, block)));
+absl::StatusOr<ReceiveResult> BlockReceiver::CheckReceived(
+    const ReceiveRequest& request, const BlockInfo& block, const std::string& path,
+    const HeadRecord& from, const StreamVerification& streamed, const BlockInfo* trusted_block) {
   ASSIGN_OR_RETURN(SubvolumeInfo info, btrfs_.GetSubvolumeInfo(path));
   if (!info.read_only || info.received_uuid.empty())
-    return absl::DataLossError(absl::StrCat("received ", block.name,
-                                            " is not a read-only received subvolume"));
-  absl::StatusOr<VerifyReport> report;
-  uint64_t shared = 0, compared = 0, trusted_log_bytes = 0;
-  if (held.empty()) {
-    report = VerifyLedgerDir(path, {HeadCheck::kExact, 2});
-  } else {
-    ASSIGN_OR_RETURN(std::optional<HeadRecord> trusted, ReadHeadFile(layout_.block(held.back())));
-    if (!trusted)
-      return absl::DataLossError(absl::StrCat("verified block ", held.back().name,
-                                              " has no head file"));
-    trusted_log_bytes = trusted->log_bytes;
-    // Verification from the trusted head reads only what follows it; the bytes before it
-    // must be the ones this replica already verified.
-    std::string parent_log = absl::StrCat(layout_.block(held.back()), "/", kEventsFile);
+    return absl::DataLossError(
+        absl::StrCat("received ", block.name, " is not a read-only received subvolume"));
+  if (streamed.followed && !streamed.report.ok())
+    return absl::DataLossError(absl::StrCat(
+        "block ", block.name, " does not verify: ", streamed.report.failure->ToString()));
+  const std::string log = absl::StrCat(path, "/", kEventsFile);
+  // The stream's writes were followed by path: a second name for the file would hide some.
+  if (struct stat st; ::stat(log.c_str(), &st) == 0 && st.st_nlink != 1)
+    return absl::DataLossError(absl::StrCat("block ", block.name, ": ", kEventsFile, " has ",
+                                            st.st_nlink, " links, not 1"));
+  uint64_t shared = 0, compared = 0;
+  if (trusted_block != nullptr) {
+    // The bytes before the trusted head must be the ones this replica already verified.
     ASSIGN_OR_RETURN(PrefixComparison prefix,
-                     ComparePrefix(parent_log, absl::StrCat(path, "/", kEventsFile),
-                                   trusted->log_bytes));
+                     ComparePrefix(absl::StrCat(layout_.block(*trusted_block), "/", kEventsFile),
+                                   log, from.log_bytes));
     if (!prefix.equal)
       return absl::DataLossError(absl::StrCat(
           "block ", block.name, " changes events this replica already verified (in ",
-          held.back().name, "): ", kEventsFile, " differs at byte ", prefix.first_difference));
-    report = VerifyLedgerDirFrom(path, *trusted, {HeadCheck::kExact, 2});
+          trusted_block->name, "): ", kEventsFile, " differs at byte ", prefix.first_difference));
     shared = prefix.bytes_shared;
     compared = prefix.bytes_compared;
   }
+  // From the trusted point on, or from where the verification in the stream got to: the line
+  // there must be on disk as verified; what follows it (normally nothing) is verified here.
+  HeadRecord point = from;
+  uint64_t in_stream_events = 0;
+  if (streamed.followed) {
+    point.head = streamed.report.head;
+    point.log_bytes = streamed.report.end_offset;
+    in_stream_events = streamed.report.events_verified;
+  }
+  absl::StatusOr<VerifyReport> report =
+      point.log_bytes == 0 ? VerifyLedgerDir(path, {HeadCheck::kExact, 2})
+                           : VerifyLedgerDirFrom(path, point, {HeadCheck::kExact, 2});
   if (!report.ok()) return report.status();
   if (!report->ok())
-    return absl::DataLossError(absl::StrCat("block ", block.name, " does not verify: ",
-                                            report->failure->ToString()));
+    return absl::DataLossError(
+        absl::StrCat("block ", block.name, " does not verify: ", report->failure->ToString()));
   ASSIGN_OR_RETURN(std::optional<HeadRecord> head, ReadHeadFile(path));
   if (!head) return absl::DataLossError(absl::StrCat("block ", block.name, " has no head file"));
   if (head->head.seq != block.seq || head->head.hash.substr(0, kBlockHashDigits) != block.hash12)
     return absl::DataLossError(absl::StrCat("block ", block.name, " ends at seq ", head->head.seq,
                                             " hash ", head->head.hash, ", not at its name's head"));
   if (request.announced && head->head.hash != request.announced->hash)
-    return absl::DataLossError(absl::StrCat("block ", block.name, " ends at hash ",
-                                            head->head.hash, " but the primary announced ",
+    return absl::DataLossError(absl::StrCat("block ", block.name, " ends at hash ", head->head.hash,
+                                            " but the primary announced ",
                                             request.announced->hash));
   if (head->epoch != request.epoch)
     return absl::DataLossError(absl::StrCat("block ", block.name, " is from epoch ", head->epoch,
                                             " but the primary is at epoch ", request.epoch));
-  const uint64_t added =
-      head->log_bytes > trusted_log_bytes ? head->log_bytes - trusted_log_bytes : 0;
-  return ReceiveResult{block, *head, report->events_verified, shared, compared, false, {}, added};
+  const uint64_t added = head->log_bytes > from.log_bytes ? head->log_bytes - from.log_bytes : 0;
+  ReceiveResult result{
+      block, *head, in_stream_events + report->events_verified, shared, compared, false, {}, added};
+  result.bytes_verified_in_stream = point.log_bytes - from.log_bytes;
+  return result;
 }
 
 }  // namespace snapledger

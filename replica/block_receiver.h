@@ -25,6 +25,7 @@
 #include "common/byte_stream.h"
 #include "common/event_format.h"
 #include "common/head_file.h"
+#include "replica/stream_verifier.h"
 
 namespace snapledger {
 
@@ -61,6 +62,9 @@ struct ReceiveResult {
   // How much events.jsonl grew over the newest block held before (all of it for the first
   // block; 0 when already held).
   uint64_t log_bytes_added = 0;
+  // Of those, the bytes whose chain was verified as the stream arrived (the rest was read
+  // back from disk and verified after it).
+  uint64_t bytes_verified_in_stream = 0;
 };
 
 class BlockReceiver {
@@ -79,11 +83,13 @@ class BlockReceiver {
  private:
   absl::StatusOr<ReceiveResult> ReceiveLocked(const ReceiveRequest& request, const BlockInfo& block,
                                               ByteSource& stream);
-  // Verifies the block received at `path` against `held`, the verified blocks (listed under
-  // the receive lock, so still current).
+  // Verifies the block received at `path`, which continues `from`, the head of
+  // `trusted_block` (the newest verified block, under the receive lock, so still current; null
+  // for the first block): what `streamed` verified as it arrived, then on disk the rest.
   absl::StatusOr<ReceiveResult> CheckReceived(const ReceiveRequest& request, const BlockInfo& block,
-                                              const std::string& path,
-                                              const std::vector<BlockInfo>& held);
+                                              const std::string& path, const HeadRecord& from,
+                                              const StreamVerification& streamed,
+                                              const BlockInfo* trusted_block);
 
   // Deletes what transfers that died half-way left behind, of any block: this version's
   // hidden subvolumes in blocks/ (named in `unrecognized`, the non-block names ListBlocks

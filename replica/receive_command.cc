@@ -144,6 +144,7 @@ int ReceiveOnce(const std::string& root, TransferArgs& t, int64_t process_start,
             << "\",\"events_verified\":" << result->events_verified
             << ",\"prefix_bytes_shared\":" << result->prefix_bytes_shared
             << ",\"prefix_bytes_compared\":" << result->prefix_bytes_compared
+            << ",\"bytes_verified_in_stream\":" << result->bytes_verified_in_stream
             << ",\"already_held\":" << (result->already_held ? "true" : "false")
             << ",\"seconds\":{\"stream\":" << result->timings.stream
             << ",\"verify\":" << result->timings.verify

@@ -77,8 +77,9 @@ class ReplicaReceiveTest : public ::testing::Test {
     ProcessSpec spec;
     spec.argv = {SNAPLEDGER_RECEIVE_BIN, "--root", ReplicaRoot()};
     if (transfer_args) {
-      std::vector<std::string> t = {"--block", block.name, "--epoch", "1", "--head-seq",
-                                    std::to_string(head.head.seq), "--head-hash", head.head.hash};
+      std::vector<std::string> t = {"--block",     block.name,    "--epoch",
+                                    "1",           "--head-seq",  std::to_string(head.head.seq),
+                                    "--head-hash", head.head.hash};
       if (parent) t.insert(t.end(), {"--parent", parent->name});
       spec.argv.insert(spec.argv.end(), t.begin(), t.end());
     }
@@ -159,10 +160,17 @@ TEST_F(ReplicaReceiveTest, FullSendThenDeltaArePromotedAfterVerification) {
   Outcome full = Ship(first, std::nullopt);
   ASSERT_TRUE(full.exit.ok()) << full.exit.ToString() << ": " << full.err;
   EXPECT_THAT(full.out, HasSubstr("\"events_verified\":500"));
+  // The chain was verified as the stream arrived, all of it: a real `btrfs send` stream is
+  // followed (nothing was read back from disk but the last line).
+  const auto first_bytes = std::filesystem::file_size(PrimaryBlock(first) + "/" + kEventsFile);
+  EXPECT_THAT(full.out, HasSubstr(absl::StrCat("\"bytes_verified_in_stream\":", first_bytes, ",")));
 
   Outcome delta = Ship(third, first);
   ASSERT_TRUE(delta.exit.ok()) << delta.exit.ToString() << ": " << delta.err;
   EXPECT_THAT(delta.out, HasSubstr("\"events_verified\":500"));  // 501..1000 only
+  const auto third_bytes = std::filesystem::file_size(PrimaryBlock(third) + "/" + kEventsFile);
+  EXPECT_THAT(delta.out, HasSubstr(absl::StrCat(
+                             "\"bytes_verified_in_stream\":", third_bytes - first_bytes, ",")));
   // The 500 old events were proven unchanged by shared extents, not by reading them all.
   EXPECT_THAT(delta.out, ::testing::ContainsRegex("\"prefix_bytes_compared\":[0-9]{1,5},"));
   EXPECT_EQ(ReplicaBlocks(), (std::vector<std::string>{first.name, third.name}));
@@ -246,18 +254,20 @@ TEST_F(ReplicaReceiveTest, ForcedCommandRunsOnlyReceiveWithTheClientsTransferArg
   Append(10);
   BlockInfo first = Cut();
   HeadRecord head = **ReadHeadFile(PrimaryBlock(first));
-  Outcome refused = Ship(first, std::nullopt, {}, std::vector<std::string>{
-      "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "SSH_ORIGINAL_COMMAND=rm -rf /"},
-      /*transfer_args=*/false);
+  Outcome refused = Ship(first, std::nullopt, {},
+                         std::vector<std::string>{"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                                                  "SSH_ORIGINAL_COMMAND=rm -rf /"},
+                         /*transfer_args=*/false);
   EXPECT_EQ(refused.exit.code, 2);
   EXPECT_THAT(refused.err, HasSubstr("may only run"));
-  Outcome accepted = Ship(
-      first, std::nullopt, {},
-      std::vector<std::string>{"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-                               absl::StrCat("SSH_ORIGINAL_COMMAND=snapledger-receive "
-                                            "--block ", first.name, " --epoch 1 --head-seq ",
-                                            head.head.seq, " --head-hash ", head.head.hash)},
-      /*transfer_args=*/false);
+  Outcome accepted =
+      Ship(first, std::nullopt, {},
+           std::vector<std::string>{"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                                    absl::StrCat("SSH_ORIGINAL_COMMAND=snapledger-receive "
+                                                 "--block ",
+                                                 first.name, " --epoch 1 --head-seq ",
+                                                 head.head.seq, " --head-hash ", head.head.hash)},
+           /*transfer_args=*/false);
   EXPECT_TRUE(accepted.exit.ok()) << accepted.err;
   EXPECT_EQ(ReplicaBlocks(), std::vector<std::string>{first.name});
 }

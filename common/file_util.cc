@@ -72,8 +72,13 @@ absl::Status SyncFilesystem(const std::string& path) {
 }
 
 absl::Status StartWriteback(const std::string& path) {
-  auto fd = OpenFile(path, O_RDONLY);
+  // Never blocks in open (a FIFO) and never follows a symlink: only a regular file is touched.
+  auto fd = OpenFile(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW);
   if (!fd.ok()) return fd.status();
+  struct stat st;
+  if (::fstat(fd->get(), &st) != 0) return ErrnoStatus(absl::StrCat("stat ", path), errno);
+  if (!S_ISREG(st.st_mode))
+    return absl::FailedPreconditionError(absl::StrCat(path, " is not a regular file"));
   if (::sync_file_range(fd->get(), 0, 0, SYNC_FILE_RANGE_WRITE) != 0)
     return ErrnoStatus(absl::StrCat("start writeback of ", path), errno);
   return absl::OkStatus();

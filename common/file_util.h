@@ -55,7 +55,8 @@ absl::Status SyncFilesystem(const std::string& path);
 
 // Starts writing back the file's dirty pages without waiting for them (sync_file_range(2),
 // SYNC_FILE_RANGE_WRITE), so that a later fsync or syncfs has less left to wait for. Makes
-// nothing durable by itself.
+// nothing durable by itself. Only for a regular file: `path` is opened without following a
+// symlink and without blocking (FailedPrecondition for anything else).
 absl::Status StartWriteback(const std::string& path);
 
 // Replaces `path` atomically and durably: writes `contents` to a temporary file beside it,

@@ -213,10 +213,13 @@ absl::StatusOr<ReceiveResult> BlockReceiver::CheckReceived(
     return absl::DataLossError(absl::StrCat(
         "block ", block.name, " does not verify: ", streamed.report.failure->ToString()));
   const std::string log = absl::StrCat(path, "/", kEventsFile);
-  // The stream's writes were followed by path: a second name for the file would hide some.
-  if (struct stat st; ::stat(log.c_str(), &st) == 0 && st.st_nlink != 1)
-    return absl::DataLossError(absl::StrCat("block ", block.name, ": ", kEventsFile, " has ",
-                                            st.st_nlink, " links, not 1"));
+  // The stream's writes were followed by name: the log must be a regular file of one name.
+  struct stat st;
+  if (::lstat(log.c_str(), &st) != 0)
+    return absl::DataLossError(absl::StrCat("block ", block.name, " has no ", kEventsFile));
+  if (!S_ISREG(st.st_mode) || st.st_nlink != 1)
+    return absl::DataLossError(absl::StrCat("block ", block.name, ": ", kEventsFile,
+                                            " is not a regular file with one link"));
   uint64_t shared = 0, compared = 0;
   if (trusted_block != nullptr) {
     // The bytes before the trusted head must be the ones this replica already verified.

@@ -2,11 +2,13 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <optional>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/head_file.h"
@@ -39,20 +41,42 @@ bool IsMetadataOnly(uint16_t command) {
   }
 }
 
-// Commands that give a file data (a later rename of that file onto events.jsonl would replace
-// it with bytes never followed).
-bool GivesData(uint16_t command) {
+// Commands that give a file data other than by WRITE (none may touch events.jsonl).
+bool GivesOtherData(uint16_t command) {
   switch (command) {
-    case kSendCommandWrite:
     case kSendCommandClone:
     case kSendCommandTruncate:
-    case 22:  // UPDATE_EXTENT
-    case 23:  // FALLOCATE
-    case 25:  // ENCODED_WRITE
+    case kSendCommandUpdateExtent:
+    case kSendCommandFallocate:
+    case kSendCommandEncodedWrite:
       return true;
     default:
       return false;
   }
+}
+
+// The names a ledger's subvolume has: its root, the log, the head file and its directory.
+bool IsLedgerPath(std::string_view path) {
+  return path.empty() || path == kEventsFile || path == kHeadFile || path == "metadata";
+}
+
+// A temporary name `btrfs send` gives a new inode in the subvolume's root: o<ino>-<gen>-<n>.
+bool IsOrphanName(std::string_view path) {
+  if (path.size() < 6 || path[0] != 'o') return false;
+  int dashes = 0;
+  bool digit_before = false;
+  for (char c : path.substr(1)) {
+    if (c == '-') {
+      if (!digit_before) return false;
+      ++dashes;
+      digit_before = false;
+    } else if (c >= '0' && c <= '9') {
+      digit_before = true;
+    } else {
+      return false;
+    }
+  }
+  return dashes == 2 && digit_before;
 }
 
 }  // namespace
@@ -69,7 +93,7 @@ std::string_view EventsWriteFollower::Follow(uint16_t command, std::string_view 
   if (!followed() || command == kSendCommandEnd) return {};
   absl::StatusOr<std::vector<SendAttribute>> attributes = ParseSendAttributes(payload, version);
   if (!attributes.ok()) {
-    why_not_ = absl::StrCat("command ", commands_, ": ", attributes.status().message());
+    Stop(std::string(attributes.status().message()));
     return {};
   }
   std::string_view path, path_to, data;
@@ -92,48 +116,86 @@ std::string_view EventsWriteFollower::Follow(uint16_t command, std::string_view 
       default:
         break;
     }
-    if ((a.type == kSendAttributePath || a.type == kSendAttributePathTo ||
-         a.type == kSendAttributePathLink || a.type == kSendAttributeClonePath) &&
-        a.value == kEventsFile)
-      names_log = true;
+    if (a.type != kSendAttributePath && a.type != kSendAttributePathTo &&
+        a.type != kSendAttributePathLink && a.type != kSendAttributeClonePath)
+      continue;
+    // Deny by default: only the ledger's own names, spelled exactly, and temporary names
+    // this stream creates. Any other name could reach the log another way (a symlink, a
+    // second hard link, "./events.jsonl").
+    const bool creates = (command == kSendCommandMkfile || command == kSendCommandMkdir) &&
+                         a.type == kSendAttributePath;
+    if (!IsLedgerPath(a.value) &&
+        !(IsOrphanName(a.value) && (creates || created_.contains(a.value)))) {
+      Stop(absl::StrCat("command type ", command, " names \"",
+                        absl::CHexEscape(absl::string_view(a.value.data(), a.value.size())),
+                        "\", not a name of the ledger's"));
+      return {};
+    }
+    names_log |= a.value == kEventsFile;
   }
   if (IsMetadataOnly(command)) return {};
-  if (command == kSendCommandWrite && path == kEventsFile) {
-    if (!offset) {
-      Stop("a write to events.jsonl without a file offset");
-      return {};
+  switch (command) {
+    case kSendCommandWrite: {
+      if (path != kEventsFile) {
+        written_.emplace(path);
+        break;
+      }
+      if (!offset) {
+        Stop("a write to events.jsonl without a file offset");
+        return {};
+      }
+      const uint64_t from = *offset, to = *offset + data.size();
+      if (to < from) {
+        Stop("a write to events.jsonl past the largest offset");
+        return {};
+      }
+      if (to <= start_) return {};  // rewrites old bytes: compared with the parent on disk
+      if (from <= start_ && end_ == start_) {
+        data.remove_prefix(static_cast<size_t>(start_ - from));
+      } else if (from != end_) {
+        Stop(absl::StrFormat("a write to events.jsonl at bytes %d-%d, not an append at %d", from,
+                             to, end_));
+        return {};
+      }
+      end_ = to;
+      return data;
     }
-    const uint64_t from = *offset, to = *offset + data.size();
-    if (to <= start_) return {};  // rewrites old bytes: compared with the parent on disk
-    if (from <= start_ && end_ == start_) {
-      data.remove_prefix(static_cast<size_t>(start_ - from));
-    } else if (from != end_) {
-      Stop(absl::StrFormat("a write to events.jsonl at bytes %d-%d, not an append at %d", from, to,
-                           end_));
+    case kSendCommandMkfile:
+    case kSendCommandMkdir:
+      if (names_log && (command != kSendCommandMkfile || end_ != start_)) break;
+      if (IsOrphanName(path)) {
+        created_.emplace(path);
+        if (command == kSendCommandMkfile) created_files_.emplace(path);
+      }
       return {};
-    }
-    end_ = to;
-    return data;
+    case kSendCommandRename:
+      if (path == kEventsFile) break;
+      if (path_to == kEventsFile) {
+        // How a full send creates the file: a new, empty file under a temporary name.
+        if (end_ == start_ && created_files_.contains(path) && !written_.contains(path)) return {};
+        Stop(absl::StrCat("events.jsonl replaced by ", std::string(path)));
+        return {};
+      }
+      if (written_.contains(path)) written_.emplace(path_to);
+      return {};
+    case kSendCommandUnlink:
+    case kSendCommandRmdir:
+      if (names_log) break;
+      return {};
+    default:
+      if (GivesOtherData(command) && !names_log) {
+        written_.emplace(path);
+        return {};
+      }
+      Stop(absl::StrCat("command type ", command,
+                        names_log ? " changes events.jsonl" : " is not followed"));
+      return {};
   }
-  if (command == kSendCommandRename && path_to == kEventsFile && path != kEventsFile) {
-    // How a full send creates the file: made under a temporary name, renamed, then written.
-    if (end_ == start_ && !written_.contains(path)) return {};
-    Stop(absl::StrCat("events.jsonl replaced by ", std::string(path), ", which has data"));
-    return {};
-  }
-  if (command == kSendCommandMkfile && path == kEventsFile && end_ == start_) return {};
   if (names_log) {
     Stop(absl::StrCat("command type ", command, " changes events.jsonl"));
     return {};
   }
-  if (command == kSendCommandRename && written_.contains(path)) {
-    written_.erase(written_.find(path));
-    written_.emplace(path_to);
-  } else if (GivesData(command)) {
-    // Another file with data: it must not become events.jsonl later.
-    written_.emplace(path);
-  }
-  if (written_.size() > kMaxWrittenFiles) Stop("too many files to follow");
+  if (written_.size() + created_.size() > kMaxWrittenFiles) Stop("too many files to follow");
   return {};
 }
 
@@ -166,19 +228,30 @@ void StreamChainVerifier::OnCommand(uint16_t command, std::string_view payload, 
   if (appended.empty() || behind_) return;
   filling_.append(appended);
   if (filling_.size() < limits_.chunk_bytes) return;
-  const void* last = memrchr(filling_.data(), '\n', filling_.size());
-  if (last == nullptr) return;  // one long line so far: keep filling
+  // Past a chunk already, the bytes before these had no newline.
+  const size_t before = filling_.size() - appended.size();
+  const size_t from = before >= limits_.chunk_bytes ? before : 0;
+  const void* last = memrchr(filling_.data() + from, '\n', filling_.size() - from);
+  if (last == nullptr) {
+    // One long line so far: keep filling, but not without bound (such a line is left to the
+    // check on disk).
+    if (filling_.size() > 4 * limits_.chunk_bytes) {
+      behind_ = true;
+      filling_.clear();
+    }
+    return;
+  }
   size_t complete = static_cast<const char*>(last) - filling_.data() + 1;
   std::string next = TakeSpare();
   next.assign(filling_, complete);
   filling_.resize(complete);
-  Enqueue(std::exchange(filling_, std::move(next)));
+  Enqueue(std::exchange(filling_, std::move(next)), false);
 }
 
 std::string StreamChainVerifier::TakeSpare() {
   {
-    std::lock_guard lock(mu_);
-    if (!spare_.empty()) {
+    std::unique_lock lock(mu_, std::try_to_lock);
+    if (lock.owns_lock() && !spare_.empty()) {
       std::string out = std::move(spare_.back());
       spare_.pop_back();
       return out;
@@ -189,10 +262,16 @@ std::string StreamChainVerifier::TakeSpare() {
   return out;
 }
 
-void StreamChainVerifier::Enqueue(std::string chunk) {
-  std::lock_guard lock(mu_);
-  if (failed_) return;
-  if (queue_.size() >= limits_.max_queued) {
+void StreamChainVerifier::Enqueue(std::string chunk, bool stream_ended) {
+  // Never wait for the thread, not even for its lock (it may be preempted holding it: it runs
+  // only on idle CPU time).
+  std::unique_lock lock(mu_, std::defer_lock);
+  if (stream_ended) {
+    lock.lock();
+  } else {
+    (void)lock.try_lock();
+  }
+  if (!lock.owns_lock() || failed_ || queue_.size() >= limits_.max_queued) {
     // Behind: the stream must not wait for verification. What was not verified here is
     // verified from disk after the stream, from where this got to.
     behind_ = true;
@@ -206,15 +285,15 @@ void StreamChainVerifier::Enqueue(std::string chunk) {
 void StreamChainVerifier::Run() {
   // While the stream flows, verify only with CPU time nothing else wants: on a busy replica
   // the stream goes first, and the rest is verified after it at full speed.
-  sched_param idle{};
-  const bool lowered = ::pthread_setschedparam(::pthread_self(), SCHED_IDLE, &idle) == 0;
+  // Finish raises it back to SCHED_OTHER once the stream ended (under mu_: not before this).
+  // Only as root, who may always raise it again (RLIMIT_NICE does not apply).
   std::unique_lock lock(mu_);
+  if (!closed_ && ::geteuid() == 0) {
+    sched_param idle{};
+    (void)::pthread_setschedparam(::pthread_self(), SCHED_IDLE, &idle);
+  }
   while (true) {
     changed_.wait(lock, [&] { return !queue_.empty() || closed_; });
-    if (closed_ && lowered) {
-      sched_param normal{};
-      (void)::pthread_setschedparam(::pthread_self(), SCHED_OTHER, &normal);
-    }
     if (queue_.empty()) return;
     std::string chunk = std::move(queue_.front());
     queue_.pop_front();
@@ -245,13 +324,17 @@ StreamVerification StreamChainVerifier::Finish() {
     const void* last = memrchr(filling_.data(), '\n', filling_.size());
     if (last != nullptr) {
       filling_.resize(static_cast<const char*>(last) - filling_.data() + 1);
-      Enqueue(std::move(filling_));
+      Enqueue(std::move(filling_), true);
     }
     filling_.clear();
   }
   {
     std::lock_guard lock(mu_);
     closed_ = true;
+    // The stream has ended: what is left is verified at normal priority, including a run of
+    // lines the thread is in the middle of.
+    sched_param normal{};
+    (void)::pthread_setschedparam(thread_.native_handle(), SCHED_OTHER, &normal);
   }
   changed_.notify_all();
   if (thread_.joinable()) thread_.join();

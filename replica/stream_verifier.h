@@ -55,7 +55,9 @@ class EventsWriteFollower {
   const uint64_t start_;
   uint64_t end_;
   uint64_t commands_ = 0;
-  std::set<std::string, std::less<>> written_;  // other files given data by the stream
+  std::set<std::string, std::less<>> written_;        // other files given data by the stream
+  std::set<std::string, std::less<>> created_;        // temporary names it created
+  std::set<std::string, std::less<>> created_files_;  // of those, the regular files
   std::string why_not_;
 };
 
@@ -104,7 +106,9 @@ class StreamChainVerifier : public SendCommandObserver {
 
  private:
   void Run();
-  void Enqueue(std::string chunk);
+  // Queues a run of lines; while the stream flows (!stream_ended) never waits, and drops the
+  // run (turning behind_) when the queue is full or its lock busy.
+  void Enqueue(std::string chunk, bool stream_ended);
   // An empty buffer for a chunk: one the thread is done with, else a new one.
   std::string TakeSpare();
 

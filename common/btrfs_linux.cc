@@ -165,7 +165,11 @@ class LinuxBtrfs : public Btrfs {
     spec.stdout_spec = direct >= 0 ? StdioSpec::Fd(direct) : StdioSpec::Pipe();
     ASSIGN_OR_RETURN(ChildPtr child, runner_->Start(spec));
     if (direct < 0) {
-      FdSource stream(child->TakeStdout(), "btrfs send stdout");
+      UniqueFd out = child->TakeStdout();
+      // A larger pipe (best effort) lets `btrfs send` run ahead while the sink is busy (an ssh
+      // channel encrypting and writing), in fewer, larger reads.
+      (void)::fcntl(out.get(), F_SETPIPE_SZ, 1 << 20);
+      FdSource stream(std::move(out), "btrfs send stdout");
       absl::StatusOr<uint64_t> copied = CopyStream(stream, sink);
       // On a sink error the sender is killed when `child` goes out of scope.
       if (!copied.ok()) {

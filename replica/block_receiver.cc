@@ -5,8 +5,11 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <future>
+#include <mutex>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/block_maker.h"
@@ -44,8 +47,49 @@ absl::Status TransferFailure(const absl::Status& st) {
   return absl::InternalError(absl::StrCat("receiving the stream: ", st.message()));
 }
 
-// The received log is written back each time this much more of it was verified.
+// The received log is written back each time it grew by this much.
 constexpr uint64_t kWritebackStep = 32 << 20;
+
+// While it lives, a thread of its own starts the write-back of the file at `path` (being
+// received) each time it grew by kWritebackStep: the final syncfs then has little left. Apart
+// from the stream's pace (which must not wait for the disk), best effort.
+class PeriodicWriteback {
+ public:
+  PeriodicWriteback(std::string path, uint64_t size)
+      : path_(std::move(path)), written_back_(size), thread_([this] { Run(); }) {}
+  ~PeriodicWriteback() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    stopped_.notify_all();
+    thread_.join();
+  }
+  PeriodicWriteback(const PeriodicWriteback&) = delete;
+  PeriodicWriteback& operator=(const PeriodicWriteback&) = delete;
+
+ private:
+  void Run() {
+    std::unique_lock lock(mu_);
+    while (!stopped_.wait_for(lock, std::chrono::milliseconds(50), [&] { return stop_; })) {
+      struct stat st;
+      if (::lstat(path_.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+      const uint64_t size = static_cast<uint64_t>(st.st_size);
+      if (size < written_back_ + kWritebackStep) continue;
+      written_back_ = size;
+      lock.unlock();
+      (void)StartWriteback(path_);  // may wait for the disk: not under the lock
+      lock.lock();
+    }
+  }
+
+  const std::string path_;
+  uint64_t written_back_;  // the size at the last write-back started (thread only)
+  std::mutex mu_;
+  std::condition_variable stopped_;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts once everything above is initialized
+};
 
 // Seconds since `*mark`, which moves to now.
 double Lap(std::chrono::steady_clock::time_point* mark) {
@@ -138,13 +182,9 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
   }
   const std::string path = HiddenPath(kIncomingPrefix, block);
   // The chain is verified as the stream arrives, on a thread of its own, and the received log
-  // is written back as it goes, so that little of either is left when the stream ends.
-  uint64_t written_back = from.log_bytes;
-  StreamChainVerifier in_stream(from, [&](uint64_t verified) {
-    if (verified - written_back < kWritebackStep) return;
-    written_back = verified;
-    (void)StartWriteback(absl::StrCat(path, "/", kEventsFile));  // best effort
-  });
+  // is written back as it grows, so that little of either is left when the stream ends.
+  StreamChainVerifier in_stream(from);
+  PeriodicWriteback write_back(absl::StrCat(path, "/", kEventsFile), from.log_bytes);
   // Only the first command is rewritten, to give the subvolume its hidden name.
   auto mark = std::chrono::steady_clock::now();
   ReceiveOptions options;

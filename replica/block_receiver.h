@@ -6,8 +6,9 @@
 // .incoming-<block> (never a block name, so listings and pruning ignore it). It takes its block
 // name (a rename in place, atomic) only after it was received read-only with a received_uuid,
 // its chain verified incrementally from the replica's last verified block (or fully for the
-// first block), its head file names exactly the block's head, and that head equals the one the
-// primary announced. On any failure the hidden subvolume is deleted and the replica stays on
+// first block: as the stream arrives where it can, see stream_verifier.h, the rest from disk),
+// its head file names exactly the block's head, and that head equals the one the primary
+// announced. On any failure the hidden subvolume is deleted and the replica stays on
 // its last verified block; those left by transfers that died are deleted by the next transfer
 // (as is what versions that received into <root>/incoming and promoted a copy through
 // <root>/blocks/.promoting-<block> left there).
@@ -44,9 +45,10 @@ absl::Status ValidateReceiveRequest(const ReceiveRequest& request);
 
 // Where one transfer's time went on the replica, in seconds.
 struct ReceiveTimings {
-  double stream = 0;   // `btrfs receive` applying the stream (ends with the stream)
-  double verify = 0;   // the prefix proof, the chain and the head checks (while the data is
-                       // written back: see promote)
+  double stream = 0;   // `btrfs receive` applying the stream (ends with the stream), and
+                       // the chain verified meanwhile
+  double verify = 0;   // the prefix proof, the chain the stream verification left, and the
+                       // head checks (while the data is written back: see promote)
   double promote = 0;  // the rest of the write-back (syncfs, started with the verification),
                        // then the verified block renamed to its name in blocks/
 };

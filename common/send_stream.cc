@@ -26,7 +26,7 @@ constexpr uint32_t kMaxFirstCommandPayload = 64 * 1024;
 constexpr size_t kCopyChunk = 256 * 1024;
 constexpr size_t kMaxSpliceChunk = 1 << 20;
 constexpr int kPipeSize = 1 << 20;  // the default /proc/sys/fs/pipe-max-size
-constexpr size_t kCrcOffset = 6;  // in the command header
+constexpr size_t kCrcOffset = 6;    // in the command header
 
 uint16_t Le16(const char* p) {
   const auto* u = reinterpret_cast<const unsigned char*>(p);
@@ -138,6 +138,29 @@ absl::StatusOr<ParsedStart> ParseStart(std::string_view stream) {
   p.start.subvolume =
       std::string(command.substr(kSendCommandHeaderSize + a.value_offset, a.value_size));
   return p;
+}
+
+// The framing errors of a forwarded stream, the same in both ways of forwarding. `index` is
+// the number of the command concerned (the start is command 1).
+absl::Status SecondSubvolumeError(uint64_t index, uint16_t command) {
+  return absl::DataLossError(absl::StrFormat(
+      "send stream carries a second subvolume (command %d is %s); one stream must carry one", index,
+      command == kSendCommandSubvol ? "SUBVOL" : "SNAPSHOT"));
+}
+
+absl::Status NoEndError(uint64_t last_index) {
+  return absl::DataLossError(absl::StrFormat(
+      "send stream ended after command %d without an END command (truncated)", last_index));
+}
+
+absl::Status HeaderCutError(uint64_t index) {
+  return absl::DataLossError(
+      absl::StrFormat("send stream truncated in the header of command %d", index));
+}
+
+absl::Status AfterEndError(uint64_t end_index) {
+  return absl::DataLossError(absl::StrFormat(
+      "send stream continues after its END command (command %d): a second stream", end_index));
 }
 
 }  // namespace
@@ -279,17 +302,11 @@ absl::Status SendStreamForwarder::Forward(std::string_view start) {
   for (uint64_t index = 2;; ++index) {
     char header[kSendCommandHeaderSize];
     ASSIGN_OR_RETURN(size_t n, ReadUpTo(header, sizeof header));
-    if (n == 0)
-      return absl::DataLossError(absl::StrFormat(
-          "send stream ended after command %d without an END command (truncated)", index - 1));
-    if (n < sizeof header)
-      return absl::DataLossError(
-          absl::StrFormat("send stream truncated in the header of command %d", index));
+    if (n == 0) return NoEndError(index - 1);
+    if (n < sizeof header) return HeaderCutError(index);
     SendCommandHeader h = DecodeSendCommandHeader(std::string_view(header, sizeof header));
     if (h.command == kSendCommandSubvol || h.command == kSendCommandSnapshot)
-      return absl::DataLossError(absl::StrFormat(
-          "send stream carries a second subvolume (command %d is %s); one stream must carry one",
-          index, h.command == kSendCommandSubvol ? "SUBVOL" : "SNAPSHOT"));
+      return SecondSubvolumeError(index, h.command);
     RETURN_IF_ERROR(WriteToPipe(std::string_view(header, sizeof header)));
     absl::Status moved = Move(h.length);
     if (absl::IsOutOfRange(moved))
@@ -299,9 +316,7 @@ absl::Status SendStreamForwarder::Forward(std::string_view start) {
     if (h.command != kSendCommandEnd) continue;
     char extra;
     ASSIGN_OR_RETURN(size_t more, ReadUpTo(&extra, 1));
-    if (more != 0)
-      return absl::DataLossError(absl::StrFormat(
-          "send stream continues after its END command (command %d): a second stream", index));
+    if (more != 0) return AfterEndError(index);
     return absl::OkStatus();
   }
 }
@@ -321,10 +336,7 @@ absl::Status SendStreamForwarder::ForwardObserved(uint32_t version) {
       SendCommandHeader h =
           DecodeSendCommandHeader(std::string_view(buf.get() + pos, kSendCommandHeaderSize));
       if (h.command == kSendCommandSubvol || h.command == kSendCommandSnapshot)
-        return absl::DataLossError(absl::StrFormat(
-            "send stream carries a second subvolume (command %d is %s); one stream must carry "
-            "one",
-            index, h.command == kSendCommandSubvol ? "SUBVOL" : "SNAPSHOT"));
+        return SecondSubvolumeError(index, h.command);
       if (h.length > kMaxObservedCommandPayload)
         return absl::DataLossError(
             absl::StrFormat("send stream command %d claims %d bytes (at most %d expected)", index,
@@ -350,8 +362,7 @@ absl::Status SendStreamForwarder::ForwardObserved(uint32_t version) {
         more = n > 0;
       }
       if (!more) return absl::OkStatus();
-      return absl::DataLossError(absl::StrFormat(
-          "send stream continues after its END command (command %d): a second stream", index - 1));
+      return AfterEndError(index - 1);
     }
     // Read more behind the incomplete command; move it to the front only when the room
     // behind it could not hold a whole command.
@@ -365,12 +376,8 @@ absl::Status SendStreamForwarder::ForwardObserved(uint32_t version) {
     if (!n.ok()) return SourceError(n.status());
     end += *n;
     if (*n > 0) continue;
-    if (have == 0)
-      return absl::DataLossError(absl::StrFormat(
-          "send stream ended after command %d without an END command (truncated)", index - 1));
-    if (have < kSendCommandHeaderSize)
-      return absl::DataLossError(
-          absl::StrFormat("send stream truncated in the header of command %d", index));
+    if (have == 0) return NoEndError(index - 1);
+    if (have < kSendCommandHeaderSize) return HeaderCutError(index);
     return absl::DataLossError(
         absl::StrFormat("send stream truncated in command %d (%d of %d bytes)", index, have, need));
   }

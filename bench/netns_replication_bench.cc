@@ -147,6 +147,35 @@ struct Transfer {
   double Total() const { return seconds + verify_seconds + flush_seconds; }
 };
 
+// While it lives, answers the sshd's keepalive probes on the sessions of idle shippers (the
+// ones the case being run does not use), as the primary daemon does between transfers: the
+// cluster's sshd drops a session that stays silent ~6 s (ClientAliveInterval 2, CountMax 3),
+// and a timed transfer would then include a new SSH handshake.
+class IdleSessionKeeper {
+ public:
+  explicit IdleSessionKeeper(std::vector<BlockShipper*> idle)
+      : idle_(std::move(idle)), thread_([this] { Run(); }) {}
+  ~IdleSessionKeeper() {
+    stop_.store(true);
+    thread_.join();
+  }
+  IdleSessionKeeper(const IdleSessionKeeper&) = delete;
+  IdleSessionKeeper& operator=(const IdleSessionKeeper&) = delete;
+
+ private:
+  void Run() {
+    while (!stop_.load()) {
+      for (BlockShipper* s : idle_) s->KeepAlive();
+      for (int i = 0; i < 10 && !stop_.load(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+
+  const std::vector<BlockShipper*> idle_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;  // last: starts once the rest is initialized
+};
+
 class NetnsBench {
  public:
   NetnsBench(const Options& o, SignalStop& stop) : o_(o), stop_(stop) {}
@@ -272,10 +301,10 @@ absl::StatusOr<Transfer> NetnsBench::RunSnapledger(BlockShipper& shipper) {
   auto shipped = shipper.ShipOnce(blocks_, /*epoch=*/1);
   int64_t end = NowNanos();
   if (absl::IsUnavailable(shipped.status())) {
-    // The cluster's sshd drops a session that does not answer its ClientAlive probes for
-    // ~6 s (sshd_config: ClientAliveInterval 2, CountMax 3), and an idle libssh session does
-    // not answer them: while the other cases run, the session dies. The shipper reconnects on
-    // the next ShipOnce; that attempt is the timed one (it includes the ssh handshake).
+    // The session died although IdleSessionKeeper answered the sshd's probes while the other
+    // cases ran (e.g. during this case's ClearReplica, which it does not cover). The shipper
+    // reconnects on the next ShipOnce; that attempt is the timed one (it includes the ssh
+    // handshake).
     fmt::print(" [libssh session dropped while idle; reconnected]");
     shipper.SetView(ReplicaView{kReplica, {}});
     start = NowNanos();
@@ -336,6 +365,10 @@ absl::StatusOr<Transfer> NetnsBench::RunOpenSsh(bool zstd) {
 }
 
 absl::StatusOr<Transfer> NetnsBench::RunOne(Kind kind) {
+  std::vector<BlockShipper*> idle;
+  if (kind != kPlain) idle.push_back(shipper_.get());
+  if (kind != kZstd) idle.push_back(zstd_shipper_.get());
+  IdleSessionKeeper keeper(std::move(idle));
   RETURN_IF_ERROR(ClearReplica());
   RETURN_IF_ERROR(stop_.status());
   absl::StatusOr<Transfer> t = kind == kPlain  ? RunSnapledger(*shipper_)

@@ -243,7 +243,13 @@ setup_filesystem() {
   img=$DIR/$host/disk.img; mnt=$DIR/$host/mnt
   record "file $img"
   truncate -s "${IMAGE_MB}M" "$img"
-  dev=$(losetup --find --show "$img") || die "losetup failed for $img"
+  # Direct I/O: the loop device writes straight to the image file, as btrfs on a disk writes
+  # to the disk. Buffered, the host's page cache takes every write first and the whole of it
+  # reaches the disk at the next flush (a btrfs commit, an fsync), however early the data was
+  # written back: a replica's write-back could not overlap its receive, and each byte is
+  # copied once more. Buffered only where the image's filesystem refuses direct I/O.
+  dev=$(losetup --direct-io=on --find --show "$img" 2>/dev/null) ||
+    dev=$(losetup --find --show "$img") || die "losetup failed for $img"
   record "loop $dev $img"
   mkfs.btrfs -q -f "$dev" >/dev/null
   mkdir -p "$mnt"

@@ -76,10 +76,24 @@ absl::Status YamlSection::Get(const std::string& key, uint64_t* out) {
 }
 
 absl::Status YamlSection::Get(const std::string& key, int* out) {
-  uint64_t value = static_cast<uint64_t>(*out < 0 ? 0 : *out);
+  known_.insert(key);
+  if (!node_[key]) return absl::OkStatus();  // *out unchanged, even when negative
+  uint64_t value = 0;
   if (absl::Status s = Get(key, &value); !s.ok()) return s;
   if (value > static_cast<uint64_t>(INT32_MAX)) return Error(key, "is too large");
   *out = static_cast<int>(value);
+  return absl::OkStatus();
+}
+
+absl::Status YamlSection::GetSigned(const std::string& key, int* out) {
+  known_.insert(key);
+  YAML::Node v = node_[key];
+  if (!v) return absl::OkStatus();
+  int value = 0;
+  if (!v.IsScalar() || !absl::SimpleAtoi(v.Scalar(), &value))
+    return Error(key, absl::StrCat("must be an integer from ", INT32_MIN, " to ", INT32_MAX,
+                                   ", not '", v.IsScalar() ? v.Scalar() : "?", "'"));
+  *out = value;
   return absl::OkStatus();
 }
 

@@ -31,7 +31,9 @@ class YamlSection {
   absl::Status Get(const std::string& key, std::string* out);
   absl::Status Get(const std::string& key, bool* out);
   absl::Status Get(const std::string& key, uint64_t* out);
-  absl::Status Get(const std::string& key, int* out);
+  absl::Status Get(const std::string& key, int* out);  // 0..INT32_MAX
+  // Any int, negative ones too.
+  absl::Status GetSigned(const std::string& key, int* out);
   // A duration given as a number of milliseconds (GetMillis) or seconds (GetSeconds).
   absl::Status GetMillis(const std::string& key, absl::Duration* out);
   absl::Status GetSeconds(const std::string& key, absl::Duration* out);

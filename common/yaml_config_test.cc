@@ -33,6 +33,33 @@ TEST_F(YamlConfigTest, ErrorsNameTheFileThenTheKeyPath) {
   EXPECT_TRUE(absl::StartsWith(s.message(), path_ + ": shipping.watchdog_seconds: must be")) << s;
 }
 
+TEST_F(YamlConfigTest, AbsentIntegersLeaveTheDefaultAlone) {
+  YamlSection top = Load("other: 1\n");
+  int a = -5, b = -5;
+  EXPECT_TRUE(top.Get("a", &a).ok());
+  EXPECT_TRUE(top.GetSigned("b", &b).ok());
+  EXPECT_EQ(a, -5);
+  EXPECT_EQ(b, -5);
+}
+
+TEST_F(YamlConfigTest, SignedIntegersTakeNegativesAndRefuseTheRest) {
+  YamlSection top = Load("neg: -7\npos: 19\nword: fast\nhuge: 3000000000\nlist: [1]\n");
+  int v = 0;
+  ASSERT_TRUE(top.GetSigned("neg", &v).ok());
+  EXPECT_EQ(v, -7);
+  ASSERT_TRUE(top.GetSigned("pos", &v).ok());
+  EXPECT_EQ(v, 19);
+  for (const char* key : {"word", "huge", "list"}) {
+    absl::Status s = top.GetSigned(key, &v);
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << key;
+    EXPECT_TRUE(absl::StrContains(s.message(), std::string(key) + ": must be an integer from"))
+        << s;
+  }
+  EXPECT_EQ(v, 19);  // unchanged by the refusals
+  // The unsigned getter still refuses a negative number.
+  EXPECT_TRUE(absl::IsInvalidArgument(top.Get("neg", &v)));
+}
+
 TEST_F(YamlConfigTest, NotANumberAndInfinityAreNoDurations) {
   YamlSection top = Load("a: nan\nb: inf\nc: 1.5\n");
   absl::Duration d = absl::Seconds(7);

@@ -185,6 +185,18 @@ std::string_view StreamCompressionName(StreamCompression compression) {
   return "unknown";
 }
 
+absl::Status ValidateZstdLevel(int level) {
+  if (level >= kMinZstdLevel && level <= kMaxZstdLevel) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("zstd level ", level, " is outside ", kMinZstdLevel, "..", kMaxZstdLevel));
+}
+
+absl::Status ValidateZstdWorkers(int workers) {
+  if (workers >= 0 && workers <= kMaxZstdWorkers) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("zstd workers ", workers, " is outside 0..", kMaxZstdWorkers));
+}
+
 absl::StatusOr<StreamCompression> ParseStreamCompression(std::string_view name) {
   if (name == "none") return StreamCompression::kNone;
   if (name == "zstd") return StreamCompression::kZstd;

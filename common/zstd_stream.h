@@ -33,6 +33,15 @@ struct ZstdOptions {
   // zstd's own while the writer carries on (Write then returns before its input is compressed).
   int workers = 0;
 };
+// The levels and worker counts a replica may be configured with: levels kMinZstdLevel..
+// kMaxZstdLevel (the ultra levels 20-22 are left out: their windows cost the replica up to
+// 128 MB more memory to decompress), workers 0..kMaxZstdWorkers.
+inline constexpr int kMinZstdLevel = -7;
+inline constexpr int kMaxZstdLevel = 19;
+inline constexpr int kMaxZstdWorkers = 16;
+// InvalidArgument naming the value and the bounds it is outside of.
+absl::Status ValidateZstdLevel(int level);
+absl::Status ValidateZstdWorkers(int workers);
 
 // Compresses what is written to it into `dest`. The stream is complete only after Finish() (or
 // Close()); a sink destroyed without it leaves `dest` holding a truncated frame, which

@@ -53,6 +53,52 @@ replicas:
   EXPECT_TRUE(ValidatePrimaryConfig(*config).ok());
 }
 
+TEST_F(PrimaryConfigTest, ZstdLevelAndWorkersArePerReplica) {
+  auto config = LoadPrimaryConfig(Write(R"(
+ledger_root: /x
+ssh: {identity_file: /k, known_hosts_file: /kh}
+replicas:
+  - {id: r1, host: h1, compression: zstd}
+  - {id: r2, host: h2, compression: zstd, zstd_level: -3, zstd_workers: 0}
+  - {id: r3, host: h3, compression: zstd, zstd_level: 19}
+)"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->replicas.size(), 3u);
+  EXPECT_EQ(config->replicas[0].zstd.level, 1);  // the defaults
+  EXPECT_EQ(config->replicas[0].zstd.workers, 2);
+  EXPECT_EQ(config->replicas[1].zstd.level, -3);
+  EXPECT_EQ(config->replicas[1].zstd.workers, 0);
+  EXPECT_EQ(config->replicas[2].zstd.level, 19);
+  EXPECT_EQ(config->replicas[2].zstd.workers, 2);
+}
+
+TEST_F(PrimaryConfigTest, BadZstdSettingsAreNamed) {
+  struct Case {
+    std::string replica;
+    std::string message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"{id: r1, host: h, compression: zstd, zstd_level: 20}",
+            "replicas[0].zstd_level: zstd level 20 is outside -7..19"},
+           {"{id: r1, host: h, compression: zstd, zstd_level: -8}",
+            "replicas[0].zstd_level: zstd level -8 is outside -7..19"},
+           {"{id: r1, host: h, compression: zstd, zstd_workers: 17}",
+            "replicas[0].zstd_workers: zstd workers 17 is outside 0..16"},
+           {"{id: r1, host: h, compression: zstd, zstd_workers: -1}",
+            "replicas[0].zstd_workers: must be a non-negative integer, not '-1'"},
+           {"{id: r1, host: h, zstd_level: 3}",
+            "replicas[0].zstd_level: set, but the replica's compression is none, not zstd"},
+           {"{id: r1, host: h, compression: none, zstd_workers: 1}",
+            "replicas[0].zstd_workers: set, but the replica's compression is none, not zstd"},
+       }) {
+    auto config = LoadPrimaryConfig(Write("ledger_root: /x\nreplicas:\n  - " + c.replica + "\n"));
+    ASSERT_FALSE(config.ok()) << c.replica;
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument) << c.replica;
+    EXPECT_NE(config.status().message().find(c.message), std::string::npos)
+        << c.replica << ": " << config.status();
+  }
+}
+
 TEST_F(PrimaryConfigTest, UnknownKeyIsNamed) {
   auto config = LoadPrimaryConfig(Write("ledger_root: /x\nblocks: {every_event: 5}\n"));
   ASSERT_FALSE(config.ok());

@@ -53,6 +53,13 @@ absl::StatusOr<BlockInfo> BlockForHead(uint64_t seq, std::string_view hash) {
   return b;
 }
 
+std::optional<BlockInfo> IncomingBlock(std::string_view entry) {
+  if (!entry.starts_with(kIncomingBlockPrefix)) return std::nullopt;
+  absl::StatusOr<BlockInfo> block = ParseBlockName(entry.substr(kIncomingBlockPrefix.size()));
+  if (!block.ok()) return std::nullopt;
+  return *std::move(block);
+}
+
 absl::StatusOr<BlockInfo> ParseBlockName(std::string_view name) {
   if (name.size() != kBlockNameLength) return NotABlockName(name, "wrong length");
   if (name.substr(0, kBlockPrefix.size()) != kBlockPrefix) {

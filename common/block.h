@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -42,6 +43,14 @@ absl::StatusOr<BlockInfo> BlockForHead(uint64_t seq, std::string_view hash);
 // Parses a block name. InvalidArgument, quoting the name, for anything that is not exactly
 // the form above.
 absl::StatusOr<BlockInfo> ParseBlockName(std::string_view name);
+
+// Where a replica's `btrfs receive` puts a block until it is verified: blocks/.incoming-<name>,
+// never a block name itself; the block takes its own name once verified, and a receive that
+// was interrupted leaves it for the next receive to remove.
+inline constexpr std::string_view kIncomingBlockPrefix = ".incoming-";
+// The block that the blocks/ entry `entry` is being received as, when `entry` is
+// kIncomingBlockPrefix followed by a block name; nullopt otherwise.
+std::optional<BlockInfo> IncomingBlock(std::string_view entry);
 
 // Orders by seq, then hash12 (two blocks with one seq mean diverged histories).
 bool BlockSeqLess(const BlockInfo& a, const BlockInfo& b);

@@ -34,6 +34,17 @@ TEST(BlockName, RoundTripsThroughParse) {
   }
 }
 
+TEST(BlockName, IncomingBlockIsTheHiddenNameOfABlock) {
+  std::optional<BlockInfo> b = IncomingBlock(".incoming-block-000000000042-0123456789ab");
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(b->name, "block-000000000042-0123456789ab");
+  EXPECT_EQ(b->seq, 42u);
+  EXPECT_FALSE(IncomingBlock("block-000000000042-0123456789ab").has_value());
+  EXPECT_FALSE(IncomingBlock(".incoming-").has_value());
+  EXPECT_FALSE(IncomingBlock(".incoming-block-000000000042-0123456789ab/..").has_value());
+  EXPECT_FALSE(IncomingBlock(".promoting-block-000000000042-0123456789ab").has_value());
+}
+
 TEST(BlockName, RejectsPathSeparators) {
   EXPECT_FALSE(ParseBlockName("block-000000000001/9f86d081884").ok());
   EXPECT_FALSE(ParseBlockName("blocks/block-000000000001-9f86d081884c").ok());

@@ -434,9 +434,16 @@ Outcome Blocks(const GlobalOptions& g, const CliEnv& env) {
     prev_seq = b.seq;
   }
   *env.out << blocks->size() << " blocks\n";
-  for (const auto& name : unrecognized)
+  for (const auto& name : unrecognized) {
+    if (std::optional<BlockInfo> incoming = IncomingBlock(name)) {
+      *env.out << "receiving " << incoming->name << " into " << layout.blocks() << "/" << name
+               << " (unverified; if no receive is running, an interrupted one left it and the "
+                  "next receive removes it)\n";
+      continue;
+    }
     *env.err << "snapledger: " << layout.blocks() << "/" << name
              << " is not a block name; left alone\n";
+  }
   return {};
 }
 

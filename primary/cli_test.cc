@@ -130,6 +130,23 @@ TEST_F(CliTest, BlocksAreCutByCountAndListed) {
   EXPECT_EQ(lines[1].rfind("block-000000000020-", 0), 0u) << listed.out;
 }
 
+TEST_F(CliTest, BlocksNamesABlockBeingReceivedAndWarnsOfStrangers) {
+  ASSERT_EQ(Run({"init"}).code, kExitOk);
+  ASSERT_EQ(Run({"append"}, Events(1, 20)).code, kExitOk);
+  ASSERT_EQ(Run({"snapshot"}).code, kExitOk);
+  const std::string receiving = "block-000000000099-abcdefabcdef";
+  ASSERT_TRUE(btrfs_.CreateSubvolume(root_.Sub("blocks/.incoming-" + receiving)).ok());
+  ASSERT_TRUE(btrfs_.CreateSubvolume(root_.Sub("blocks/.incoming-not-a-block")).ok());
+  auto listed = Run({"blocks"});
+  ASSERT_EQ(listed.code, kExitOk) << listed.err;
+  EXPECT_NE(listed.out.find("1 blocks\nreceiving " + receiving + " into "), std::string::npos)
+      << listed.out;
+  EXPECT_EQ(listed.err.find(receiving), std::string::npos) << listed.err;
+  EXPECT_NE(listed.err.find(".incoming-not-a-block is not a block name; left alone"),
+            std::string::npos)
+      << listed.err;
+}
+
 TEST_F(CliTest, VerifyFromABlockReadsOnlyWhatCameAfter) {
   ASSERT_EQ(Run({"init"}).code, kExitOk);
   ASSERT_EQ(Run({"append"}, Events(1, 30)).code, kExitOk);

@@ -34,9 +34,7 @@ absl::StatusOr<uint64_t> Drain(ByteSource& stream) {
   }
 }
 
-// Where `btrfs receive` puts a block until it is verified: in blocks/, under a name that is
-// never a block name.
-constexpr std::string_view kIncomingPrefix = ".incoming-";
+constexpr std::string_view kIncomingPrefix = kIncomingBlockPrefix;
 // Left in blocks/ by versions that received into incoming/ and promoted a copy.
 constexpr std::string_view kPromotingPrefix = ".promoting-";
 
@@ -47,8 +45,11 @@ absl::Status TransferFailure(const absl::Status& st) {
   return absl::InternalError(absl::StrCat("receiving the stream: ", st.message()));
 }
 
-// The received log is written back each time it grew by this much.
-constexpr uint64_t kWritebackStep = 32 << 20;
+// The received log is written back each time it grew by this much, checked this often: what is
+// left to write when the stream ends (and `btrfs receive`'s last commit waits for) is about one
+// step plus what arrived within one period.
+constexpr uint64_t kWritebackStep = 8 << 20;
+constexpr auto kWritebackPeriod = std::chrono::milliseconds(20);
 
 // While it lives, a thread of its own starts the write-back of the file at `path` (being
 // received) each time it grew by kWritebackStep: the final syncfs then has little left. Apart
@@ -71,7 +72,7 @@ class PeriodicWriteback {
  private:
   void Run() {
     std::unique_lock lock(mu_);
-    while (!stopped_.wait_for(lock, std::chrono::milliseconds(50), [&] { return stop_; })) {
+    while (!stopped_.wait_for(lock, kWritebackPeriod, [&] { return stop_; })) {
       struct stat st;
       if (::lstat(path_.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
       const uint64_t size = static_cast<uint64_t>(st.st_size);

@@ -85,6 +85,11 @@ absl::Status YamlSection::Get(const std::string& key, int* out) {
   return absl::OkStatus();
 }
 
+bool YamlSection::Has(const std::string& key) const {
+  const YAML::Node& node = node_;  // the const operator[] never adds the key
+  return static_cast<bool>(node[key]);
+}
+
 absl::Status YamlSection::GetSigned(const std::string& key, int* out) {
   known_.insert(key);
   YAML::Node v = node_[key];

@@ -34,6 +34,8 @@ class YamlSection {
   absl::Status Get(const std::string& key, int* out);  // 0..INT32_MAX
   // Any int, negative ones too.
   absl::Status GetSigned(const std::string& key, int* out);
+  // Whether the key is present (whatever its value). Does not mark it known.
+  bool Has(const std::string& key) const;
   // A duration given as a number of milliseconds (GetMillis) or seconds (GetSeconds).
   absl::Status GetMillis(const std::string& key, absl::Duration* out);
   absl::Status GetSeconds(const std::string& key, absl::Duration* out);

@@ -42,6 +42,16 @@ TEST_F(YamlConfigTest, AbsentIntegersLeaveTheDefaultAlone) {
   EXPECT_EQ(b, -5);
 }
 
+TEST_F(YamlConfigTest, HasSaysWhetherAKeyIsPresentWithoutMarkingItKnown) {
+  YamlSection top = Load("present: 0\nempty:\n");
+  EXPECT_TRUE(top.Has("present"));
+  EXPECT_TRUE(top.Has("empty"));
+  EXPECT_FALSE(top.Has("absent"));
+  absl::Status s = top.CheckNoUnknownKeys();
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  EXPECT_TRUE(absl::StrContains(s.message(), "unknown setting")) << s;
+}
+
 TEST_F(YamlConfigTest, SignedIntegersTakeNegativesAndRefuseTheRest) {
   YamlSection top = Load("neg: -7\npos: 19\nword: fast\nhuge: 3000000000\nlist: [1]\n");
   int v = 0;

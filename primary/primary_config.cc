@@ -1,6 +1,5 @@
 #include "primary/primary_config.h"
 
-#include <limits>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -58,26 +57,21 @@ absl::StatusOr<ReplicaTarget> ReadReplica(YamlSection section) {
         absl::StrCat(section.where(), ".compression: ", parsed.status().message()));
   target.compression = *parsed;
   // Absent keys keep ReplicaTarget's defaults; either one without zstd is a mistake to report.
-  constexpr int kUnset = std::numeric_limits<int>::min();
-  int level = kUnset, workers = kUnset;
-  RETURN_IF_ERROR(section.GetSigned("zstd_level", &level));
-  RETURN_IF_ERROR(section.Get("zstd_workers", &workers));
-  if ((level != kUnset || workers != kUnset) && target.compression != StreamCompression::kZstd)
-    return absl::InvalidArgumentError(
-        absl::StrCat(section.where(), ".", level != kUnset ? "zstd_level" : "zstd_workers",
-                     ": set, but the replica's compression is ",
-                     std::string(StreamCompressionName(target.compression)), ", not zstd"));
+  for (const char* key : {"zstd_level", "zstd_workers"}) {
+    if (section.Has(key) && target.compression != StreamCompression::kZstd)
+      return absl::InvalidArgumentError(
+          absl::StrCat(section.where(), ".", key, ": set, but the replica's compression is ",
+                       std::string(StreamCompressionName(target.compression)), ", not zstd"));
+  }
   auto named = [&](absl::string_view key, const absl::Status& st) {
     return absl::InvalidArgumentError(absl::StrCat(section.where(), ".", key, ": ", st.message()));
   };
-  if (level != kUnset) {
-    if (absl::Status st = ValidateZstdLevel(level); !st.ok()) return named("zstd_level", st);
-    target.zstd.level = level;
-  }
-  if (workers != kUnset) {
-    if (absl::Status st = ValidateZstdWorkers(workers); !st.ok()) return named("zstd_workers", st);
-    target.zstd.workers = workers;
-  }
+  RETURN_IF_ERROR(section.GetSigned("zstd_level", &target.zstd.level));
+  if (absl::Status st = ValidateZstdLevel(target.zstd.level); !st.ok())
+    return named("zstd_level", st);
+  RETURN_IF_ERROR(section.Get("zstd_workers", &target.zstd.workers));
+  if (absl::Status st = ValidateZstdWorkers(target.zstd.workers); !st.ok())
+    return named("zstd_workers", st);
   RETURN_IF_ERROR(section.CheckNoUnknownKeys());
   if (target.id.empty())
     return absl::InvalidArgumentError(absl::StrCat(section.where(), ".id: required"));

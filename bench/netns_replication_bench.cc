@@ -148,10 +148,11 @@ struct Transfer {
   double Total() const { return seconds + verify_seconds + flush_seconds; }
 };
 
-// While it lives, answers the sshd's keepalive probes on the sessions of idle shippers (the
-// ones the case being run does not use), as the primary daemon does between transfers: the
-// cluster's sshd drops a session that stays silent ~6 s (ClientAliveInterval 2, CountMax 3),
-// and a timed transfer would then include a new SSH handshake.
+// While it lives, answers the sshd's keepalive probes on the sessions of the given shippers,
+// which nothing else may use meanwhile (the ones the case being run does not use), as the
+// primary daemon does between transfers: the cluster's sshd drops a session that stays silent
+// ~6 s (ClientAliveInterval 2, CountMax 3), and a timed transfer would then include a new SSH
+// handshake.
 class IdleSessionKeeper {
  public:
   explicit IdleSessionKeeper(std::vector<BlockShipper*> idle)
@@ -334,13 +335,15 @@ absl::StatusOr<Transfer> NetnsBench::RunOpenSsh(bool zstd) {
   std::error_code ec;
   fs::create_directories(baseline_dir_, ec);
   if (ec) return absl::InternalError(absl::StrCat("mkdir ", baseline_dir_, ": ", ec.message()));
-  // The zstd CLI spells negative levels --fast=N; libzstd's level 0 is its default, 3.
+  // The zstd CLI spells negative levels --fast=N (libzstd's level 0 is its default, 3), and
+  // its -T0 means one thread per core: libzstd's 0 workers is --single-thread.
   const int level = o_.zstd_level;
   std::string zstd_c =
       absl::StrCat(" | zstd -q -c ", level > 0 ? absl::StrCat("-", level)
                                      : level == 0 ? std::string("-3")
                                                   : absl::StrCat("--fast=", -level),
-                   " -T", o_.zstd_workers);
+                   o_.zstd_workers == 0 ? std::string(" --single-thread")
+                                        : absl::StrCat(" -T", o_.zstd_workers));
   std::string receive = absl::StrCat(zstd ? "zstd -q -d -c | " : "", "btrfs -q receive ",
                                      ShellQuote(baseline_dir_));
   std::string pipeline = absl::StrCat("btrfs -q send ", ShellQuote(block_path_),
@@ -372,11 +375,15 @@ absl::StatusOr<Transfer> NetnsBench::RunOpenSsh(bool zstd) {
 }
 
 absl::StatusOr<Transfer> NetnsBench::RunOne(Kind kind) {
+  {
+    // Emptying the replica may take longer than the sshd waits: every session is kept alive.
+    IdleSessionKeeper all({shipper_.get(), zstd_shipper_.get()});
+    RETURN_IF_ERROR(ClearReplica());
+  }
   std::vector<BlockShipper*> idle;
   if (kind != kPlain) idle.push_back(shipper_.get());
   if (kind != kZstd) idle.push_back(zstd_shipper_.get());
   IdleSessionKeeper keeper(std::move(idle));
-  RETURN_IF_ERROR(ClearReplica());
   RETURN_IF_ERROR(stop_.status());
   absl::StatusOr<Transfer> t = kind == kPlain  ? RunSnapledger(*shipper_)
                                : kind == kZstd ? RunSnapledger(*zstd_shipper_)

@@ -243,14 +243,17 @@ setup_filesystem() {
   img=$DIR/$host/disk.img; mnt=$DIR/$host/mnt
   record "file $img"
   truncate -s "${IMAGE_MB}M" "$img"
+  dev=$(losetup --find --show "$img") || die "losetup failed for $img"
+  record "loop $dev $img"
   # Direct I/O: the loop device writes straight to the image file, as btrfs on a disk writes
   # to the disk. Buffered, the host's page cache takes every write first and the whole of it
   # reaches the disk at the next flush (a btrfs commit, an fsync), however early the data was
   # written back: a replica's write-back could not overlap its receive, and each byte is
-  # copied once more. Buffered only where the image's filesystem refuses direct I/O.
-  dev=$(losetup --direct-io=on --find --show "$img" 2>/dev/null) ||
-    dev=$(losetup --find --show "$img") || die "losetup failed for $img"
-  record "loop $dev $img"
+  # copied once more. Buffered only where the image's filesystem refuses direct I/O (said so).
+  if ! losetup --direct-io=on "$dev" 2>/dev/null ||
+    [[ $(losetup -n -O DIO "$dev" 2>/dev/null | tr -d ' ') != 1 ]]; then
+    log "$host: the filesystem holding $img refuses direct I/O; $dev stays buffered"
+  fi
   mkfs.btrfs -q -f "$dev" >/dev/null
   mkdir -p "$mnt"
   record "mount $mnt"

@@ -303,10 +303,9 @@ absl::StatusOr<Transfer> NetnsBench::RunSnapledger(BlockShipper& shipper) {
   auto shipped = shipper.ShipOnce(blocks_, /*epoch=*/1);
   int64_t end = NowNanos();
   if (absl::IsUnavailable(shipped.status())) {
-    // The session died although IdleSessionKeeper answered the sshd's probes while the other
-    // cases ran (e.g. during this case's ClearReplica, which it does not cover). The shipper
-    // reconnects on the next ShipOnce; that attempt is the timed one (it includes the ssh
-    // handshake).
+    // The session died although IdleSessionKeeper answered the sshd's probes (e.g. the
+    // replica's sshd was restarted). The shipper reconnects on the next ShipOnce; that attempt
+    // is the timed one (it includes the ssh handshake).
     fmt::print(" [libssh session dropped while idle; reconnected]");
     shipper.SetView(ReplicaView{kReplica, {}});
     start = NowNanos();

@@ -63,16 +63,21 @@ absl::Status YamlSection::Get(const std::string& key, bool* out) {
   return absl::OkStatus();
 }
 
-absl::Status YamlSection::Get(const std::string& key, uint64_t* out) {
+template <typename T>
+absl::Status YamlSection::GetInteger(const std::string& key, T* out, absl::string_view expected) {
   known_.insert(key);
   YAML::Node v = node_[key];
   if (!v) return absl::OkStatus();
-  uint64_t value = 0;
+  T value = 0;
   if (!v.IsScalar() || !absl::SimpleAtoi(v.Scalar(), &value))
-    return Error(key, absl::StrCat("must be a non-negative integer, not '",
+    return Error(key, absl::StrCat("must be ", expected, ", not '",
                                    v.IsScalar() ? v.Scalar() : "?", "'"));
   *out = value;
   return absl::OkStatus();
+}
+
+absl::Status YamlSection::Get(const std::string& key, uint64_t* out) {
+  return GetInteger(key, out, "a non-negative integer");
 }
 
 absl::Status YamlSection::Get(const std::string& key, int* out) {
@@ -91,15 +96,7 @@ bool YamlSection::Has(const std::string& key) const {
 }
 
 absl::Status YamlSection::GetSigned(const std::string& key, int* out) {
-  known_.insert(key);
-  YAML::Node v = node_[key];
-  if (!v) return absl::OkStatus();
-  int value = 0;
-  if (!v.IsScalar() || !absl::SimpleAtoi(v.Scalar(), &value))
-    return Error(key, absl::StrCat("must be an integer from ", INT32_MIN, " to ", INT32_MAX,
-                                   ", not '", v.IsScalar() ? v.Scalar() : "?", "'"));
-  *out = value;
-  return absl::OkStatus();
+  return GetInteger(key, out, absl::StrCat("an integer from ", INT32_MIN, " to ", INT32_MAX));
 }
 
 absl::Status YamlSection::GetMillis(const std::string& key, absl::Duration* out) {

@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace snapledger {
@@ -54,6 +55,10 @@ class YamlSection {
   // How `key` of this mapping is named in errors.
   std::string KeyPath(const std::string& key) const;
   absl::Status Error(const std::string& key, const std::string& what) const;
+  // The getters of integers: an absent key leaves *out alone; a value absl::SimpleAtoi cannot
+  // read as a T is "<key path>: must be <expected>, not '<value>'".
+  template <typename T>
+  absl::Status GetInteger(const std::string& key, T* out, absl::string_view expected);
   YAML::Node node_;
   std::string where_;
   bool nested_ = false;  // where_ names a mapping inside the file, not the file itself

@@ -34,7 +34,6 @@ absl::StatusOr<uint64_t> Drain(ByteSource& stream) {
   }
 }
 
-constexpr std::string_view kIncomingPrefix = kIncomingBlockPrefix;
 // Left in blocks/ by versions that received into incoming/ and promoted a copy.
 constexpr std::string_view kPromotingPrefix = ".promoting-";
 
@@ -181,7 +180,7 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
           absl::StrCat("verified block ", held.back().name, " has no head file"));
     from = *trusted;
   }
-  const std::string path = HiddenPath(kIncomingPrefix, block);
+  const std::string path = HiddenPath(kIncomingBlockPrefix, block);
   // The chain is verified as the stream arrives, on a thread of its own, and the received log
   // is written back as it grows, so that little of either is left when the stream ends.
   StreamChainVerifier in_stream(from);
@@ -189,7 +188,7 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
   // Only the first command is rewritten, to give the subvolume its hidden name.
   auto mark = std::chrono::steady_clock::now();
   ReceiveOptions options;
-  options.as_name = std::string(kIncomingPrefix) + block.name;
+  options.as_name = std::string(kIncomingBlockPrefix) + block.name;
   options.observer = &in_stream;
   absl::StatusOr<std::string> received = btrfs_.Receive(layout_.blocks(), stream, options);
   StreamVerification streamed = in_stream.Finish();
@@ -233,7 +232,7 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
 
 absl::Status BlockReceiver::DeleteLeftovers(const std::vector<std::string>& unrecognized) {
   for (const std::string& name : unrecognized) {
-    if (name.starts_with(kIncomingPrefix) || name.starts_with(kPromotingPrefix))
+    if (name.starts_with(kIncomingBlockPrefix) || name.starts_with(kPromotingPrefix))
       RETURN_IF_ERROR(btrfs_.DeleteSubvolume(absl::StrCat(layout_.blocks(), "/", name)));
   }
   std::error_code ec;

@@ -27,8 +27,6 @@
 namespace snapledger::testing {
 namespace {
 
-constexpr std::string_view kIncomingPrefix = ".incoming-";
-
 namespace fs = std::filesystem;
 
 // Reads <root>/receive-journal.jsonl from its start.
@@ -115,7 +113,8 @@ class ReplicationClusterTest : public ::testing::Test {
     const std::string root = cluster_->host(host).ledger_root;
     for (const auto& e : fs::directory_iterator(root + "/blocks", ec)) {
       std::string name = e.path().filename().string();
-      if (name.starts_with(kIncomingPrefix)) names.push_back(name.substr(kIncomingPrefix.size()));
+      if (name.starts_with(kIncomingBlockPrefix))
+        names.push_back(name.substr(kIncomingBlockPrefix.size()));
     }
     for (const auto& e : fs::directory_iterator(root + "/incoming", ec))
       names.push_back(e.path().filename().string());
@@ -295,8 +294,8 @@ TEST_F(ReplicationClusterTest, LinkCutMidStreamLeavesNothingHalfDoneAndConverges
       std::error_code ec1, ec2;
       uintmax_t total = fs::file_size(BlockDir("primary", name) + "/events.jsonl", ec1);
       uintmax_t landed = fs::file_size(
-          absl::StrCat(cluster_->host("r1").ledger_root, "/blocks/", std::string(kIncomingPrefix), name,
-                       "/events.jsonl"),
+          absl::StrCat(cluster_->host("r1").ledger_root, "/blocks/",
+                       std::string(kIncomingBlockPrefix), name, "/events.jsonl"),
           ec2);
       if (ec2) landed = 0;  // not created yet
       if (!ec1 && total > landed + (6 << 20)) {

@@ -91,6 +91,9 @@ VectorIndexMetrics RegisterVectorIndexMetrics(Registry& r) {
           .Add({}),
       CounterFamily(r, "snapledger_vector_index_failures_total",
                     "Vector index catch-up or rebuild steps that failed.")
+          .Add({}),
+      CounterFamily(r, "snapledger_vector_index_gave_way_seconds_total",
+                    "Time the vector index held its work back while a block was being received.")
           .Add({})};
 }
 

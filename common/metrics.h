@@ -81,6 +81,7 @@ struct VectorIndexMetrics {
   prometheus::Gauge& available;     // 1 while similarity queries can be answered
   prometheus::Counter& rebuilds;    // rebuilds completed (automatic or requested)
   prometheus::Counter& failures;    // catch-up or rebuild steps that failed
+  prometheus::Counter& gave_way_seconds;  // time the index waited for receives (give_way)
 };
 VectorIndexMetrics RegisterVectorIndexMetrics(prometheus::Registry& registry);
 

@@ -1,7 +1,6 @@
 #include "replica/block_receiver.h"
 
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -18,6 +17,7 @@
 #include "common/head_file.h"
 #include "common/prefix_check.h"
 #include "common/status_macros.h"
+#include "replica/receive_lock.h"
 #include "replica/stream_verifier.h"
 
 namespace snapledger {
@@ -47,6 +47,10 @@ absl::Status TransferFailure(const absl::Status& st) {
 // The received log is written back each time it grew by this much, checked this often: what is
 // left to write when the stream ends (and `btrfs receive`'s last commit waits for) is about one
 // step plus what arrived within one period.
+// How long a receive waits for the receive lock: the daemon's pruning pass, or the receive of a
+// failed transfer still cleaning up, lets go within it; a transfer still running does not.
+constexpr absl::Duration kReceiveLockPatience = absl::Seconds(5);
+
 constexpr uint64_t kWritebackStep = 8 << 20;
 constexpr auto kWritebackPeriod = std::chrono::milliseconds(20);
 
@@ -140,11 +144,7 @@ absl::StatusOr<ReceiveResult> BlockReceiver::Receive(const ReceiveRequest& reque
   std::filesystem::create_directories(layout_.blocks(), ec);
   if (ec)
     return absl::InternalError(absl::StrCat("mkdir under ", layout_.root(), ": ", ec.message()));
-  ASSIGN_OR_RETURN(UniqueFd lock, OpenFile(absl::StrCat(layout_.root(), "/.receive.lock"),
-                                           O_RDWR | O_CREAT, 0600));
-  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0)
-    return absl::FailedPreconditionError(
-        absl::StrCat("another receive is running on ", layout_.root()));
+  ASSIGN_OR_RETURN(ReceiveLock lock, ReceiveLock::Acquire(layout_.root(), kReceiveLockPatience));
   return ReceiveLocked(request, block, stream);
 }
 

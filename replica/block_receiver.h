@@ -74,9 +74,10 @@ class BlockReceiver {
   // `btrfs` is borrowed and must outlive the receiver. `root` is the replica's ledger root.
   BlockReceiver(Btrfs& btrfs, std::string root);
 
-  // Receives one block from `stream`. Holds an exclusive lock on <root>/.receive.lock for the
-  // whole transfer, so a retried transfer cannot interleave with one still running (the second
-  // fails with FailedPrecondition). Errors say what failed (btrfs receive's stderr,
+  // Receives one block from `stream`. Holds the receive lock (receive_lock.h) for the whole
+  // transfer, so a retried transfer cannot interleave with one still running: the second waits
+  // a few seconds for it (long enough for the daemon's pruning pass), then fails with
+  // FailedPrecondition. Errors say what failed (btrfs receive's stderr,
   // verification's first bad seq and why). DataLoss means the block did not verify; a stream
   // that is malformed or cut short is a failed transfer (Internal), as is `btrfs receive`
   // failing.

@@ -1,8 +1,5 @@
 #include "replica/replica_daemon.h"
 
-#include <fcntl.h>
-#include <sys/file.h>
-
 #include <filesystem>
 #include <mutex>
 #include <thread>
@@ -27,6 +24,7 @@
 #include "common/rpc/similarity_service.h"
 #include "common/status_macros.h"
 #include "replica/receive_journal.h"
+#include "replica/receive_lock.h"
 #include "snapledger/v1/snapledger.grpc.pb.h"
 
 namespace snapledger {
@@ -104,8 +102,12 @@ absl::Status ReplicaDaemon::Impl::Init() {
   if (config_.vector_index.enabled) {
     VectorIndexConfig vector_index = config_.vector_index;
     ApplyVectorIndexDefaults(config_.ledger_root, &vector_index);
-    // Follows the newest verified block once there is one (FollowNewest).
-    ASSIGN_OR_RETURN(similarity_, MakeSimilarityIndex(vector_index, ""));
+    // Follows the newest verified block once there is one (FollowNewest), and waits while a
+    // block is being received: the next block's verification comes first.
+    ASSIGN_OR_RETURN(similarity_,
+                     MakeSimilarityIndex(vector_index, "", [root = layout_.root()] {
+                       return ReceiveInProgress(root);
+                     }));
   }
   similarity_service_ =
       std::make_unique<SimilarityService>([this] { return CurrentQuery(); }, similarity_.get());
@@ -246,9 +248,8 @@ absl::Status ReplicaDaemon::Impl::FollowNewest(const std::vector<BlockInfo>& blo
 void ReplicaDaemon::Impl::Prune(std::vector<BlockInfo>* blocks) {
   if (blocks->size() <= config_.keep_newest) return;
   // Never while a transfer runs: its parent may be one of the blocks about to go.
-  absl::StatusOr<UniqueFd> lock =
-      OpenFile(absl::StrCat(layout_.root(), "/.receive.lock"), O_RDWR | O_CREAT, 0600);
-  if (!lock.ok() || ::flock(lock->get(), LOCK_EX | LOCK_NB) != 0) return;
+  absl::StatusOr<std::optional<ReceiveLock>> lock = ReceiveLock::TryAcquire(layout_.root());
+  if (!lock.ok() || !*lock) return;
   size_t excess = blocks->size() - config_.keep_newest;
   size_t pruned = 0;
   for (size_t i = 0; i < excess; ++i) {

@@ -479,17 +479,18 @@ loops_of() {
 # case `up` was interrupted before recording it; a device number reused by someone else is
 # left alone). The kernel lets go of a device only after the last reference to the unmounted
 # filesystem is dropped, which can lag behind umount and the exit of processes in other mount
-# namespaces, so this retries for up to 5 s.
+# namespaces (on a loaded machine, with direct I/O, that took more than 5 s), so this retries
+# for up to 30 s.
 detach_loop() {
   local img=$2 i dev
-  for ((i = 0; i < 50; i++)); do
+  for ((i = 0; i < 300; i++)); do
     local -a devs
     mapfile -t devs < <(loops_of "$img")
     [[ ${#devs[@]} -gt 0 ]] || return 0
     for dev in "${devs[@]}"; do losetup -d "$dev" 2>/dev/null || true; done
     sleep 0.1
   done
-  log "loop device(s) $(loops_of "$img" | paste -sd' ') of $img stayed attached for 5 s"
+  log "loop device(s) $(loops_of "$img" | paste -sd' ') of $img stayed attached for 30 s"
 }
 
 cmd_down() {

@@ -75,6 +75,10 @@ void IndexFollower::PublishMetrics() {
   metrics_->lag_events.Set(static_cast<double>(s.lag));
   metrics_->indexed_seq.Set(static_cast<double>(s.indexed_through));
   metrics_->available.Set(s.available ? 1 : 0);
+  if (s.gave_way_seconds > gave_way_published_) {
+    metrics_->gave_way_seconds.Increment(s.gave_way_seconds - gave_way_published_);
+    gave_way_published_ = s.gave_way_seconds;
+  }
   if (s.rebuilds > rebuilds_published_) {
     metrics_->rebuilds.Increment(static_cast<double>(s.rebuilds - rebuilds_published_));
     rebuilds_published_ = s.rebuilds;

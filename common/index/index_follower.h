@@ -8,9 +8,11 @@
 // step. Failures are logged once per distinct message and counted; the next step retries.
 //
 // The index is derived and may trail the ledger; replication and verification may not. The
-// thread (and the embedding and search threads it starts, which inherit it) therefore runs at
-// background CPU priority (nice kFollowerNice): on a busy node it takes what the shipping,
-// receiving and verifying leave.
+// thread (and the embedding threads it starts, which inherit it) therefore runs at background
+// CPU priority (nice kFollowerNice), behind the daemon's own threads. That does not order it
+// behind other sessions' processes (Linux shares the CPU between sessions and cgroups first),
+// such as the receive commands sshd starts: for those the index's give_way option
+// (SimilarityIndexOptions) holds its batches back.
 //
 // Thread-safe; the index and metrics are borrowed and must outlive the follower.
 #pragma once
@@ -53,6 +55,7 @@ class IndexFollower {
   const absl::Duration interval_;
   const absl::Duration min_spacing_;
   uint64_t rebuilds_published_ = 0;  // follower thread only
+  double gave_way_published_ = 0;    // follower thread only
   std::string last_error_;           // follower thread only
 
   absl::Mutex mu_;

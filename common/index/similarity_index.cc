@@ -284,6 +284,17 @@ absl::Status SimilarityIndex::EmbedBatch(absl::Span<const std::string_view> bodi
   return EmbedInParallel(*embedder_, bodies, threads, out);
 }
 
+void SimilarityIndex::GiveWay() {
+  if (!options_.give_way || !options_.give_way()) return;
+  const absl::Time start = absl::Now();
+  while (!cancel_ && absl::Now() - start < options_.give_way_max_wait) {
+    absl::SleepFor(options_.give_way_poll);
+    if (!options_.give_way()) break;
+  }
+  absl::MutexLock lock(&mu_);
+  status_.gave_way_seconds += absl::ToDoubleSeconds(absl::Now() - start);
+}
+
 absl::Status SimilarityIndex::AddNewEvents(
     VectorIndex& index, Cursor& cursor,
     const std::function<void(uint64_t seq, uint64_t offset)>& progress) {
@@ -298,6 +309,9 @@ absl::Status SimilarityIndex::AddNewEvents(
     absl::MutexLock lock(&mu_);
     status_.log_events = cursor.head.seq + CountLines(region.data());
   }
+  const size_t batch_events = options_.give_way
+                                  ? std::min(options_.batch_events, kGiveWayBatchEvents)
+                                  : options_.batch_events;
   std::vector<IndexedEvent> batch;
   std::vector<std::string_view> bodies;
   std::vector<float> vectors;
@@ -305,6 +319,7 @@ absl::Status SimilarityIndex::AddNewEvents(
   absl::Status failed;
   auto flush = [&]() -> absl::Status {
     if (batch.empty()) return absl::OkStatus();
+    GiveWay();
     if (cancel_) return absl::CancelledError("the vector index is shutting down");
     RETURN_IF_ERROR(EmbedBatch(bodies, &vectors));
     RETURN_IF_ERROR(index.Add(batch, vectors));
@@ -326,7 +341,7 @@ absl::Status SimilarityIndex::AddNewEvents(
         pending.head.ts = ev.ts;
         pending.head.hash.assign(ev.hash);
         pending.end_offset = at + ev.line.size() + 1;
-        if (batch.size() < options_.batch_events) return true;
+        if (batch.size() < batch_events) return true;
         failed = flush();
         return failed.ok();
       });

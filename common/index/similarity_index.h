@@ -56,6 +56,7 @@ struct SimilarityIndexStatus {
   uint64_t log_events = 0;       // events in the log as of the last Follow or rebuild step
   uint64_t lag = 0;              // log_events - indexed_through (0 if unknown)
   uint64_t rebuilds = 0;         // rebuilds completed since start
+  double gave_way_seconds = 0;   // time batches waited for more urgent work (give_way), since start
   std::string embedder;          // Embedder::Id()
   std::string backend;           // VectorStore::Describe()
   std::string detail;            // why not current
@@ -78,7 +79,20 @@ struct SimilarityIndexOptions {
   bool auto_rebuild = true;
   // Threads that embed a batch when the embedder allows it (Embedder::MaxConcurrency).
   int embed_threads = 2;
+  // Asked before each batch is embedded (Follow and Rebuild): true while more urgent work runs
+  // on the node (a replica: a block being received and verified). The batch then waits,
+  // asking again every give_way_poll, until it is told false or has waited give_way_max_wait
+  // (so the index still advances when that work never pauses), or Cancel(). Scheduler
+  // priorities cannot do this: Linux shares the CPU fairly between sessions (autogroups) and
+  // cgroups first, whatever a thread's nice value. With it set, batches are at most
+  // kGiveWayBatchEvents, so the index gives way within one small batch's work. Called on the
+  // working thread; must be cheap and thread-safe. Null: never waits.
+  std::function<bool()> give_way;
+  absl::Duration give_way_poll = absl::Milliseconds(5);
+  absl::Duration give_way_max_wait = absl::Seconds(1);
 };
+
+inline constexpr size_t kGiveWayBatchEvents = 1024;
 
 class SimilarityIndex;
 using SimilarityIndexPtr = std::unique_ptr<SimilarityIndex>;
@@ -129,6 +143,8 @@ class SimilarityIndex {
   absl::Status AddNewEvents(VectorIndex& index, Cursor& cursor,
                             const std::function<void(uint64_t seq, uint64_t offset)>& progress);
   absl::Status EmbedBatch(absl::Span<const std::string_view> bodies, std::vector<float>* out);
+  // Waits while options_.give_way says so (see there); adds the wait to Status().
+  void GiveWay();
   std::string LedgerDir() const;
   void SetState(VectorIndexState state, std::string detail);
   void Publish(std::shared_ptr<VectorIndex> index);

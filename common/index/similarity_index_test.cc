@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -331,6 +333,56 @@ TEST_F(SimilarityIndexTest, AnIndexOfAnotherLedgerIsStaleAndRebuilt) {
   ASSERT_TRUE(index->Follow().ok());
   EXPECT_EQ(store_.generation, generation + 1);
   EXPECT_EQ(index->Status().indexed_through, 150u);
+}
+
+TEST_F(SimilarityIndexTest, EachBatchWaitsWhileTheNodeHasMoreUrgentWorkAndLosesNothing) {
+  Append(500);  // 6 batches of 97 events (MakeIndex), the last not full
+  std::atomic<int> asked{0};
+  SimilarityIndexOptions options;
+  // "Busy" for the first two answers of every batch: each batch waits two polls.
+  options.give_way = [&] { return asked.fetch_add(1) % 3 != 2; };
+  options.give_way_poll = absl::Milliseconds(2);
+  options.give_way_max_wait = absl::Seconds(30);
+  SimilarityIndexPtr index = MakeIndex(options);
+  ASSERT_TRUE(index->Follow().ok());
+  SimilarityIndexStatus st = index->Status();
+  EXPECT_EQ(st.indexed_through, 500u);
+  EXPECT_EQ(st.lag, 0u);
+  EXPECT_EQ(asked.load(), 6 * 3);
+  EXPECT_GE(st.gave_way_seconds, 6 * 2 * 0.002);
+  EXPECT_LT(st.gave_way_seconds, 10.0);
+}
+
+TEST_F(SimilarityIndexTest, GivingWayIsBoundedSoTheIndexStillAdvances) {
+  Append(300);  // 4 batches
+  SimilarityIndexOptions options;
+  options.give_way = [] { return true; };  // never pauses
+  options.give_way_poll = absl::Milliseconds(1);
+  options.give_way_max_wait = absl::Milliseconds(15);
+  SimilarityIndexPtr index = MakeIndex(options);
+  ASSERT_TRUE(index->Follow().ok());
+  SimilarityIndexStatus st = index->Status();
+  EXPECT_EQ(st.indexed_through, 300u);
+  EXPECT_GE(st.gave_way_seconds, 4 * 0.015);
+}
+
+TEST_F(SimilarityIndexTest, CancelEndsAWaitForMoreUrgentWork) {
+  Append(100);
+  SimilarityIndexOptions options;
+  options.give_way = [] { return true; };
+  options.give_way_poll = absl::Milliseconds(1);
+  options.give_way_max_wait = absl::Hours(1);
+  SimilarityIndexPtr index = MakeIndex(options);
+  std::thread canceller([&] {
+    absl::SleepFor(absl::Milliseconds(50));
+    index->Cancel();
+  });
+  const absl::Time start = absl::Now();
+  absl::Status st = index->Follow();
+  canceller.join();
+  EXPECT_TRUE(absl::IsCancelled(st)) << st;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  EXPECT_EQ(index->Status().indexed_through, 0u);
 }
 
 TEST_F(SimilarityIndexTest, AMalformedLineIsReportedWithItsNumberAndNothingAfterItIsIndexed) {

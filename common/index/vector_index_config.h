@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -50,8 +51,10 @@ absl::Status ValidateVectorIndexConfig(const VectorIndexConfig& config);
 void ApplyVectorIndexDefaults(const std::string& ledger_root, VectorIndexConfig* config);
 
 // Builds the embedder and the store the config names and a SimilarityIndex following
-// `ledger_dir`. InvalidArgument for a config ValidateVectorIndexConfig rejects.
+// `ledger_dir`, giving way to more urgent work as `give_way` says (SimilarityIndexOptions;
+// null: never). InvalidArgument for a config ValidateVectorIndexConfig rejects.
 absl::StatusOr<SimilarityIndexPtr> MakeSimilarityIndex(const VectorIndexConfig& config,
-                                                       std::string ledger_dir);
+                                                       std::string ledger_dir,
+                                                       std::function<bool()> give_way = nullptr);
 
 }  // namespace snapledger

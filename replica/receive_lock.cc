@@ -1,0 +1,65 @@
+#include "replica/receive_lock.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace snapledger {
+namespace {
+
+absl::StatusOr<UniqueFd> OpenLockFile(const std::string& root) {
+  return OpenFile(ReceiveLockPath(root), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+}
+
+// True when taken; false when someone else holds it.
+absl::StatusOr<bool> TryLock(const UniqueFd& fd, const std::string& root) {
+  while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EINTR) continue;
+    if (errno == EWOULDBLOCK) return false;
+    return ErrnoStatus(absl::StrCat("flock ", ReceiveLockPath(root)), errno);
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string ReceiveLockPath(const std::string& root) { return absl::StrCat(root, "/.receive.lock"); }
+
+absl::StatusOr<ReceiveLock> ReceiveLock::Acquire(const std::string& root,
+                                                 absl::Duration patience) {
+  ASSIGN_OR_RETURN(UniqueFd fd, OpenLockFile(root));
+  const absl::Time give_up = absl::Now() + patience;
+  absl::Duration pause = absl::Milliseconds(1);
+  while (true) {
+    ASSIGN_OR_RETURN(bool taken, TryLock(fd, root));
+    if (taken) return ReceiveLock(std::move(fd));
+    const absl::Time now = absl::Now();
+    if (now >= give_up)
+      return absl::FailedPreconditionError(absl::StrCat(
+          "another receive is running on ", root, " (", ReceiveLockPath(root), " still held after ",
+          absl::FormatDuration(patience), ")"));
+    absl::SleepFor(std::min(pause, give_up - now));
+    pause = std::min(pause * 2, absl::Milliseconds(20));
+  }
+}
+
+absl::StatusOr<std::optional<ReceiveLock>> ReceiveLock::TryAcquire(const std::string& root) {
+  ASSIGN_OR_RETURN(UniqueFd fd, OpenLockFile(root));
+  ASSIGN_OR_RETURN(bool taken, TryLock(fd, root));
+  if (!taken) return std::nullopt;
+  return ReceiveLock(std::move(fd));
+}
+
+bool ReceiveInProgress(const std::string& root) {
+  const int fd = ::open(ReceiveLockPath(root).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  UniqueFd closer(fd);  // releases the instant's lock too
+  return ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+}
+
+}  // namespace snapledger

@@ -1,0 +1,96 @@
+#include "replica/receive_lock.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "common/testing/temp_dir.h"
+
+namespace snapledger {
+namespace {
+
+TEST(ReceiveLock, NobodyHoldingItMeansNoReceiveInProgress) {
+  testing::TempDir dir;
+  EXPECT_FALSE(ReceiveInProgress(dir.path()));  // no lock file yet
+  {
+    absl::StatusOr<ReceiveLock> lock = ReceiveLock::Acquire(dir.path(), absl::ZeroDuration());
+    ASSERT_TRUE(lock.ok()) << lock.status();
+    EXPECT_TRUE(ReceiveInProgress(dir.path()));
+  }
+  EXPECT_FALSE(ReceiveInProgress(dir.path()));  // released with the holder
+  // The probe itself leaves the lock free.
+  absl::StatusOr<std::optional<ReceiveLock>> again = ReceiveLock::TryAcquire(dir.path());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->has_value());
+}
+
+TEST(ReceiveLock, SecondHolderFailsAfterItsPatienceAndNamesTheRoot) {
+  testing::TempDir dir;
+  absl::StatusOr<ReceiveLock> first = ReceiveLock::Acquire(dir.path(), absl::ZeroDuration());
+  ASSERT_TRUE(first.ok()) << first.status();
+
+  absl::StatusOr<std::optional<ReceiveLock>> tried = ReceiveLock::TryAcquire(dir.path());
+  ASSERT_TRUE(tried.ok()) << tried.status();
+  EXPECT_FALSE(tried->has_value());
+
+  const absl::Time start = absl::Now();
+  absl::StatusOr<ReceiveLock> second = ReceiveLock::Acquire(dir.path(), absl::Milliseconds(60));
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(60));
+  ASSERT_TRUE(absl::IsFailedPrecondition(second.status())) << second.status();
+  EXPECT_NE(second.status().message().find("another receive is running on " + dir.path()),
+            std::string::npos)
+      << second.status();
+}
+
+TEST(ReceiveLock, WaitsForAHolderThatLetsGoWithinItsPatience) {
+  testing::TempDir dir;
+  std::optional<ReceiveLock> first;
+  {
+    absl::StatusOr<ReceiveLock> taken = ReceiveLock::Acquire(dir.path(), absl::ZeroDuration());
+    ASSERT_TRUE(taken.ok()) << taken.status();
+    first.emplace(std::move(*taken));
+  }
+  std::thread release([&] {
+    absl::SleepFor(absl::Milliseconds(50));
+    first.reset();
+  });
+  absl::StatusOr<ReceiveLock> second = ReceiveLock::Acquire(dir.path(), absl::Seconds(30));
+  release.join();
+  EXPECT_TRUE(second.ok()) << second.status();
+}
+
+TEST(ReceiveLock, HeldByAnotherProcessIsSeenAndDiesWithIt) {
+  testing::TempDir dir;
+  int ready[2], quit[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  ASSERT_EQ(::pipe(quit), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(ready[0]);
+    ::close(quit[1]);  // or the read below never sees end-of-file
+    ::alarm(60);       // never outlives a parent that failed before closing its end
+    absl::StatusOr<ReceiveLock> lock = ReceiveLock::Acquire(dir.path(), absl::ZeroDuration());
+    char c = lock.ok() ? 'y' : 'n';
+    (void)!::write(ready[1], &c, 1);
+    (void)!::read(quit[0], &c, 1);  // until the parent closes its end
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  ::close(quit[0]);
+  char c = 0;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ASSERT_EQ(c, 'y');
+  EXPECT_TRUE(ReceiveInProgress(dir.path()));
+  ::close(quit[1]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_FALSE(ReceiveInProgress(dir.path()));
+  ::close(ready[0]);
+}
+
+}  // namespace
+}  // namespace snapledger

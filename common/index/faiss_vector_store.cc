@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <bit>
 #include <cmath>
@@ -602,9 +603,21 @@ class FaissVectorIndex final : public VectorIndex {
   // Replaces the published base by the current state (temp file + rename) and drops the
   // journal.
   absl::Status Compact() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  absl::Status AppendJournal(std::string_view record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Appends `pieces` (one record) to the journal and syncs it.
+  absl::Status AppendJournal(absl::Span<const std::string_view> pieces)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status CreateJournal() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  std::string EncodePendingRecord() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // The journal record of what was added since the last Persist, as pieces to write in order:
+  // its header, then the pending entries and fresh vectors in place (not copied: at tens of
+  // thousands of events per step they are megabytes), then its check digest.
+  struct PendingRecord {
+    std::string header;
+    std::string_view entries, fresh;
+    std::string check;
+    std::array<std::string_view, 4> pieces() const { return {header, entries, fresh, check}; }
+    size_t size() const { return header.size() + entries.size() + fresh.size() + check.size(); }
+  };
+  PendingRecord EncodePendingRecord() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   void ClearPending() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status AdoptBase(const std::string& path, const Digest& digest, uint64_t bytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
@@ -1113,26 +1126,34 @@ absl::Status FaissVectorIndex::CreateJournal() {
   return absl::OkStatus();
 }
 
-std::string FaissVectorIndex::EncodePendingRecord() const {
+FaissVectorIndex::PendingRecord FaissVectorIndex::EncodePendingRecord() const {
   const uint32_t events = static_cast<uint32_t>(pending_entries_.size());
   const uint32_t fresh = static_cast<uint32_t>(pending_fresh_.size() / dim_);
   const uint32_t payload =
       static_cast<uint32_t>(16 + events * 4 + pending_fresh_.size() * sizeof(float));
-  std::string r;
-  r.reserve(kRecordHeaderSize + payload + kRecordCheckSize);
-  Put<uint32_t>(&r, kRecordMagic);
-  Put<uint32_t>(&r, payload);
-  Put<uint32_t>(&r, payload ^ kRecordLengthMask);
-  Put<uint64_t>(&r, pending_first_seq_);
-  Put<uint32_t>(&r, events);
-  Put<uint32_t>(&r, fresh);
-  r.append(reinterpret_cast<const char*>(pending_entries_.data()), events * 4);
-  r.append(AsBytes(pending_fresh_));
-  Put<uint64_t>(&r, ShortDigest(r));
+  PendingRecord r;
+  Put<uint32_t>(&r.header, kRecordMagic);
+  Put<uint32_t>(&r.header, payload);
+  Put<uint32_t>(&r.header, payload ^ kRecordLengthMask);
+  Put<uint64_t>(&r.header, pending_first_seq_);
+  Put<uint32_t>(&r.header, events);
+  Put<uint32_t>(&r.header, fresh);
+  r.entries = std::string_view(reinterpret_cast<const char*>(pending_entries_.data()),
+                               size_t{events} * 4);
+  r.fresh = AsBytes(pending_fresh_);
+  // ShortDigest of the record so far, computed over the pieces where they are.
+  Sha256 sha;
+  sha.Update(r.header);
+  sha.Update(r.entries);
+  sha.Update(r.fresh);
+  const Digest d = sha.Finish();
+  uint64_t check;
+  std::memcpy(&check, d.data(), sizeof check);
+  Put<uint64_t>(&r.check, check);
   return r;
 }
 
-absl::Status FaissVectorIndex::AppendJournal(std::string_view record) {
+absl::Status FaissVectorIndex::AppendJournal(absl::Span<const std::string_view> pieces) {
   if (!journal_exists_) RETURN_IF_ERROR(CreateJournal());
   if (!journal_fd_.valid()) {
     ASSIGN_OR_RETURN(journal_fd_, OpenFile(paths_.journal, O_WRONLY));
@@ -1146,16 +1167,18 @@ absl::Status FaissVectorIndex::AppendJournal(std::string_view record) {
   // A failed append leaves bytes past journal_bytes_: cut them before the next one.
   journal_truncate_ = true;
   size_t done = 0;
-  while (done < record.size()) {
-    ssize_t n = ::pwrite(fd, record.data() + done, record.size() - done,
-                         static_cast<off_t>(journal_bytes_ + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus(absl::StrCat("write ", paths_.journal), errno);
-    done += static_cast<size_t>(n);
+  for (std::string_view piece : pieces) {
+    while (!piece.empty()) {
+      ssize_t n = ::pwrite(fd, piece.data(), piece.size(), static_cast<off_t>(journal_bytes_ + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return ErrnoStatus(absl::StrCat("write ", paths_.journal), errno);
+      piece.remove_prefix(static_cast<size_t>(n));
+      done += static_cast<size_t>(n);
+    }
   }
   RETURN_IF_ERROR(SyncFd(fd, paths_.journal, /*data_only=*/true));
   journal_truncate_ = false;
-  journal_bytes_ += record.size();
+  journal_bytes_ += done;
   ClearPending();
   return absl::OkStatus();
 }
@@ -1170,13 +1193,13 @@ absl::Status FaissVectorIndex::Persist() {
   if (staged_) return absl::OkStatus();  // written whole by Publish
   RETURN_IF_ERROR(CheckStillPublished());
   if (pending_entries_.empty()) return absl::OkStatus();
-  std::string record = EncodePendingRecord();
+  const PendingRecord record = EncodePendingRecord();
   const uint64_t limit = std::max<uint64_t>(compact_min_bytes_,
                                             static_cast<uint64_t>(compact_fraction_ * base_bytes_));
   const uint64_t journal_after =
       (journal_exists_ ? journal_bytes_ : kJournalHeaderSize) + record.size();
   if (journal_after > limit) return Compact();
-  return AppendJournal(record);
+  return AppendJournal(record.pieces());
 }
 
 absl::Status FaissVectorIndex::PublishFrom(const std::string& staged_path) {

@@ -12,7 +12,8 @@
 // CPU priority (nice kFollowerNice), behind the daemon's own threads. That does not order it
 // behind other sessions' processes (Linux shares the CPU between sessions and cgroups first),
 // such as the receive commands sshd starts: for those the index's give_way option
-// (SimilarityIndexOptions) holds its batches back.
+// (SimilarityIndexOptions) holds its batches back. FAISS runs single-threaded on the follower
+// (OpenMP's idle workers would spin on the CPU the node's foreground work needs).
 //
 // Thread-safe; the index and metrics are borrowed and must outlive the follower.
 #pragma once

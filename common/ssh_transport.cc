@@ -7,7 +7,6 @@
 #include <algorithm>
 
 #include <libssh/libssh.h>
-#include <sys/socket.h>
 
 #include <atomic>
 
@@ -224,6 +223,9 @@ class LibsshTransport : public SshTransport {
     int port = e.port;
     long timeout = static_cast<long>(absl::ToInt64Seconds(e.connect_timeout));
     bool no = false;
+    // Small messages go out at once: a channel open, an exec request and the EOF after a
+    // stream are each waited for, and Nagle would hold each behind the previous one's ACK.
+    int nodelay = 1;
     int verbosity = SSH_LOG_NOLOG;
     if (ssh_options_set(s.get(), SSH_OPTIONS_PROCESS_CONFIG, &no) != SSH_OK ||
         ssh_options_set(s.get(), SSH_OPTIONS_HOST, e.host.c_str()) != SSH_OK ||
@@ -235,6 +237,7 @@ class LibsshTransport : public SshTransport {
         ssh_options_set(s.get(), SSH_OPTIONS_CIPHERS_S_C, e.ciphers.c_str()) != SSH_OK ||
         ssh_options_set(s.get(), SSH_OPTIONS_COMPRESSION, "no") != SSH_OK ||
         ssh_options_set(s.get(), SSH_OPTIONS_TIMEOUT, &timeout) != SSH_OK ||
+        ssh_options_set(s.get(), SSH_OPTIONS_NODELAY, &nodelay) != SSH_OK ||
         ssh_options_set(s.get(), SSH_OPTIONS_LOG_VERBOSITY, &verbosity) != SSH_OK)
       return SessionError(s.get(), absl::StatusCode::kInvalidArgument, "ssh options");
     if (ssh_connect(s.get()) != SSH_OK)

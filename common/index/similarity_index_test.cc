@@ -353,13 +353,18 @@ TEST_F(SimilarityIndexTest, EachBatchWaitsWhileTheNodeHasMoreUrgentWorkAndLosesN
   EXPECT_LT(st.gave_way_seconds, 10.0);
 }
 
+// Options whose node is always busy with more urgent work (give_way never says false).
+SimilarityIndexOptions AlwaysBusy(absl::Duration max_wait) {
+  SimilarityIndexOptions options;
+  options.give_way = [] { return true; };
+  options.give_way_poll = absl::Milliseconds(1);
+  options.give_way_max_wait = max_wait;
+  return options;
+}
+
 TEST_F(SimilarityIndexTest, GivingWayIsBoundedSoTheIndexStillAdvances) {
   Append(300);  // 4 batches
-  SimilarityIndexOptions options;
-  options.give_way = [] { return true; };  // never pauses
-  options.give_way_poll = absl::Milliseconds(1);
-  options.give_way_max_wait = absl::Milliseconds(15);
-  SimilarityIndexPtr index = MakeIndex(options);
+  SimilarityIndexPtr index = MakeIndex(AlwaysBusy(absl::Milliseconds(15)));
   ASSERT_TRUE(index->Follow().ok());
   SimilarityIndexStatus st = index->Status();
   EXPECT_EQ(st.indexed_through, 300u);
@@ -368,11 +373,7 @@ TEST_F(SimilarityIndexTest, GivingWayIsBoundedSoTheIndexStillAdvances) {
 
 TEST_F(SimilarityIndexTest, CancelEndsAWaitForMoreUrgentWork) {
   Append(100);
-  SimilarityIndexOptions options;
-  options.give_way = [] { return true; };
-  options.give_way_poll = absl::Milliseconds(1);
-  options.give_way_max_wait = absl::Hours(1);
-  SimilarityIndexPtr index = MakeIndex(options);
+  SimilarityIndexPtr index = MakeIndex(AlwaysBusy(absl::Hours(1)));
   std::thread canceller([&] {
     absl::SleepFor(absl::Milliseconds(50));
     index->Cancel();

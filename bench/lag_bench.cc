@@ -258,6 +258,7 @@ struct Snapshot {
   double blocks_cut = 0;         // snapledger_blocks_cut_total
   std::vector<double> wire, stream, transfers, received;  // per replica
   std::vector<double> gave_way;  // per replica: snapledger_vector_index_gave_way_seconds_total
+  std::vector<double> index_lag;  // per replica: snapledger_vector_index_lag_events
   std::vector<double> daemon_cpu;                          // primary, then each replica
 };
 
@@ -274,6 +275,7 @@ struct RunResult {
   double appended_bytes = 0;
   std::vector<double> wire_bytes;
   std::vector<double> gave_way;    // per replica: seconds its vector index waited for receives
+  std::vector<double> index_lag;   // per replica: events its vector index trailed by at the end
   std::vector<double> daemon_cpu;  // CPU seconds per daemon in the window
 };
 
@@ -408,6 +410,8 @@ absl::StatusOr<Snapshot> LagBench::Take() {
     ASSIGN_OR_RETURN(double gave_way,
                      metric(rs, "snapledger_vector_index_gave_way_seconds_total", {}));
     s.gave_way.push_back(gave_way);
+    ASSIGN_OR_RETURN(double index_lag, metric(rs, "snapledger_vector_index_lag_events", {}));
+    s.index_lag.push_back(index_lag);
     s.wire.push_back(wire);
     s.stream.push_back(stream);
     s.transfers.push_back(xfers);
@@ -536,6 +540,7 @@ RunResult LagBench::Compute(const std::vector<Batch>& batches, const Snapshot& b
     r.overhead_per_block.push_back(xfers > 0 ? (wire - r.appended_bytes) / xfers : 0);
     r.wire_per_block.push_back(xfers > 0 ? wire / xfers : 0);
     r.gave_way.push_back(after.gave_way[i] - before.gave_way[i]);
+    r.index_lag.push_back(after.index_lag[i]);
   }
   for (size_t i = 0; i < after.daemon_cpu.size(); ++i)
     r.daemon_cpu.push_back(after.daemon_cpu[i] - before.daemon_cpu[i]);
@@ -565,9 +570,10 @@ void LagBench::PrintRun(int run, const RunResult& r) {
   for (size_t i = 0; i < names.size(); ++i)
     fmt::print(
         "  {}: lag p50 {:.0f} ms p99 {:.0f} ms; {:.0f} transfers, wire {:.2f} MB for {:.2f} MB appended = {:.4f}x; {:.0f} B "
-        "wire/block, overhead {:.0f} B/block; its vector index gave way {:.1f} s\n",
+        "wire/block, overhead {:.0f} B/block; its vector index gave way {:.1f} s and trailed by "
+        "{:.0f} events at the end\n",
         names[i], r.replica_p50[i], r.replica_p99[i], r.transfers[i], r.wire_bytes[i] / 1e6, r.appended_bytes / 1e6, r.wire_ratio[i],
-        r.wire_per_block[i], r.overhead_per_block[i], r.gave_way[i]);
+        r.wire_per_block[i], r.overhead_per_block[i], r.gave_way[i], r.index_lag[i]);
   std::string cpu;
   for (size_t i = 0; i < r.daemon_cpu.size(); ++i)
     cpu += fmt::format("{}{} {:.1f}", i ? ", " : "", cluster_->hosts()[i].name,

@@ -44,13 +44,13 @@ absl::Status TransferFailure(const absl::Status& st) {
   return absl::InternalError(absl::StrCat("receiving the stream: ", st.message()));
 }
 
-// The received log is written back each time it grew by this much, checked this often: what is
-// left to write when the stream ends (and `btrfs receive`'s last commit waits for) is about one
-// step plus what arrived within one period.
 // How long a receive waits for the receive lock: the daemon's pruning pass, or the receive of a
 // failed transfer still cleaning up, lets go within it; a transfer still running does not.
 constexpr absl::Duration kReceiveLockPatience = absl::Seconds(5);
 
+// The received log is written back each time it grew by this much, checked this often: what is
+// left to write when the stream ends (and `btrfs receive`'s last commit waits for) is about one
+// step plus what arrived within one period.
 constexpr uint64_t kWritebackStep = 8 << 20;
 constexpr auto kWritebackPeriod = std::chrono::milliseconds(20);
 

@@ -13,7 +13,7 @@ namespace snapledger {
 namespace {
 
 absl::StatusOr<UniqueFd> OpenLockFile(const std::string& root) {
-  return OpenFile(ReceiveLockPath(root), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  return OpenFile(ReceiveLockPath(root), O_RDWR | O_CREAT, 0600);
 }
 
 // True when taken; false when someone else holds it.
@@ -28,7 +28,9 @@ absl::StatusOr<bool> TryLock(const UniqueFd& fd, const std::string& root) {
 
 }  // namespace
 
-std::string ReceiveLockPath(const std::string& root) { return absl::StrCat(root, "/.receive.lock"); }
+std::string ReceiveLockPath(const std::string& root) {
+  return absl::StrCat(root, "/.receive.lock");
+}
 
 absl::StatusOr<ReceiveLock> ReceiveLock::Acquire(const std::string& root,
                                                  absl::Duration patience) {
@@ -55,11 +57,20 @@ absl::StatusOr<std::optional<ReceiveLock>> ReceiveLock::TryAcquire(const std::st
   return ReceiveLock(std::move(fd));
 }
 
-bool ReceiveInProgress(const std::string& root) {
-  const int fd = ::open(ReceiveLockPath(root).c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+absl::StatusOr<bool> ReceiveInProgress(const std::string& root) {
+  const std::string path = ReceiveLockPath(root);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return false;
+    return ErrnoStatus(absl::StrCat("open ", path), errno);
+  }
   UniqueFd closer(fd);  // releases the instant's lock too
-  return ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  while (::flock(fd, LOCK_SH | LOCK_NB) != 0) {
+    if (errno == EINTR) continue;
+    if (errno == EWOULDBLOCK) return true;
+    return ErrnoStatus(absl::StrCat("flock ", path), errno);
+  }
+  return false;
 }
 
 }  // namespace snapledger

@@ -31,15 +31,19 @@ class ReceiveLock {
 
   ReceiveLock(ReceiveLock&&) = default;
   ReceiveLock& operator=(ReceiveLock&&) = default;
+  ReceiveLock(const ReceiveLock&) = delete;
+  ReceiveLock& operator=(const ReceiveLock&) = delete;
 
  private:
   explicit ReceiveLock(UniqueFd fd) : fd_(std::move(fd)) {}
   UniqueFd fd_;  // holds the flock; closing it releases
 };
 
-// Whether a receive is in progress on `root` (or the daemon is pruning) at this instant. False
-// when the lock file is missing or cannot be opened. When the lock is free it is taken for an
-// instant, so a receive starting at that moment waits that instant (Acquire's patience).
-bool ReceiveInProgress(const std::string& root);
+// Whether a receive is in progress on `root` (or the daemon is pruning) at this instant; false
+// when the lock file does not exist yet (no receive ever ran). Errors opening or locking it
+// name the path. When the lock is free it is taken (shared) for an instant: a receive starting
+// at that moment waits that instant (Acquire's patience), and a pruning pass starting then
+// (TryAcquire) is skipped until the next.
+absl::StatusOr<bool> ReceiveInProgress(const std::string& root);
 
 }  // namespace snapledger

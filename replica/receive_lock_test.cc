@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -14,17 +15,27 @@ namespace {
 
 TEST(ReceiveLock, NobodyHoldingItMeansNoReceiveInProgress) {
   testing::TempDir dir;
-  EXPECT_FALSE(ReceiveInProgress(dir.path()));  // no lock file yet
+  EXPECT_FALSE(ReceiveInProgress(dir.path()).value());  // no lock file yet
   {
     absl::StatusOr<ReceiveLock> lock = ReceiveLock::Acquire(dir.path(), absl::ZeroDuration());
     ASSERT_TRUE(lock.ok()) << lock.status();
-    EXPECT_TRUE(ReceiveInProgress(dir.path()));
+    EXPECT_TRUE(ReceiveInProgress(dir.path()).value());
   }
-  EXPECT_FALSE(ReceiveInProgress(dir.path()));  // released with the holder
+  EXPECT_FALSE(ReceiveInProgress(dir.path()).value());  // released with the holder
   // The probe itself leaves the lock free.
   absl::StatusOr<std::optional<ReceiveLock>> again = ReceiveLock::TryAcquire(dir.path());
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_TRUE(again->has_value());
+}
+
+TEST(ReceiveLock, AProbeThatCannotOpenTheLockSaysWhy) {
+  testing::TempDir dir;
+  const std::string not_a_dir = dir.path() + "/file";
+  std::ofstream(not_a_dir) << "x";
+  absl::StatusOr<bool> busy = ReceiveInProgress(not_a_dir);
+  ASSERT_FALSE(busy.ok());
+  EXPECT_NE(busy.status().message().find(not_a_dir + "/.receive.lock"), std::string::npos)
+      << busy.status();
 }
 
 TEST(ReceiveLock, SecondHolderFailsAfterItsPatienceAndNamesTheRoot) {
@@ -84,11 +95,11 @@ TEST(ReceiveLock, HeldByAnotherProcessIsSeenAndDiesWithIt) {
   char c = 0;
   ASSERT_EQ(::read(ready[0], &c, 1), 1);
   ASSERT_EQ(c, 'y');
-  EXPECT_TRUE(ReceiveInProgress(dir.path()));
+  EXPECT_TRUE(ReceiveInProgress(dir.path()).value());
   ::close(quit[1]);
   int status = 0;
   ASSERT_EQ(::waitpid(child, &status, 0), child);
-  EXPECT_FALSE(ReceiveInProgress(dir.path()));
+  EXPECT_FALSE(ReceiveInProgress(dir.path()).value());
   ::close(ready[0]);
 }
 

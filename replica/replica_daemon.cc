@@ -104,10 +104,17 @@ absl::Status ReplicaDaemon::Impl::Init() {
     ApplyVectorIndexDefaults(config_.ledger_root, &vector_index);
     // Follows the newest verified block once there is one (FollowNewest), and waits while a
     // block is being received: the next block's verification comes first.
-    ASSIGN_OR_RETURN(similarity_,
-                     MakeSimilarityIndex(vector_index, "", [root = layout_.root()] {
-                       return ReceiveInProgress(root);
-                     }));
+    auto receiving = [root = layout_.root(), last_error = std::string()]() mutable {
+      absl::StatusOr<bool> busy = ReceiveInProgress(root);
+      if (busy.ok()) return *busy;
+      // Cannot tell: index on (once logged per distinct error), as without the lock.
+      if (std::string error(busy.status().message()); error != last_error) {
+        spdlog::warn("vector index: cannot tell whether a block is being received: {}", error);
+        last_error = std::move(error);
+      }
+      return false;
+    };
+    ASSIGN_OR_RETURN(similarity_, MakeSimilarityIndex(vector_index, "", std::move(receiving)));
   }
   similarity_service_ =
       std::make_unique<SimilarityService>([this] { return CurrentQuery(); }, similarity_.get());

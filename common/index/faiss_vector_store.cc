@@ -603,13 +603,16 @@ class FaissVectorIndex final : public VectorIndex {
   // Replaces the published base by the current state (temp file + rename) and drops the
   // journal.
   absl::Status Compact() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // Appends `pieces` (one record) to the journal and syncs it.
+  // Appends `pieces` (one record) to the journal and syncs it; then clears the pending
+  // entries and vectors (so pieces pointing into them are invalid afterwards).
   absl::Status AppendJournal(absl::Span<const std::string_view> pieces)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status CreateJournal() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // The journal record of what was added since the last Persist, as pieces to write in order:
   // its header, then the pending entries and fresh vectors in place (not copied: at tens of
-  // thousands of events per step they are megabytes), then its check digest.
+  // thousands of events per step they are megabytes), then its check digest. `entries` and
+  // `fresh` point into pending_entries_/pending_fresh_: valid until the next Add or
+  // ClearPending (which a successful AppendJournal does), under write_mu_.
   struct PendingRecord {
     std::string header;
     std::string_view entries, fresh;
@@ -1169,7 +1172,8 @@ absl::Status FaissVectorIndex::AppendJournal(absl::Span<const std::string_view> 
   size_t done = 0;
   for (std::string_view piece : pieces) {
     while (!piece.empty()) {
-      ssize_t n = ::pwrite(fd, piece.data(), piece.size(), static_cast<off_t>(journal_bytes_ + done));
+      const off_t at = static_cast<off_t>(journal_bytes_ + done);
+      ssize_t n = ::pwrite(fd, piece.data(), piece.size(), at);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) return ErrnoStatus(absl::StrCat("write ", paths_.journal), errno);
       piece.remove_prefix(static_cast<size_t>(n));

@@ -13,7 +13,8 @@
 // behind other sessions' processes (Linux shares the CPU between sessions and cgroups first),
 // such as the receive commands sshd starts: for those the index's give_way option
 // (SimilarityIndexOptions) holds its batches back. FAISS runs single-threaded on the follower
-// (OpenMP's idle workers would spin on the CPU the node's foreground work needs).
+// thread (OpenMP's idle workers would spin on the CPU the node's foreground work needs);
+// searches and rebuilds an operator requests keep OpenMP's default.
 //
 // Thread-safe; the index and metrics are borrowed and must outlive the follower.
 #pragma once

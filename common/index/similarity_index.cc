@@ -284,8 +284,11 @@ absl::Status SimilarityIndex::EmbedBatch(absl::Span<const std::string_view> bodi
   return EmbedInParallel(*embedder_, bodies, threads, out);
 }
 
+// Scheduler priorities cannot order the index behind the node's urgent work: Linux shares the
+// CPU between sessions (autogroups) and cgroups first, whatever a thread's nice value, and
+// sshd starts each receive in a session of its own. Hence the explicit give_way.
 void SimilarityIndex::GiveWay() {
-  if (!options_.give_way || !options_.give_way()) return;
+  if (!options_.give_way()) return;
   const absl::Time start = absl::Now();
   while (!cancel_ && absl::Now() - start < options_.give_way_max_wait) {
     absl::SleepFor(options_.give_way_poll);
@@ -305,11 +308,13 @@ absl::Status SimilarityIndex::AddNewEvents(
     return absl::OkStatus();
   }
   ASSIGN_OR_RETURN(LogRegion region, log.Map(cursor.end_offset));
+  const uint64_t backlog = CountLines(region.data());
   {
     absl::MutexLock lock(&mu_);
-    status_.log_events = cursor.head.seq + CountLines(region.data());
+    status_.log_events = cursor.head.seq + backlog;
   }
-  const size_t batch_events = options_.give_way
+  const bool may_give_way = options_.give_way && backlog <= options_.give_way_max_backlog;
+  const size_t batch_events = may_give_way
                                   ? std::min(options_.batch_events, kGiveWayBatchEvents)
                                   : options_.batch_events;
   std::vector<IndexedEvent> batch;
@@ -319,7 +324,7 @@ absl::Status SimilarityIndex::AddNewEvents(
   absl::Status failed;
   auto flush = [&]() -> absl::Status {
     if (batch.empty()) return absl::OkStatus();
-    GiveWay();
+    if (may_give_way) GiveWay();
     if (cancel_) return absl::CancelledError("the vector index is shutting down");
     RETURN_IF_ERROR(EmbedBatch(bodies, &vectors));
     RETURN_IF_ERROR(index.Add(batch, vectors));

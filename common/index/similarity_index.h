@@ -81,17 +81,18 @@ struct SimilarityIndexOptions {
   int embed_threads = 2;
   // Asked before each batch is embedded (Follow and Rebuild): true while more urgent work runs
   // on the node (a replica: a block being received and verified). The batch then waits,
-  // asking again every give_way_poll, until it is told false or has waited give_way_max_wait
-  // (so the index still advances when that work never pauses), or Cancel(). Scheduler
-  // priorities cannot do this: Linux shares the CPU fairly between sessions (autogroups) and
-  // cgroups first, whatever a thread's nice value. With it set, batches are at most
-  // kGiveWayBatchEvents, so the index gives way within one small batch's work. Called on the
-  // working thread; must be cheap and thread-safe. Null: never waits.
+  // asking again every give_way_poll, until it is told false, has waited give_way_max_wait,
+  // or Cancel(). A step that starts more than give_way_max_backlog events behind the log
+  // never waits, so an index that fell behind (or a rebuild) catches up at full speed
+  // instead of trailing further. With give_way set, batches are at most kGiveWayBatchEvents.
+  // Called on the working thread, one call at a time; must be cheap. Null: never waits.
   std::function<bool()> give_way;
   absl::Duration give_way_poll = absl::Milliseconds(5);
   absl::Duration give_way_max_wait = absl::Seconds(1);
+  uint64_t give_way_max_backlog = 50'000;
 };
 
+// The largest batch while give_way is set: how much work the index does between two looks.
 inline constexpr size_t kGiveWayBatchEvents = 1024;
 
 class SimilarityIndex;

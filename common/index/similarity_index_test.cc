@@ -371,6 +371,25 @@ TEST_F(SimilarityIndexTest, GivingWayIsBoundedSoTheIndexStillAdvances) {
   EXPECT_GE(st.gave_way_seconds, 4 * 0.015);
 }
 
+TEST_F(SimilarityIndexTest, AStepFarBehindTheLogCatchesUpWithoutGivingWay) {
+  Append(300);
+  std::atomic<int> asked{0};
+  SimilarityIndexOptions options = AlwaysBusy(absl::Hours(1));
+  options.give_way = [&] { return ++asked > 0; };
+  options.give_way_max_backlog = 299;  // the first step (a rebuild of 300 events) is behind
+  SimilarityIndexPtr index = MakeIndex(options);
+  ASSERT_TRUE(index->Follow().ok());
+  EXPECT_EQ(index->Status().indexed_through, 300u);
+  EXPECT_EQ(asked.load(), 0);
+  EXPECT_EQ(index->Status().gave_way_seconds, 0.0);
+
+  Append(100);  // within the backlog: this step gives way again (up to its max wait)
+  index = MakeIndex(AlwaysBusy(absl::Milliseconds(5)));
+  ASSERT_TRUE(index->Follow().ok());
+  EXPECT_EQ(index->Status().indexed_through, 400u);
+  EXPECT_GT(index->Status().gave_way_seconds, 0.0);
+}
+
 TEST_F(SimilarityIndexTest, CancelEndsAWaitForMoreUrgentWork) {
   Append(100);
   SimilarityIndexPtr index = MakeIndex(AlwaysBusy(absl::Hours(1)));

@@ -1097,6 +1097,7 @@ absl::Status FaissVectorIndex::AdoptBase(const std::string& path, const Digest& 
 }
 
 absl::Status FaissVectorIndex::Compact() {
+  const absl::Time start = absl::Now();
   const std::string tmp = JoinPath(paths_.dir, UniqueName("vectors.tmp-"));
   absl::StatusOr<std::pair<Digest, uint64_t>> written = WriteBase(tmp);
   if (!written.ok() || ::rename(tmp.c_str(), paths_.base.c_str()) != 0) {
@@ -1112,6 +1113,8 @@ absl::Status FaissVectorIndex::Compact() {
   RETURN_IF_ERROR(RemoveIfExists(paths_.journal));
   RETURN_IF_ERROR(SyncDir(paths_.dir));
   ClearPending();
+  spdlog::info("vector index {}: compacted into a new base of {} MB in {}", paths_.dir,
+               written->second >> 20, absl::FormatDuration(absl::Now() - start));
   return absl::OkStatus();
 }
 

@@ -16,9 +16,10 @@ absl::StatusOr<UniqueFd> OpenLockFile(const std::string& root) {
   return OpenFile(ReceiveLockPath(root), O_RDWR | O_CREAT, 0600);
 }
 
-// True when taken; false when someone else holds it.
-absl::StatusOr<bool> TryLock(const UniqueFd& fd, const std::string& root) {
-  while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+// Takes the lock on `fd` (`how`: LOCK_EX or LOCK_SH) without waiting. True when taken; false
+// when someone else holds it in a conflicting way.
+absl::StatusOr<bool> TryLock(const UniqueFd& fd, int how, const std::string& root) {
+  while (::flock(fd.get(), how | LOCK_NB) != 0) {
     if (errno == EINTR) continue;
     if (errno == EWOULDBLOCK) return false;
     return ErrnoStatus(absl::StrCat("flock ", ReceiveLockPath(root)), errno);
@@ -38,7 +39,7 @@ absl::StatusOr<ReceiveLock> ReceiveLock::Acquire(const std::string& root,
   const absl::Time give_up = absl::Now() + patience;
   absl::Duration pause = absl::Milliseconds(1);
   while (true) {
-    ASSIGN_OR_RETURN(bool taken, TryLock(fd, root));
+    ASSIGN_OR_RETURN(bool taken, TryLock(fd, LOCK_EX, root));
     if (taken) return ReceiveLock(std::move(fd));
     const absl::Time now = absl::Now();
     if (now >= give_up)
@@ -52,25 +53,17 @@ absl::StatusOr<ReceiveLock> ReceiveLock::Acquire(const std::string& root,
 
 absl::StatusOr<std::optional<ReceiveLock>> ReceiveLock::TryAcquire(const std::string& root) {
   ASSIGN_OR_RETURN(UniqueFd fd, OpenLockFile(root));
-  ASSIGN_OR_RETURN(bool taken, TryLock(fd, root));
+  ASSIGN_OR_RETURN(bool taken, TryLock(fd, LOCK_EX, root));
   if (!taken) return std::nullopt;
   return ReceiveLock(std::move(fd));
 }
 
 absl::StatusOr<bool> ReceiveInProgress(const std::string& root) {
-  const std::string path = ReceiveLockPath(root);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return false;
-    return ErrnoStatus(absl::StrCat("open ", path), errno);
-  }
-  UniqueFd closer(fd);  // releases the instant's lock too
-  while (::flock(fd, LOCK_SH | LOCK_NB) != 0) {
-    if (errno == EINTR) continue;
-    if (errno == EWOULDBLOCK) return true;
-    return ErrnoStatus(absl::StrCat("flock ", path), errno);
-  }
-  return false;
+  absl::StatusOr<UniqueFd> fd = OpenFile(ReceiveLockPath(root), O_RDONLY);
+  if (absl::IsNotFound(fd.status())) return false;
+  if (!fd.ok()) return fd.status();
+  ASSIGN_OR_RETURN(bool free, TryLock(*fd, LOCK_SH, root));  // released as fd closes
+  return !free;
 }
 
 }  // namespace snapledger

@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <initializer_list>
 #include <limits>
 #include <optional>
 #include <thread>
@@ -139,13 +140,18 @@ std::string_view AsBytes(absl::Span<const float> v) {
 
 uint64_t HashVector(absl::Span<const float> v) { return std::hash<std::string_view>{}(AsBytes(v)); }
 
-// The first 8 bytes of SHA-256(`bytes`).
-uint64_t ShortDigest(std::string_view bytes) {
-  Digest d = Sha256::Of(bytes);
+// The first 8 bytes of SHA-256 of `pieces`, one after the other.
+uint64_t ShortDigest(std::initializer_list<std::string_view> pieces) {
+  Sha256 sha;
+  for (std::string_view piece : pieces) sha.Update(piece);
+  const Digest d = sha.Finish();
   uint64_t v;
   std::memcpy(&v, d.data(), sizeof v);
   return v;
 }
+
+// The first 8 bytes of SHA-256(`bytes`).
+uint64_t ShortDigest(std::string_view bytes) { return ShortDigest({bytes}); }
 
 // A faiss::IOWriter that only counts bytes: the size of write_index's output, without it.
 struct CountingWriter : faiss::IOWriter {
@@ -618,8 +624,12 @@ class FaissVectorIndex final : public VectorIndex {
     std::string_view entries, fresh;
     std::string check;
     std::array<std::string_view, 4> pieces() const { return {header, entries, fresh, check}; }
-    size_t size() const { return header.size() + entries.size() + fresh.size() + check.size(); }
   };
+  // The pending record's payload length: its fixed fields, the entry ids, the fresh vectors.
+  uint32_t PendingPayloadBytes() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    return static_cast<uint32_t>(16 + pending_entries_.size() * 4 +
+                                 pending_fresh_.size() * sizeof(float));
+  }
   PendingRecord EncodePendingRecord() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   void ClearPending() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status AdoptBase(const std::string& path, const Digest& digest, uint64_t bytes)
@@ -1135,8 +1145,7 @@ absl::Status FaissVectorIndex::CreateJournal() {
 FaissVectorIndex::PendingRecord FaissVectorIndex::EncodePendingRecord() const {
   const uint32_t events = static_cast<uint32_t>(pending_entries_.size());
   const uint32_t fresh = static_cast<uint32_t>(pending_fresh_.size() / dim_);
-  const uint32_t payload =
-      static_cast<uint32_t>(16 + events * 4 + pending_fresh_.size() * sizeof(float));
+  const uint32_t payload = PendingPayloadBytes();
   PendingRecord r;
   Put<uint32_t>(&r.header, kRecordMagic);
   Put<uint32_t>(&r.header, payload);
@@ -1147,15 +1156,7 @@ FaissVectorIndex::PendingRecord FaissVectorIndex::EncodePendingRecord() const {
   r.entries = std::string_view(reinterpret_cast<const char*>(pending_entries_.data()),
                                size_t{events} * 4);
   r.fresh = AsBytes(pending_fresh_);
-  // ShortDigest of the record so far, computed over the pieces where they are.
-  Sha256 sha;
-  sha.Update(r.header);
-  sha.Update(r.entries);
-  sha.Update(r.fresh);
-  const Digest d = sha.Finish();
-  uint64_t check;
-  std::memcpy(&check, d.data(), sizeof check);
-  Put<uint64_t>(&r.check, check);
+  Put<uint64_t>(&r.check, ShortDigest({r.header, r.entries, r.fresh}));
   return r;
 }
 
@@ -1200,12 +1201,12 @@ absl::Status FaissVectorIndex::Persist() {
   if (staged_) return absl::OkStatus();  // written whole by Publish
   RETURN_IF_ERROR(CheckStillPublished());
   if (pending_entries_.empty()) return absl::OkStatus();
-  const PendingRecord record = EncodePendingRecord();
   const uint64_t limit = std::max<uint64_t>(compact_min_bytes_,
                                             static_cast<uint64_t>(compact_fraction_ * base_bytes_));
-  const uint64_t journal_after =
-      (journal_exists_ ? journal_bytes_ : kJournalHeaderSize) + record.size();
+  const uint64_t journal_after = (journal_exists_ ? journal_bytes_ : kJournalHeaderSize) +
+                                 kRecordHeaderSize + PendingPayloadBytes() + kRecordCheckSize;
   if (journal_after > limit) return Compact();
+  const PendingRecord record = EncodePendingRecord();  // only now: its digest reads every byte
   return AppendJournal(record.pieces());
 }
 

@@ -1,7 +1,9 @@
 #include "common/sha256.h"
 
 #include <array>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 
 namespace snapledger {
 namespace {
@@ -13,6 +15,17 @@ const EVP_MD* Sha256Md() {
 }
 
 constexpr char kHexDigits[] = "0123456789abcdef";
+
+// The two hex digits of every byte value, so that a digest is written a byte (two
+// characters) at a time.
+constexpr auto kHexPairs = [] {
+  std::array<char, 512> t{};
+  for (int b = 0; b < 256; ++b) {
+    t[2 * b] = kHexDigits[b >> 4];
+    t[2 * b + 1] = kHexDigits[b & 0xf];
+  }
+  return t;
+}();
 
 int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -52,10 +65,7 @@ Digest Sha256::Of(std::string_view bytes) {
 }
 
 void ToHex(const Digest& d, char* out) {
-  for (size_t i = 0; i < d.size(); ++i) {
-    out[2 * i] = kHexDigits[d[i] >> 4];
-    out[2 * i + 1] = kHexDigits[d[i] & 0xf];
-  }
+  for (size_t i = 0; i < d.size(); ++i) std::memcpy(out + 2 * i, &kHexPairs[2 * d[i]], 2);
 }
 
 std::string ToHex(const Digest& d) {
@@ -75,18 +85,23 @@ bool FromHex(std::string_view hex, Digest* out) {
 }
 
 bool IsLowerHex64(std::string_view s) {
-  // Branch-free: the digits and letters of a hash are random, so a per-character branch
-  // mispredicts about a third of the time (this was 38% of full verification).
-  static constexpr auto kIsHex = [] {
-    std::array<uint8_t, 256> t{};
-    for (int c = '0'; c <= '9'; ++c) t[c] = 1;
-    for (int c = 'a'; c <= 'f'; ++c) t[c] = 1;
-    return t;
-  }();
+  // Sixteen characters at a time (SSE2 on x86-64, NEON on arm64, plain code elsewhere): a
+  // character is '0'-'9' when c - '0' < 10 and 'a'-'f' when c - 'a' < 6, as unsigned bytes.
+  // Every line of the log carries two hashes, and checking them a byte at a time (even
+  // branch-free, through a table) was a fifth of chain verification's CPU.
+  using Bytes = unsigned char __attribute__((vector_size(16)));
   if (s.size() != 64) return false;
-  unsigned ok = 1;
-  for (unsigned char c : s) ok &= kIsHex[c];
-  return ok != 0;
+  Bytes bad{};
+  for (size_t i = 0; i < 64; i += 16) {
+    Bytes c;
+    std::memcpy(&c, s.data() + i, sizeof c);
+    Bytes digit = (Bytes)((Bytes)(c - '0') < 10);
+    Bytes letter = (Bytes)((Bytes)(c - 'a') < 6);
+    bad |= ~(digit | letter);
+  }
+  uint64_t halves[2];
+  std::memcpy(halves, &bad, sizeof halves);
+  return (halves[0] | halves[1]) == 0;
 }
 
 }  // namespace snapledger

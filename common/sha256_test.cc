@@ -36,5 +36,23 @@ TEST(Hex, RoundTripsAndRejectsNonLowerHex) {
   EXPECT_TRUE(IsLowerHex64(ToHex(d)));
 }
 
+// Every byte value at every position of an otherwise valid hash: only '0'-'9' and 'a'-'f'
+// pass, wherever they sit in the 64 characters (the check works on 16 at a time).
+TEST(Hex, IsLowerHex64AcceptsExactlyLowercaseHexAtEveryPosition) {
+  const std::string valid = ToHex(Sha256::Of("y"));
+  ASSERT_TRUE(IsLowerHex64(valid));
+  for (size_t pos = 0; pos < 64; ++pos) {
+    for (int b = 0; b < 256; ++b) {
+      std::string s = valid;
+      s[pos] = static_cast<char>(b);
+      bool hex = (b >= '0' && b <= '9') || (b >= 'a' && b <= 'f');
+      ASSERT_EQ(IsLowerHex64(s), hex) << "byte " << b << " at position " << pos;
+    }
+  }
+  EXPECT_FALSE(IsLowerHex64(valid.substr(0, 63)));
+  EXPECT_FALSE(IsLowerHex64(valid + "0"));
+  EXPECT_FALSE(IsLowerHex64(""));
+}
+
 }  // namespace
 }  // namespace snapledger

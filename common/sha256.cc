@@ -1,4 +1,8 @@
+// The SHA256_* functions are deprecated in OpenSSL 3 (see the header for why they are used).
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "common/sha256.h"
+
+#include <openssl/sha.h>
 
 #include <array>
 #include <cstdint>
@@ -7,12 +11,6 @@
 
 namespace snapledger {
 namespace {
-
-// Fetched once: EVP_get_digestbyname-style lookups per hash would dominate on short events.
-const EVP_MD* Sha256Md() {
-  static const EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-  return md;
-}
 
 constexpr char kHexDigits[] = "0123456789abcdef";
 
@@ -35,25 +33,21 @@ int HexValue(char c) {
 
 }  // namespace
 
-Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
-  if (ctx_ == nullptr || Sha256Md() == nullptr) std::abort();
-  Reset();
-}
+Sha256::Sha256() : ctx_(std::make_unique<SHA256_CTX>()) { Reset(); }
 
-Sha256::~Sha256() { EVP_MD_CTX_free(ctx_); }
+Sha256::~Sha256() = default;
 
 void Sha256::Reset() {
-  if (EVP_DigestInit_ex2(ctx_, Sha256Md(), nullptr) != 1) std::abort();
+  if (SHA256_Init(ctx_.get()) != 1) std::abort();
 }
 
 void Sha256::Update(std::string_view bytes) {
-  if (EVP_DigestUpdate(ctx_, bytes.data(), bytes.size()) != 1) std::abort();
+  if (SHA256_Update(ctx_.get(), bytes.data(), bytes.size()) != 1) std::abort();
 }
 
 Digest Sha256::Finish() {
   Digest d;
-  unsigned int len = 0;
-  if (EVP_DigestFinal_ex(ctx_, d.data(), &len) != 1 || len != d.size()) std::abort();
+  if (SHA256_Final(d.data(), ctx_.get()) != 1) std::abort();
   return d;
 }
 

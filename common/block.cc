@@ -1,11 +1,13 @@
 #include "common/block.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <tuple>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/status_macros.h"
 
 namespace snapledger {
 namespace {
@@ -110,5 +112,23 @@ std::string LedgerLayout::live() const { return root_ + "/live"; }
 std::string LedgerLayout::blocks() const { return root_ + "/blocks"; }
 std::string LedgerLayout::incoming() const { return root_ + "/incoming"; }
 std::string LedgerLayout::block(const BlockInfo& b) const { return blocks() + "/" + b.name; }
+
+absl::StatusOr<std::vector<BlockInfo>> ListBlocks(Btrfs& btrfs, const LedgerLayout& layout,
+                                                  std::vector<std::string>* unrecognized) {
+  ASSIGN_OR_RETURN(std::vector<SubvolumeInfo> subvolumes, btrfs.ListSubvolumes(layout.blocks()));
+  std::vector<BlockInfo> blocks;
+  blocks.reserve(subvolumes.size());
+  for (const SubvolumeInfo& sv : subvolumes) {
+    std::string name = std::filesystem::path(sv.path).filename().string();
+    absl::StatusOr<BlockInfo> block = ParseBlockName(name);
+    if (block.ok()) {
+      blocks.push_back(*std::move(block));
+    } else if (unrecognized != nullptr) {
+      unrecognized->push_back(std::move(name));
+    }
+  }
+  std::sort(blocks.begin(), blocks.end(), BlockSeqLess);
+  return blocks;
+}
 
 }  // namespace snapledger

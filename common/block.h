@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/btrfs.h"
 
 namespace snapledger {
 
@@ -86,5 +87,12 @@ class LedgerLayout {
  private:
   std::string root_;
 };
+
+// The blocks under layout.blocks(), ordered by parsed seq, without needing the ledger's writer
+// (read-only callers such as `snapledger blocks`, and the receive command, which links nothing
+// of the writer's). Subvolumes there whose names are not block names are left out and, when
+// `unrecognized` is given, their names are put there.
+absl::StatusOr<std::vector<BlockInfo>> ListBlocks(Btrfs& btrfs, const LedgerLayout& layout,
+                                                  std::vector<std::string>* unrecognized = nullptr);
 
 }  // namespace snapledger

@@ -28,7 +28,6 @@ bool SamePath(const std::string& a, const std::string& b) {
   return fs::equivalent(a, b, ec) && !ec;
 }
 
-std::string BaseName(const std::string& path) { return fs::path(path).filename().string(); }
 
 }  // namespace
 
@@ -149,24 +148,6 @@ absl::StatusOr<std::vector<std::string>> BlockMaker::PruneBlocks(
 absl::StatusOr<std::vector<BlockInfo>> BlockMaker::ListBlocks(
     std::vector<std::string>* unrecognized) const {
   return snapledger::ListBlocks(btrfs_, layout_, unrecognized);
-}
-
-absl::StatusOr<std::vector<BlockInfo>> ListBlocks(Btrfs& btrfs, const LedgerLayout& layout,
-                                                  std::vector<std::string>* unrecognized) {
-  ASSIGN_OR_RETURN(std::vector<SubvolumeInfo> subvolumes, btrfs.ListSubvolumes(layout.blocks()));
-  std::vector<BlockInfo> blocks;
-  blocks.reserve(subvolumes.size());
-  for (const SubvolumeInfo& sv : subvolumes) {
-    std::string name = BaseName(sv.path);
-    absl::StatusOr<BlockInfo> block = ParseBlockName(name);
-    if (block.ok()) {
-      blocks.push_back(*std::move(block));
-    } else if (unrecognized != nullptr) {
-      unrecognized->push_back(std::move(name));
-    }
-  }
-  std::sort(blocks.begin(), blocks.end(), BlockSeqLess);
-  return blocks;
 }
 
 }  // namespace snapledger

@@ -97,12 +97,6 @@ class BlockMaker {
   int64_t last_cut_nanos_ ABSL_GUARDED_BY(mu_);
 };
 
-// The blocks under layout.blocks(), ordered by parsed seq, without needing the ledger's writer
-// (read-only callers such as `snapledger blocks`). Subvolumes there whose names are not block
-// names are left out and, when `unrecognized` is given, their names are put there.
-absl::StatusOr<std::vector<BlockInfo>> ListBlocks(Btrfs& btrfs, const LedgerLayout& layout,
-                                                  std::vector<std::string>* unrecognized = nullptr);
-
 
 // FailedPrecondition unless the log at `head` can continue from `newest` (the newest block):
 // the log must not be behind it, and when it is at the block's seq their hashes must agree.

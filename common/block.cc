@@ -7,6 +7,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/btrfs.h"
 #include "common/status_macros.h"
 
 namespace snapledger {

@@ -9,6 +9,7 @@
 //
 // Also here, as pure functions: when to cut a block (BlockPolicy) and which blocks to delete
 // (PlanRetention), and the paths of a ledger root (LedgerLayout). Everything is thread-safe.
+// One function reads the filesystem: ListBlocks, through the Btrfs interface it is given.
 #pragma once
 
 #include <cstdint>
@@ -20,9 +21,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "common/btrfs.h"
 
 namespace snapledger {
+
+class Btrfs;
 
 inline constexpr std::string_view kBlockPrefix = "block-";
 inline constexpr size_t kBlockSeqDigits = 12;

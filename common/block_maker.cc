@@ -1,6 +1,5 @@
 #include "common/block_maker.h"
 
-#include <algorithm>
 #include <filesystem>
 #include <utility>
 
@@ -27,7 +26,6 @@ bool SamePath(const std::string& a, const std::string& b) {
   std::error_code ec;
   return fs::equivalent(a, b, ec) && !ec;
 }
-
 
 }  // namespace
 

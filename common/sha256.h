@@ -14,12 +14,8 @@ namespace snapledger {
 using Digest = std::array<uint8_t, 32>;
 
 // An incremental SHA-256 hasher. Reusable: Reset() starts a new digest without reallocating.
-// Not thread-safe; use one per thread.
-//
-// Built on OpenSSL's SHA256_Init/Update/Final, which OpenSSL 3 marks deprecated in favour of
-// EVP. The chain hashes every event line (~400 bytes) on its own, and EVP's provider dispatch
-// costs ~80 ns per digest there, a quarter of the hashing; the SHA-NI code underneath is the
-// same (see bench/README.md, the verify benchmark).
+// Not thread-safe; use one per thread. Built on OpenSSL's low-level SHA256_* functions (needs
+// OpenSSL or LibreSSL, whose context is `struct SHA256state_st`; they bypass a FIPS provider).
 class Sha256 {
  public:
   Sha256();

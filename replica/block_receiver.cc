@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/block_maker.h"
+#include "common/block.h"
 #include "common/chain_verifier.h"
 #include "common/file_util.h"
 #include "common/head_file.h"
@@ -96,7 +96,10 @@ class PeriodicWriteback {
       (void)StartWriteback(path_);  // may wait for the disk: not under the lock
       if (size >= committed_ + kCommitStep) {
         committed_ = size;
-        (void)SyncFilesystem(filesystem_);  // waits for the disk: this thread only
+        // Writes back and commits the whole filesystem: the stream does not wait for it, though
+        // `btrfs receive`'s own metadata updates may queue behind the commit's critical part.
+        // The destructor joins a commit in flight, which the final syncfs would wait for anyway.
+        (void)SyncFilesystem(filesystem_);
       }
       lock.lock();
     }

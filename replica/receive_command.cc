@@ -12,7 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/block_maker.h"
+#include "common/block.h"
 #include "common/btrfs.h"
 #include "common/byte_stream.h"
 #include "common/clock.h"

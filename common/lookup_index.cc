@@ -206,6 +206,7 @@ constexpr char kSeqDb[] = "seq";
 constexpr char kHashDb[] = "hash";
 constexpr std::string_view kFormatKey = "format";
 constexpr std::string_view kCoverageKey = "coverage";
+constexpr std::string_view kRunsKey = "runs";
 constexpr unsigned kMaxReaders = 512;
 
 struct EnvCloser {
@@ -254,11 +255,16 @@ class Txn {
   const std::string* dir_;
 };
 
-// A cursor of a read transaction; closed on destruction (declare it after its Txn).
+// A cursor, closed on destruction: declare it after its Txn, and in a write transaction let
+// it go before the commit (which frees the transaction's cursors). Move-only.
 class Cursor {
  public:
   explicit Cursor(MDB_cursor* c) : cursor_(c) {}
-  ~Cursor() { mdb_cursor_close(cursor_); }
+  ~Cursor() {
+    if (cursor_ != nullptr) mdb_cursor_close(cursor_);
+  }
+  Cursor(Cursor&& o) noexcept : cursor_(std::exchange(o.cursor_, nullptr)) {}
+  Cursor& operator=(Cursor&&) = delete;
   Cursor(const Cursor&) = delete;
   Cursor& operator=(const Cursor&) = delete;
   MDB_cursor* get() const { return cursor_; }
@@ -330,6 +336,62 @@ std::optional<IndexCoverage> DecodeCoverage(const MDB_val& v) {
   if (!valid) return std::nullopt;
   return c;
 }
+
+constexpr size_t kRunRecordSize = 3 * 8;
+std::string EncodeRuns(const std::vector<HashRun>& runs) {
+  std::string v(runs.size() * kRunRecordSize, '\0');
+  for (size_t i = 0; i < runs.size(); ++i) {
+    char* p = v.data() + i * kRunRecordSize;
+    memcpy(p, &runs[i].id, 8);
+    memcpy(p + 8, &runs[i].first_seq, 8);
+    memcpy(p + 16, &runs[i].last_seq, 8);
+  }
+  return v;
+}
+std::optional<std::vector<HashRun>> DecodeRuns(const MDB_val& v) {
+  if (v.mv_size % kRunRecordSize != 0) return std::nullopt;
+  std::vector<HashRun> runs(v.mv_size / kRunRecordSize);
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const char* p = static_cast<const char*>(v.mv_data) + i * kRunRecordSize;
+    memcpy(&runs[i].id, p, 8);
+    memcpy(&runs[i].first_seq, p + 8, 8);
+    memcpy(&runs[i].last_seq, p + 16, 8);
+  }
+  return runs;
+}
+
+// Why `runs` cannot be the hash runs of events 1..indexed_through; nullopt if they can.
+std::optional<std::string> RunsMismatch(const std::vector<HashRun>& runs,
+                                        uint64_t indexed_through) {
+  uint64_t next = 1;
+  for (const HashRun& r : runs) {
+    if (r.first_seq != next || r.last_seq < r.first_seq)
+      return absl::StrCat("hash run ", r.id, " covers seq ", r.first_seq, "..", r.last_seq,
+                          ", expected it to start at ", next);
+    next = r.last_seq + 1;
+  }
+  if (next != indexed_through + 1)
+    return absl::StrCat("the hash runs cover seq 1..", next - 1, ", coverage says 1..",
+                        indexed_through);
+  if (runs.size() > kMaxHashRuns) return absl::StrCat(runs.size(), " hash runs");
+  return std::nullopt;
+}
+
+// A "hash" key: the run id big-endian (runs sort by id), then the digest.
+using HashKey = std::array<char, 8 + 32>;
+HashKey EncodeHashKey(uint64_t run_id, const Digest& d) {
+  HashKey k;
+  SeqKey id = EncodeSeqKey(run_id);
+  memcpy(k.data(), id.data(), 8);
+  memcpy(k.data() + 8, d.data(), 32);
+  return k;
+}
+
+// A digest and its event, as a catch-up collects them for a new run.
+struct HashEntry {
+  Digest digest;
+  uint64_t seq;
+};
 
 // Why `log` does not hold the event `cov` names where it says; nullopt if it does.
 absl::StatusOr<std::optional<std::string>> StaleReason(const IndexCoverage& cov,
@@ -452,6 +514,9 @@ class LookupIndex::Impl {
         return absl::DataLossError(absl::StrCat("\"", name, "\" has ", st.ms_entries,
                                                 " entries, coverage says ", cov.indexed_through));
     }
+    ASSIGN_OR_RETURN(std::vector<HashRun> runs, ReadRuns(txn));
+    if (std::optional<std::string> why = RunsMismatch(runs, cov.indexed_through))
+      return absl::DataLossError(*why);
     return absl::OkStatus();
   }
 
@@ -460,8 +525,52 @@ class LookupIndex::Impl {
     MDB_val key = Val(kFormatKey), val = Val(&version, sizeof version);
     if (int rc = mdb_put(txn.get(), meta_, &key, &val, 0); rc != 0)
       return LmdbError(dir_, "write format", rc);
+    RETURN_IF_ERROR(WriteRuns(txn, {}));
     return WriteCoverage(txn, IndexCoverage{});
   }
+
+  absl::StatusOr<std::vector<HashRun>> ReadRuns(const Txn& txn) const {
+    MDB_val key = Val(kRunsKey), val;
+    int rc = mdb_get(txn.get(), meta_, &key, &val);
+    if (rc != 0 && rc != MDB_NOTFOUND) return LmdbError(dir_, "read runs", rc);
+    std::optional<std::vector<HashRun>> runs;
+    if (rc == 0) runs = DecodeRuns(val);
+    if (!runs.has_value())
+      return absl::InternalError(Damaged("hash runs record missing or malformed"));
+    return *std::move(runs);
+  }
+
+  absl::Status WriteRuns(const Txn& txn, const std::vector<HashRun>& runs) {
+    std::string bytes = EncodeRuns(runs);
+    MDB_val key = Val(kRunsKey), val = Val(bytes);
+    int rc = mdb_put(txn.get(), meta_, &key, &val, 0);
+    return rc == 0 ? absl::OkStatus() : LmdbError(dir_, "write runs", rc);
+  }
+
+  // Appends `batch` (the digests of the events after runs->back(), in seq order) as a new run,
+  // then merges runs as PlanHashRunMerge says, and records the runs. Reorders `batch`.
+  absl::Status AddHashRun(const Txn& txn, std::vector<HashEntry>& batch,
+                          std::vector<HashRun>* runs) {
+    if (batch.empty()) return absl::OkStatus();
+    std::sort(batch.begin(), batch.end(),
+              [](const HashEntry& a, const HashEntry& b) { return a.digest < b.digest; });
+    HashRun run{NextRunId(*runs), UINT64_MAX, 0};
+    ASSIGN_OR_RETURN(Cursor out, OpenCursor(txn, hash_));
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const HashEntry& e = batch[i];
+      if (i > 0 && e.digest == batch[i - 1].digest)
+        return absl::DataLossError(absl::StrCat("seq ", e.seq, " and seq ", batch[i - 1].seq,
+                                                " have the same hash"));
+      RETURN_IF_ERROR(AppendHash(out, run.id, e.digest, e.seq));
+      run.first_seq = std::min(run.first_seq, e.seq);
+      run.last_seq = std::max(run.last_seq, e.seq);
+    }
+    runs->push_back(run);
+    while (std::optional<std::pair<size_t, size_t>> merge = PlanHashRunMerge(*runs))
+      RETURN_IF_ERROR(MergeHashRuns(txn, merge->first, merge->second, runs));
+    return WriteRuns(txn, *runs);
+  }
+
 
   absl::Status WriteCoverage(const Txn& txn, const IndexCoverage& cov) {
     auto bytes = EncodeCoverage(cov);
@@ -470,17 +579,13 @@ class LookupIndex::Impl {
     return rc == 0 ? absl::OkStatus() : LmdbError(dir_, "write coverage", rc);
   }
 
-  absl::Status PutEvent(const Txn& txn, const EventLocation& loc, std::string_view hash_hex) {
+  // Adds `loc` to "seq" (its digest goes to a run: AddHashRun).
+  absl::Status PutLocation(const Txn& txn, const EventLocation& loc) {
     SeqKey k = EncodeSeqKey(loc.seq);
     auto v = EncodeLocation(loc);
     MDB_val key = Val(k.data(), k.size()), val = Val(v.data(), v.size());
     if (int rc = mdb_put(txn.get(), seq_, &key, &val, MDB_APPEND); rc != 0)
       return LmdbError(dir_, absl::StrCat("index seq ", loc.seq), rc);
-    Digest d;
-    FromHex(hash_hex, &d);  // ParseEventLine checked it is 64 lowercase hex
-    MDB_val hkey = Val(d.data(), d.size()), hval = Val(&loc.seq, sizeof loc.seq);
-    if (int rc = mdb_put(txn.get(), hash_, &hkey, &hval, MDB_NOOVERWRITE); rc != 0)
-      return LmdbError(dir_, absl::StrCat("index hash of seq ", loc.seq), rc);
     return absl::OkStatus();
   }
 
@@ -505,14 +610,20 @@ class LookupIndex::Impl {
   }
 
   absl::StatusOr<std::optional<uint64_t>> SeqOfHash(const Txn& txn, const Digest& d) const {
-    MDB_val key = Val(d.data(), d.size()), val;
-    int rc = mdb_get(txn.get(), hash_, &key, &val);
-    if (rc == MDB_NOTFOUND) return std::optional<uint64_t>();
-    if (rc != 0) return LmdbError(dir_, "read hash", rc);
-    uint64_t seq = 0;
-    if (val.mv_size != sizeof seq) return absl::InternalError(Damaged("bad hash entry"));
-    memcpy(&seq, val.mv_data, sizeof seq);
-    return std::optional<uint64_t>(seq);
+    ASSIGN_OR_RETURN(std::vector<HashRun> runs, ReadRuns(txn));
+    for (auto run = runs.rbegin(); run != runs.rend(); ++run) {
+      HashKey k = EncodeHashKey(run->id, d);
+      MDB_val key = Val(k.data(), k.size()), val;
+      int rc = mdb_get(txn.get(), hash_, &key, &val);
+      if (rc == MDB_NOTFOUND) continue;
+      if (rc != 0) return LmdbError(dir_, "read hash", rc);
+      uint64_t seq = 0;
+      if (val.mv_size == sizeof seq) memcpy(&seq, val.mv_data, sizeof seq);
+      if (seq < run->first_seq || seq > run->last_seq)
+        return absl::InternalError(Damaged(absl::StrCat("hash run ", run->id, " holds seq ", seq)));
+      return std::optional<uint64_t>(seq);
+    }
+    return std::optional<uint64_t>();
   }
 
   // The first seq in [1, n] whose ts >= `ts`, or n + 1.
@@ -566,6 +677,107 @@ class LookupIndex::Impl {
   absl::Mutex& write_mu() ABSL_LOCK_RETURNED(write_mu_) { return write_mu_; }
 
  private:
+  static uint64_t NextRunId(const std::vector<HashRun>& runs) {
+    uint64_t id = 0;
+    for (const HashRun& r : runs) id = std::max(id, r.id);
+    return id + 1;
+  }
+
+  absl::StatusOr<Cursor> OpenCursor(const Txn& txn, MDB_dbi dbi) const {
+    MDB_cursor* c = nullptr;
+    if (int rc = mdb_cursor_open(txn.get(), dbi, &c); rc != 0)
+      return LmdbError(dir_, "mdb_cursor_open", rc);
+    return Cursor(c);
+  }
+
+  // Appends (run_id, digest) -> seq; the key must sort after every key of "hash".
+  absl::Status AppendHash(const Cursor& out, uint64_t run_id, const Digest& d, uint64_t seq) {
+    HashKey k = EncodeHashKey(run_id, d);
+    MDB_val key = Val(k.data(), k.size()), val = Val(&seq, sizeof seq);
+    if (int rc = mdb_cursor_put(out.get(), &key, &val, MDB_APPEND); rc != 0)
+      return LmdbError(dir_, absl::StrCat("index hash of seq ", seq), rc);
+    return absl::OkStatus();
+  }
+
+  // Replaces the runs [begin, end) of `*runs` by one new run holding their digests: a k-way
+  // merge of their sorted keys appended under a new id, then their keys deleted.
+  absl::Status MergeHashRuns(const Txn& txn, size_t begin, size_t end,
+                             std::vector<HashRun>* runs) {
+    HashRun merged{NextRunId(*runs), (*runs)[begin].first_seq, (*runs)[end - 1].last_seq};
+    {
+      struct Source {
+        Cursor cursor;
+        uint64_t id;
+        MDB_val key, val;
+        bool live;
+      };
+      std::vector<Source> sources;
+      sources.reserve(end - begin);
+      // Positions `s` on its next entry (`op`), or marks it exhausted past its run.
+      auto step = [&](Source& s, MDB_cursor_op op) -> absl::Status {
+        int rc = mdb_cursor_get(s.cursor.get(), &s.key, &s.val, op);
+        if (rc != 0 && rc != MDB_NOTFOUND) return LmdbError(dir_, "mdb_cursor_get", rc);
+        s.live = rc == 0 && s.key.mv_size == sizeof(HashKey) &&
+                 memcmp(s.key.mv_data, EncodeSeqKey(s.id).data(), 8) == 0;
+        return absl::OkStatus();
+      };
+      for (size_t i = begin; i < end; ++i) {
+        ASSIGN_OR_RETURN(Cursor c, OpenCursor(txn, hash_));
+        sources.push_back(Source{std::move(c), (*runs)[i].id, {}, {}, false});
+        HashKey first = EncodeHashKey((*runs)[i].id, Digest{});
+        sources.back().key = Val(first.data(), first.size());
+        RETURN_IF_ERROR(step(sources.back(), MDB_SET_RANGE));
+      }
+      ASSIGN_OR_RETURN(Cursor out, OpenCursor(txn, hash_));
+      uint64_t copied = 0;
+      while (true) {
+        Source* next = nullptr;
+        for (Source& s : sources) {
+          if (s.live && (next == nullptr || memcmp(static_cast<char*>(s.key.mv_data) + 8,
+                                                   static_cast<char*>(next->key.mv_data) + 8,
+                                                   32) < 0))
+            next = &s;
+        }
+        if (next == nullptr) break;
+        Digest d;
+        memcpy(d.data(), static_cast<char*>(next->key.mv_data) + 8, 32);
+        uint64_t seq = 0;
+        if (next->val.mv_size != sizeof seq)
+          return absl::InternalError(Damaged(absl::StrCat("bad entry in hash run ", next->id)));
+        memcpy(&seq, next->val.mv_data, sizeof seq);
+        RETURN_IF_ERROR(AppendHash(out, merged.id, d, seq));
+        ++copied;
+        RETURN_IF_ERROR(step(*next, MDB_NEXT));
+      }
+      if (copied != merged.size())
+        return absl::InternalError(Damaged(absl::StrCat("hash runs ", (*runs)[begin].id, "..",
+                                                        (*runs)[end - 1].id, " hold ", copied,
+                                                        " entries for ", merged.size(), " events")));
+    }
+    for (size_t i = begin; i < end; ++i) RETURN_IF_ERROR(DeleteHashRun(txn, (*runs)[i].id));
+    runs->erase(runs->begin() + begin, runs->begin() + end);
+    runs->insert(runs->begin() + begin, merged);
+    return absl::OkStatus();
+  }
+
+  // Deletes every key of run `id`.
+  absl::Status DeleteHashRun(const Txn& txn, uint64_t id) {
+    ASSIGN_OR_RETURN(Cursor c, OpenCursor(txn, hash_));
+    SeqKey prefix = EncodeSeqKey(id);
+    HashKey first = EncodeHashKey(id, Digest{});
+    MDB_val key = Val(first.data(), first.size()), val;
+    int rc = mdb_cursor_get(c.get(), &key, &val, MDB_SET_RANGE);
+    while (rc == 0 && key.mv_size == sizeof(HashKey) &&
+           memcmp(key.mv_data, prefix.data(), 8) == 0) {
+      if (rc = mdb_cursor_del(c.get(), 0); rc != 0)
+        return LmdbError(dir_, absl::StrCat("delete hash run ", id), rc);
+      // After a delete the cursor stands on the entry that followed.
+      rc = mdb_cursor_get(c.get(), &key, &val, MDB_GET_CURRENT);
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) return LmdbError(dir_, "mdb_cursor_get", rc);
+    return absl::OkStatus();
+  }
+
   int DataFd() const {
     int fd = -1;
     mdb_env_get_fd(env(), &fd);
@@ -775,10 +987,22 @@ absl::StatusOr<uint64_t> LookupIndex::CatchUp(const LogFile& log, const std::ato
   if (reason.has_value())
     return absl::FailedPreconditionError(
         absl::StrCat("lookup index ", impl_->dir(), " is stale: ", *reason));
+  ASSIGN_OR_RETURN(std::vector<HashRun> runs, impl_->ReadRuns(txn));
+  if (std::optional<std::string> why = RunsMismatch(runs, cov.indexed_through))
+    return absl::InternalError(impl_->Damaged(*why));
   ASSIGN_OR_RETURN(LogRegion tail, log.Map(cov.end_offset));
   const uint64_t per_txn = std::max<uint64_t>(1, impl_->options().events_per_txn);
+  std::vector<HashEntry> batch;
+  batch.reserve(std::min<uint64_t>(per_txn, tail.data().size() / 128 + 1));
   uint64_t added = 0;
   absl::Status write_status;
+  // Commits the events indexed so far (their locations, their hash run, the coverage).
+  auto commit = [&]() -> absl::Status {
+    RETURN_IF_ERROR(impl_->AddHashRun(txn, batch, &runs));
+    batch.clear();
+    RETURN_IF_ERROR(impl_->WriteCoverage(txn, cov));
+    return txn.Commit();
+  };
   ChainHead from{cov.indexed_through, cov.hash, cov.ts};
   absl::Status scan =
       ScanEvents(tail.data(), from, cov.end_offset, [&](const EventView& ev, uint64_t offset) {
@@ -787,17 +1011,19 @@ absl::StatusOr<uint64_t> LookupIndex::CatchUp(const LogFile& log, const std::ato
           return false;
         }
         EventLocation loc{ev.seq, offset, static_cast<uint32_t>(ev.line.size()), ev.ts};
-        write_status = impl_->PutEvent(txn, loc, ev.hash);
+        write_status = impl_->PutLocation(txn, loc);
         if (!write_status.ok()) return false;
+        HashEntry& entry = batch.emplace_back();
+        entry.seq = ev.seq;
+        FromHex(ev.hash, &entry.digest);  // ParseEventLine checked it is 64 lowercase hex
         cov.indexed_through = ev.seq;
         cov.hash.assign(ev.hash);
         cov.ts = ev.ts;
         cov.line_offset = offset;
         cov.end_offset = loc.end();
         if (++added % per_txn != 0) return true;
-        // A full transaction: commit it with its coverage and continue in a new one.
-        write_status = impl_->WriteCoverage(txn, cov);
-        if (write_status.ok()) write_status = txn.Commit();
+        // A full transaction: commit it and continue in a new one.
+        write_status = commit();
         if (write_status.ok() && cancel != nullptr && cancel->load())
           write_status = absl::CancelledError("lookup index rebuild cancelled");
         if (!write_status.ok()) return false;
@@ -808,8 +1034,7 @@ absl::StatusOr<uint64_t> LookupIndex::CatchUp(const LogFile& log, const std::ato
       });
   RETURN_IF_ERROR(write_status);
   // Events before a malformed line stay indexed.
-  RETURN_IF_ERROR(impl_->WriteCoverage(txn, cov));
-  RETURN_IF_ERROR(txn.Commit());
+  RETURN_IF_ERROR(commit());
   RETURN_IF_ERROR(scan);
   return added;
 }
@@ -840,6 +1065,37 @@ absl::StatusOr<RangeLocation> LookupIndex::LocateRange(int64_t from_ts, int64_t 
   if (to_ts >= from_ts)
     RETURN_IF_ERROR(impl_->CollectFrom(txn, first, to_ts, limit, &range.events));
   return range;
+}
+
+std::optional<std::pair<size_t, size_t>> PlanHashRunMerge(const std::vector<HashRun>& runs) {
+  constexpr uint64_t kLevelBase = 1024;
+  auto level = [](uint64_t size) {
+    int l = 0;
+    for (uint64_t bound = kLevelBase; size >= bound && bound <= UINT64_MAX / kHashRunFanIn;
+         bound *= kHashRunFanIn)
+      ++l;
+    return l;
+  };
+  // For each end, newest first, walk back: the highest level seen and how many runs have it.
+  for (size_t end = runs.size(); end >= kHashRunFanIn; --end) {
+    int top = -1;
+    size_t at_top = 0;
+    for (size_t j = end; j-- > 0;) {
+      int l = level(runs[j].size());
+      if (l > top) {
+        top = l;
+        at_top = 1;
+      } else if (l == top) {
+        ++at_top;
+      }
+      if (l == top && at_top >= kHashRunFanIn) return std::pair{j, end};
+    }
+  }
+  if (runs.size() <= kMaxHashRuns) return std::nullopt;
+  size_t best = 0;
+  for (size_t i = 1; i + 1 < runs.size(); ++i)
+    if (runs[i].size() + runs[i + 1].size() < runs[best].size() + runs[best + 1].size()) best = i;
+  return std::pair{best, best + 2};
 }
 
 }  // namespace snapledger

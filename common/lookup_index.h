@@ -7,21 +7,32 @@
 // LMDB layout: one environment in `index_dir` with three named databases.
 //   "meta"  "format"   -> u32 kLookupIndexFormatVersion
 //           "coverage" -> IndexCoverage (what the index covers, see below)
+//           "runs"     -> the hash runs, oldest first: {u64 id, u64 first_seq, u64 last_seq}...
 //   "seq"   u64 seq, big-endian -> {u64 offset, u32 length, i64 ts}
-//   "hash"  32-byte SHA-256 digest -> u64 seq
+//   "hash"  u64 run id, big-endian, + 32-byte SHA-256 digest -> u64 seq
 // Values are in host byte order: an index never leaves the host that built it.
 // Every write transaction updates "coverage" together with the entries it adds, so at any
 // commit the index holds exactly events 1..indexed_through of one ledger.
 //
+// "hash" is log-structured. Digests are random, so inserting them one by one into a single
+// B-tree puts each on its own leaf page: on a replica that catches up after every block of a
+// few hundred events, every event cost a copied and fsynced 4 KiB page (~3.7 KB written per
+// event, measured). Instead each catch-up transaction sorts its digests and appends them as a
+// new run under a run id greater than every existing one (sequential pages, MDB_APPEND), and
+// runs of similar size are merged into a new run in the same transaction (PlanHashRunMerge):
+// each digest is rewritten a few times over its life (log4 of the index's size over the
+// block's) instead of a page per insert. The runs cover consecutive seq ranges 1..n; a lookup
+// by hash asks each run (at most kMaxHashRuns), newest first.
+//
 // Time ranges are found by a binary search by ts over "seq" (ts is non-decreasing in seq):
 // about log2(n) point reads in one read transaction, no extra key space and no extra writes.
 //
-// Measured (lookup_index_test IndexOfManyEventsAnswersLookupsInMicroseconds with
-// SNAPLEDGER_LOOKUP_BENCH_EVENTS=1000000; 2 cores, Debian 12, RelWithDebInfo, warm cache):
-// 1,000,000 events (233 MiB log) rebuilt in ~3.6 s (~280,000 events/s, ~65 MB/s of log);
-// data.mdb 107 MiB (113 B/event: compacted after the build; without compaction the
-// copy-on-write commits left it at 211 B/event); Locate ~1.5-3 us, SeqOfHash ~3-7 us,
-// LocateRange of 33 events ~6-15 us (each in its own read transaction).
+// Measured (snapledger-bench-lookup --events 1000000 --blocks 300, on a loop-mounted btrfs;
+// 2 cores, Debian 12, RelWithDebInfo): 1,000,000 events (410 MB of log) rebuilt in 1.2-1.3 s,
+// ~3.4x a bare ScanEvents of the log; a catch-up of an 800-event block onto them p50 5-6 ms,
+// writing ~320 bytes per event with the merges (against 47-49 ms and ~5,500 bytes per event
+// with a single "hash" B-tree); SeqOfHash p50 ~5 us, Locate ~1.3 us (each in its own read
+// transaction); data.mdb 133 MB.
 #pragma once
 
 #include <atomic>
@@ -31,6 +42,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -40,7 +52,30 @@
 
 namespace snapledger {
 
-inline constexpr uint32_t kLookupIndexFormatVersion = 1;
+inline constexpr uint32_t kLookupIndexFormatVersion = 2;
+
+// One run of the "hash" database: the digests of events first_seq..last_seq, sorted, under
+// keys prefixed by `id`.
+struct HashRun {
+  uint64_t id = 0;
+  uint64_t first_seq = 0;
+  uint64_t last_seq = 0;
+  uint64_t size() const { return last_seq - first_seq + 1; }
+  friend bool operator==(const HashRun&, const HashRun&) = default;
+};
+
+// Runs merge kHashRunFanIn at a time; the number of runs stays at most kMaxHashRuns.
+inline constexpr size_t kHashRunFanIn = 4;
+inline constexpr size_t kMaxHashRuns = 32;
+
+// The runs [begin, end) of `runs` (oldest first) to merge next, or nullopt when none need it.
+// A run's level is 0 below 1,024 digests, else 1 + floor(log4(size / 1,024)). Merges
+// consecutive runs ending as new as possible, back to the first run at which kHashRunFanIn of
+// them share the highest level among them (smaller runs between are taken along); past
+// kMaxHashRuns runs, the adjacent pair with the fewest digests. Applied until it
+// returns nullopt, each digest is rewritten about log4(index size / run size) times and a
+// lookup asks at most kMaxHashRuns runs. Pure.
+std::optional<std::pair<size_t, size_t>> PlanHashRunMerge(const std::vector<HashRun>& runs);
 
 // A log region mapped read-only (mmap): bytes [base(), base() + data().size()) of events.jsonl,
 // complete lines only. Move-only; unmapped on destruction.

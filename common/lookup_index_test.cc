@@ -316,6 +316,164 @@ TEST(LookupIndex, OtherFormatVersionIsDamaged) {
   EXPECT_NE(opened.status().message().find("format version"), absl::string_view::npos);
 }
 
+// Reads or replaces the "runs" record of the closed index in `dir` (test-only access to LMDB).
+std::vector<HashRun> ReadRunsRecord(const std::string& dir,
+                                    const std::optional<std::vector<HashRun>>& replace = {}) {
+  MDB_env* env = nullptr;
+  EXPECT_EQ(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 3);
+  mdb_env_set_mapsize(env, size_t{1} << 30);
+  EXPECT_EQ(mdb_env_open(env, dir.c_str(), 0, 0644), 0);
+  MDB_txn* txn = nullptr;
+  MDB_dbi meta;
+  EXPECT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+  EXPECT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+  MDB_val key{4, const_cast<char*>("runs")}, val;
+  std::vector<HashRun> runs;
+  if (mdb_get(txn, meta, &key, &val) == 0) {
+    runs.resize(val.mv_size / 24);
+    for (size_t i = 0; i < runs.size(); ++i) {
+      memcpy(&runs[i].id, static_cast<char*>(val.mv_data) + i * 24, 8);
+      memcpy(&runs[i].first_seq, static_cast<char*>(val.mv_data) + i * 24 + 8, 8);
+      memcpy(&runs[i].last_seq, static_cast<char*>(val.mv_data) + i * 24 + 16, 8);
+    }
+  }
+  if (replace.has_value()) {
+    std::string bytes(replace->size() * 24, '\0');
+    for (size_t i = 0; i < replace->size(); ++i) {
+      memcpy(bytes.data() + i * 24, &(*replace)[i].id, 8);
+      memcpy(bytes.data() + i * 24 + 8, &(*replace)[i].first_seq, 8);
+      memcpy(bytes.data() + i * 24 + 16, &(*replace)[i].last_seq, 8);
+    }
+    MDB_val v{bytes.size(), bytes.data()};
+    EXPECT_EQ(mdb_put(txn, meta, &key, &v, 0), 0);
+  }
+  EXPECT_EQ(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+  return runs;
+}
+
+TEST(LookupIndex, ManySmallCatchUpsMergeHashRunsAndFindEveryEvent) {
+  TempDir tmp;
+  Ledger ledger(tmp.Sub("live"));
+  std::string dir = tmp.Sub("index");
+  auto index = LookupIndex::Create(dir);
+  ASSERT_TRUE(index.ok()) << index.status();
+  std::mt19937_64 rng(7);
+  int catch_ups = 0;
+  for (int round = 0; round < 600; ++round) {
+    int n = static_cast<int>(rng() % 40);  // blocks of 0..39 events, like a busy replica's
+    ledger.Append(n, 1000 + round);
+    auto added = (*index)->CatchUp(OpenLog(ledger.dir()));
+    ASSERT_TRUE(added.ok()) << added.status();
+    ASSERT_EQ(*added, static_cast<uint64_t>(n));
+    catch_ups += n > 0;
+  }
+  auto ref = Reference(ledger.dir());
+  ExpectLocatesLikeReference(**index, ref);
+  index->reset();
+  // Open checks the entry counts and that the runs cover 1..n without gaps.
+  auto reopened = LookupIndex::Open(dir);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  reopened->reset();
+  std::vector<HashRun> runs = ReadRunsRecord(dir);
+  EXPECT_GE(runs.size(), 1u);
+  EXPECT_LE(runs.size(), kMaxHashRuns);
+  EXPECT_LT(runs.size(), static_cast<size_t>(catch_ups) / 10) << "runs were not merged";
+  uint64_t next = 1;
+  for (const HashRun& r : runs) {
+    EXPECT_EQ(r.first_seq, next);
+    next = r.last_seq + 1;
+  }
+  EXPECT_EQ(next, ref.size() + 1);
+}
+
+TEST(LookupIndex, HashRunsThatDoNotCoverTheEventsAreDamaged) {
+  TempDir tmp;
+  Ledger ledger(tmp.Sub("live"));
+  ledger.Append(50);
+  auto index = RebuildOrDie(tmp.Sub("index"), ledger.dir());
+  ASSERT_NE(index, nullptr);
+  index.reset();
+  std::vector<HashRun> runs = ReadRunsRecord(tmp.Sub("index"));
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].first_seq, 1u);
+  EXPECT_EQ(runs[0].last_seq, 50u);
+  runs[0].first_seq = 2;  // seq 1's digest would be in no run
+  ReadRunsRecord(tmp.Sub("index"), runs);
+  auto opened = LookupIndex::Open(tmp.Sub("index"));
+  EXPECT_TRUE(absl::IsDataLoss(opened.status())) << opened.status();
+  EXPECT_NE(opened.status().message().find("hash run"), absl::string_view::npos)
+      << opened.status();
+}
+
+std::vector<HashRun> RunsOfSizes(const std::vector<uint64_t>& sizes) {
+  std::vector<HashRun> runs;
+  uint64_t next = 1;
+  for (uint64_t size : sizes) {
+    runs.push_back(HashRun{runs.size() + 1, next, next + size - 1});
+    next += size;
+  }
+  return runs;
+}
+
+using Merge = std::optional<std::pair<size_t, size_t>>;
+
+TEST(PlanHashRunMerge, MergesFanInRunsOfTheSameLevelNewestFirst) {
+  EXPECT_EQ(PlanHashRunMerge({}), Merge());
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({800})), Merge());
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({800, 800, 800})), Merge());
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({800, 800, 800, 800})), Merge(std::pair{0, 4}));
+  // A large old run stays while the small ones behind it merge among themselves.
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({1'000'000, 3'200, 800, 800})), Merge());
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({1'000'000, 3'200, 10, 800, 500, 20})),
+            Merge(std::pair{2, 6}));
+  // Levels 1 and 0 interleaved: four runs of the top level include the smaller ones between.
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({2'000, 10, 2'000, 10, 2'000, 10, 2'000, 10})),
+            Merge(std::pair{0, 8}));
+  // Small runs behind a larger newer one (a replica that caught up a backlog) merge too.
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({1'000'000, 10, 10, 10, 10, 5'000})),
+            Merge(std::pair{1, 5}));
+  // Level boundaries: 1,023 is level 0, 1,024 level 1.
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({1'024, 1'023, 1'023, 1'023})), Merge());
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({1'024, 1'024, 1'024, 1'024})), Merge(std::pair{0, 4}));
+}
+
+TEST(PlanHashRunMerge, PastTheLimitMergesTheSmallestAdjacentPair) {
+  // Three runs per level, older runs larger: no window has kHashRunFanIn runs of its top level.
+  std::vector<uint64_t> sizes;
+  for (int level = 10; level >= 0; --level)
+    for (int i = 0; i < 3; ++i) sizes.push_back(level == 0 ? 10 : uint64_t{1024} << (2 * (level - 1)));
+  ASSERT_EQ(sizes.size(), kMaxHashRuns + 1);
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes(std::vector<uint64_t>(sizes.begin(), sizes.end() - 1))),
+            Merge());
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes(sizes)), Merge(std::pair{30, 32}));
+}
+
+TEST(PlanHashRunMerge, KeepsRunsBoundedAndRewritesEachDigestAFewTimes) {
+  std::mt19937_64 rng(11);
+  for (int shape = 0; shape < 3; ++shape) {
+    std::vector<HashRun> runs;
+    uint64_t events = 0, written = 0;
+    for (int block = 0; block < 20'000; ++block) {
+      uint64_t size = shape == 0 ? 800 : shape == 1 ? 1 + rng() % 3'000 : (block % 2 ? 30 : 2'500);
+      runs.push_back(HashRun{runs.empty() ? 1 : runs.back().id + 1, events + 1, events + size});
+      events += size;
+      written += size;
+      while (Merge m = PlanHashRunMerge(runs)) {
+        ASSERT_LT(m->first + 1, m->second);
+        HashRun merged{runs.back().id + 1, runs[m->first].first_seq, runs[m->second - 1].last_seq};
+        written += merged.size();
+        runs.erase(runs.begin() + m->first, runs.begin() + m->second);
+        runs.insert(runs.begin() + m->first, merged);
+      }
+      ASSERT_LE(runs.size(), kMaxHashRuns);
+    }
+    // ~20M events in blocks of ~1,000: log4(20,000) is ~7 merges per digest.
+    EXPECT_LT(static_cast<double>(written) / events, 12.0) << "shape " << shape;
+  }
+}
+
 TEST(LookupIndex, RebuildSwapsInAFreshIndexAndLeavesNoTemporaryDirectory) {
   TempDir tmp;
   Ledger a(tmp.Sub("a")), b(tmp.Sub("b"));

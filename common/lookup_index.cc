@@ -465,19 +465,29 @@ class LookupIndex::Impl {
   }
 
   // Checks that the data file holds every page LMDB's meta page claims (a truncated file
-  // would fault on access).
+  // would fault on access). A writer extends the file just after its commit (CoverAllPages),
+  // so a short file is given up to 100 ms to grow before it counts as truncated.
   absl::Status CheckDataFileSize() const {
-    MDB_envinfo info;
-    MDB_stat st;
-    mdb_env_info(env(), &info);
-    mdb_env_stat(env(), &st);
-    struct stat file;
-    if (::fstat(DataFd(), &file) != 0) return ErrnoStatus("stat data.mdb", errno);
-    uint64_t needed = (static_cast<uint64_t>(info.me_last_pgno) + 1) * st.ms_psize;
-    if (static_cast<uint64_t>(file.st_size) < needed)
-      return absl::DataLossError(absl::StrCat("data.mdb has ", file.st_size,
-                                              " bytes but its pages reach byte ", needed,
-                                              " (truncated)"));
+    for (int attempt = 0;; ++attempt) {
+      ASSIGN_OR_RETURN(Shortfall s, DataFileShortfall());
+      if (s.file_size >= s.needed) return absl::OkStatus();
+      if (attempt == 20)
+        return absl::DataLossError(absl::StrCat("data.mdb has ", s.file_size,
+                                                " bytes but its pages reach byte ", s.needed,
+                                                " (truncated)"));
+      ::usleep(5'000);
+    }
+  }
+
+  // Extends data.mdb to the last page the latest commit claims. LMDB leaves a page that one
+  // transaction both allocated and freed (as deleting a merged hash run does) unwritten, so
+  // the file can end before the last page number; the file size then no longer tells a
+  // truncated file from a sound one. Call after each commit of a write transaction.
+  absl::Status CoverAllPages() {
+    ASSIGN_OR_RETURN(Shortfall s, DataFileShortfall());
+    if (s.file_size >= s.needed) return absl::OkStatus();
+    if (::ftruncate(DataFd(), static_cast<off_t>(s.needed)) != 0)
+      return ErrnoStatus(absl::StrCat("extend ", dir_, "/data.mdb"), errno);
     return absl::OkStatus();
   }
 
@@ -677,6 +687,21 @@ class LookupIndex::Impl {
   absl::Mutex& write_mu() ABSL_LOCK_RETURNED(write_mu_) { return write_mu_; }
 
  private:
+  struct Shortfall {
+    uint64_t file_size = 0;
+    uint64_t needed = 0;  // bytes through the last page of the latest commit
+  };
+  absl::StatusOr<Shortfall> DataFileShortfall() const {
+    MDB_envinfo info;
+    MDB_stat st;
+    mdb_env_info(env(), &info);
+    mdb_env_stat(env(), &st);
+    struct stat file;
+    if (::fstat(DataFd(), &file) != 0) return ErrnoStatus("stat data.mdb", errno);
+    return Shortfall{static_cast<uint64_t>(file.st_size),
+                     (static_cast<uint64_t>(info.me_last_pgno) + 1) * st.ms_psize};
+  }
+
   static uint64_t NextRunId(const std::vector<HashRun>& runs) {
     uint64_t id = 0;
     for (const HashRun& r : runs) id = std::max(id, r.id);
@@ -1001,7 +1026,8 @@ absl::StatusOr<uint64_t> LookupIndex::CatchUp(const LogFile& log, const std::ato
     RETURN_IF_ERROR(impl_->AddHashRun(txn, batch, &runs));
     batch.clear();
     RETURN_IF_ERROR(impl_->WriteCoverage(txn, cov));
-    return txn.Commit();
+    RETURN_IF_ERROR(txn.Commit());
+    return impl_->CoverAllPages();
   };
   ChainHead from{cov.indexed_through, cov.hash, cov.ts};
   absl::Status scan =

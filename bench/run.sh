@@ -13,7 +13,7 @@
 # mktemp directory and removed on exit, failure or interrupt (images unmounted and loop
 # devices detached first).
 #
-# Usage: bench/run.sh [--quick] [--replication] [--lag] [--netns] [--index]
+# Usage: bench/run.sh [--quick] [--replication] [--lag] [--netns] [--index] [--lookup]
 #   --quick        smaller sizes, fewer runs (about two minutes)
 #   --replication  only part 4
 #   --lag          only steady-state replication lag and wire bytes per block on a test cluster
@@ -23,6 +23,9 @@
 #   --lag and --netns may be combined; each tears its cluster down itself (cluster.sh down).
 #   --index        only the similarity index benchmark, 1,000,000 events, 3 runs (--quick:
 #                  200,000 events, 1 run), in a mktemp directory removed on exit
+#   --lookup       only the lookup index benchmark (snapledger-bench-lookup: rebuild, per-block
+#                  catch-up and lookups on its own loop-mounted btrfs; root), 1,000,000 events
+#                  and 300 blocks (--quick: 200,000 and 100)
 # BUILD_DIR (default "build") holds the built binaries; a relative BUILD_DIR is taken from the
 # repository root.
 set -euo pipefail
@@ -32,6 +35,7 @@ only_replication=0
 lag=0
 netns=0
 index=0
+lookup=0
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
@@ -39,7 +43,8 @@ for arg in "$@"; do
     --lag) lag=1 ;;
     --netns) netns=1 ;;
     --index) index=1 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    --lookup) lookup=1 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -66,6 +71,23 @@ if (( index )); then
     "$index_bin" --dir "$index_work/bench" --events 200000 --queries 300 --runs 1
   else
     "$index_bin" --dir "$index_work/bench" --events 1000000 --queries 1000 --runs 3
+  fi
+  exit $?
+fi
+
+# The lookup index benchmark: makes, uses and removes its own loop-mounted btrfs (LoopBtrfs).
+if (( lookup )); then
+  lookup_bin=$build/bench/snapledger-bench-lookup
+  if [[ ! -x $lookup_bin ]]; then
+    echo "run.sh: $lookup_bin not found; build first: cmake --build $build" >&2
+    exit 1
+  fi
+  echo "kernel $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), quick=$quick"
+  printf '\n===== lookup index: rebuild, per-block catch-up, lookups =====\n'
+  if (( quick )); then
+    "$lookup_bin" --events 200000 --blocks 100 --image-mb 1024
+  else
+    "$lookup_bin" --events 1000000 --blocks 300
   fi
   exit $?
 fi

@@ -373,7 +373,6 @@ std::optional<std::string> RunsMismatch(const std::vector<HashRun>& runs,
   if (next != indexed_through + 1)
     return absl::StrCat("the hash runs cover seq 1..", next - 1, ", coverage says 1..",
                         indexed_through);
-  if (runs.size() > kMaxHashRuns) return absl::StrCat(runs.size(), " hash runs");
   return std::nullopt;
 }
 
@@ -465,31 +464,44 @@ class LookupIndex::Impl {
   }
 
   // Checks that the data file holds every page LMDB's meta page claims (a truncated file
-  // would fault on access). A writer extends the file just after its commit (CoverAllPages),
-  // so a short file is given up to 100 ms to grow before it counts as truncated.
+  // would fault on access). Writers keep this true for a sound index (ReserveForCommit).
   absl::Status CheckDataFileSize() const {
-    for (int attempt = 0;; ++attempt) {
-      ASSIGN_OR_RETURN(Shortfall s, DataFileShortfall());
-      if (s.file_size >= s.needed) return absl::OkStatus();
-      if (attempt == 20)
-        return absl::DataLossError(absl::StrCat("data.mdb has ", s.file_size,
-                                                " bytes but its pages reach byte ", s.needed,
-                                                " (truncated)"));
-      ::usleep(5'000);
-    }
+    ASSIGN_OR_RETURN(FileCover c, DataFileCover());
+    if (c.file_size >= c.needed) return absl::OkStatus();
+    return absl::DataLossError(absl::StrCat("data.mdb has ", c.file_size,
+                                            " bytes but its pages reach byte ", c.needed,
+                                            " (truncated)"));
   }
 
-  // Extends data.mdb to the last page the latest commit claims. LMDB leaves a page that one
-  // transaction both allocated and freed (as deleting a merged hash run does) unwritten, so
-  // the file can end before the last page number; the file size then no longer tells a
-  // truncated file from a sound one. Call after each commit of a write transaction.
-  absl::Status CoverAllPages() {
-    ASSIGN_OR_RETURN(Shortfall s, DataFileShortfall());
-    if (s.file_size >= s.needed) return absl::OkStatus();
-    if (::ftruncate(DataFd(), static_cast<off_t>(s.needed)) != 0)
+  // For a write transaction just begun (LMDB's writer lock held, so the latest commit is the
+  // one it starts from): checks the file covers that commit's pages, then trims what earlier
+  // ReserveForCommit calls left beyond them once that exceeds kTrimSlack. (Truncating on btrfs
+  // waits for the tail's write-back, too slow to do before every catch-up.)
+  absl::Status TrimDataFile() {
+    ASSIGN_OR_RETURN(FileCover c, DataFileCover());
+    if (c.file_size < c.needed) return CheckDataFileSize();  // the DataLoss error
+    if (c.file_size > c.needed + kTrimSlack &&
+        ::ftruncate(DataFd(), static_cast<off_t>(c.needed)) != 0)
+      return ErrnoStatus(absl::StrCat("trim ", dir_, "/data.mdb"), errno);
+    return absl::OkStatus();
+  }
+  static constexpr uint64_t kTrimSlack = 64 << 20;
+
+  // Before committing a write transaction that may have freed pages it allocated (LMDB never
+  // writes those): extends data.mdb, as a hole, past every page the transaction can have
+  // allocated: pages holding `bytes` of entries beyond the last committed page, and 256 more
+  // for the meta, main and free-list pages it touched. Only ever grows the file; grows it
+  // kExtendStep further than needed, so most commits find it long enough (a change of size
+  // makes LMDB's fdatasync write the inode too).
+  absl::Status ReserveForCommit(uint64_t bytes) {
+    ASSIGN_OR_RETURN(FileCover c, DataFileCover());
+    uint64_t want = c.needed + (bytes / c.page_size + 256) * c.page_size;
+    if (c.file_size < want &&
+        ::ftruncate(DataFd(), static_cast<off_t>(want + kExtendStep)) != 0)
       return ErrnoStatus(absl::StrCat("extend ", dir_, "/data.mdb"), errno);
     return absl::OkStatus();
   }
+  static constexpr uint64_t kExtendStep = 16 << 20;
 
   absl::Status CheckFormat(const Txn& txn) const {
     MDB_val key = Val(kFormatKey), val;
@@ -558,9 +570,10 @@ class LookupIndex::Impl {
   }
 
   // Appends `batch` (the digests of the events after runs->back(), in seq order) as a new run,
-  // then merges runs as PlanHashRunMerge says, and records the runs. Reorders `batch`.
+  // then merges runs as PlanHashRunMerge says, and records the runs. Reorders `batch`; adds the
+  // number of digests the merges rewrote to `*merged`.
   absl::Status AddHashRun(const Txn& txn, std::vector<HashEntry>& batch,
-                          std::vector<HashRun>* runs) {
+                          std::vector<HashRun>* runs, uint64_t* merged) {
     if (batch.empty()) return absl::OkStatus();
     std::sort(batch.begin(), batch.end(),
               [](const HashEntry& a, const HashEntry& b) { return a.digest < b.digest; });
@@ -576,8 +589,10 @@ class LookupIndex::Impl {
       run.last_seq = std::max(run.last_seq, e.seq);
     }
     runs->push_back(run);
-    while (std::optional<std::pair<size_t, size_t>> merge = PlanHashRunMerge(*runs))
+    while (std::optional<std::pair<size_t, size_t>> merge = PlanHashRunMerge(*runs)) {
       RETURN_IF_ERROR(MergeHashRuns(txn, merge->first, merge->second, runs));
+      *merged += (*runs)[merge->first].size();
+    }
     return WriteRuns(txn, *runs);
   }
 
@@ -687,19 +702,20 @@ class LookupIndex::Impl {
   absl::Mutex& write_mu() ABSL_LOCK_RETURNED(write_mu_) { return write_mu_; }
 
  private:
-  struct Shortfall {
+  struct FileCover {
     uint64_t file_size = 0;
     uint64_t needed = 0;  // bytes through the last page of the latest commit
+    uint64_t page_size = 0;
   };
-  absl::StatusOr<Shortfall> DataFileShortfall() const {
+  absl::StatusOr<FileCover> DataFileCover() const {
     MDB_envinfo info;
     MDB_stat st;
     mdb_env_info(env(), &info);
     mdb_env_stat(env(), &st);
     struct stat file;
     if (::fstat(DataFd(), &file) != 0) return ErrnoStatus("stat data.mdb", errno);
-    return Shortfall{static_cast<uint64_t>(file.st_size),
-                     (static_cast<uint64_t>(info.me_last_pgno) + 1) * st.ms_psize};
+    return FileCover{static_cast<uint64_t>(file.st_size),
+                     (static_cast<uint64_t>(info.me_last_pgno) + 1) * st.ms_psize, st.ms_psize};
   }
 
   static uint64_t NextRunId(const std::vector<HashRun>& runs) {
@@ -1006,7 +1022,13 @@ absl::StatusOr<IndexFreshness> LookupIndex::CompareWith(const LogFile& log) cons
 
 absl::StatusOr<uint64_t> LookupIndex::CatchUp(const LogFile& log, const std::atomic<bool>* cancel) {
   absl::MutexLock lock(&impl_->write_mu());
-  ASSIGN_OR_RETURN(Txn txn, Txn::Begin(impl_->env(), impl_->dir(), /*write=*/true));
+  // A write transaction, with data.mdb trimmed to its last committed page.
+  auto begin = [&]() -> absl::StatusOr<Txn> {
+    ASSIGN_OR_RETURN(Txn txn, Txn::Begin(impl_->env(), impl_->dir(), /*write=*/true));
+    RETURN_IF_ERROR(impl_->TrimDataFile());
+    return txn;
+  };
+  ASSIGN_OR_RETURN(Txn txn, begin());
   ASSIGN_OR_RETURN(IndexCoverage cov, impl_->ReadCoverage(txn));
   ASSIGN_OR_RETURN(std::optional<std::string> reason, StaleReason(cov, log));
   if (reason.has_value())
@@ -1023,11 +1045,16 @@ absl::StatusOr<uint64_t> LookupIndex::CatchUp(const LogFile& log, const std::ato
   absl::Status write_status;
   // Commits the events indexed so far (their locations, their hash run, the coverage).
   auto commit = [&]() -> absl::Status {
-    RETURN_IF_ERROR(impl_->AddHashRun(txn, batch, &runs));
+    const uint64_t events = batch.size();
+    uint64_t merged = 0;
+    RETURN_IF_ERROR(impl_->AddHashRun(txn, batch, &runs, &merged));
     batch.clear();
     RETURN_IF_ERROR(impl_->WriteCoverage(txn, cov));
-    RETURN_IF_ERROR(txn.Commit());
-    return impl_->CoverAllPages();
+    // Every page this transaction can have allocated: its appends ("seq" ~36 bytes and "hash"
+    // ~58 bytes an event, less than 128 with branch pages), the merged runs (~58 bytes a
+    // digest) and the copies their deletion made (as many again).
+    RETURN_IF_ERROR(impl_->ReserveForCommit(events * 128 + merged * 160));
+    return txn.Commit();
   };
   ChainHead from{cov.indexed_through, cov.hash, cov.ts};
   absl::Status scan =
@@ -1053,7 +1080,7 @@ absl::StatusOr<uint64_t> LookupIndex::CatchUp(const LogFile& log, const std::ato
         if (write_status.ok() && cancel != nullptr && cancel->load())
           write_status = absl::CancelledError("lookup index rebuild cancelled");
         if (!write_status.ok()) return false;
-        auto next = Txn::Begin(impl_->env(), impl_->dir(), /*write=*/true);
+        auto next = begin();
         if (!next.ok()) write_status = next.status();
         if (next.ok()) txn = *std::move(next);
         return next.ok();
@@ -1094,19 +1121,18 @@ absl::StatusOr<RangeLocation> LookupIndex::LocateRange(int64_t from_ts, int64_t 
 }
 
 std::optional<std::pair<size_t, size_t>> PlanHashRunMerge(const std::vector<HashRun>& runs) {
-  constexpr uint64_t kLevelBase = 1024;
   auto level = [](uint64_t size) {
     int l = 0;
-    for (uint64_t bound = kLevelBase; size >= bound && bound <= UINT64_MAX / kHashRunFanIn;
-         bound *= kHashRunFanIn)
-      ++l;
+    for (uint64_t bound = kHashRunFanIn; size >= bound; bound *= kHashRunFanIn) ++l;
     return l;
   };
-  // For each end, newest first, walk back: the highest level seen and how many runs have it.
+  auto sealed = [&](size_t i) { return runs[i].size() >= kSealedHashRunSize; };
+  // For each end, newest first, walk back to the nearest sealed run: the highest level seen
+  // and how many runs have it.
   for (size_t end = runs.size(); end >= kHashRunFanIn; --end) {
     int top = -1;
     size_t at_top = 0;
-    for (size_t j = end; j-- > 0;) {
+    for (size_t j = end; j-- > 0 && !sealed(j);) {
       int l = level(runs[j].size());
       if (l > top) {
         top = l;
@@ -1117,11 +1143,17 @@ std::optional<std::pair<size_t, size_t>> PlanHashRunMerge(const std::vector<Hash
       if (l == top && at_top >= kHashRunFanIn) return std::pair{j, end};
     }
   }
-  if (runs.size() <= kMaxHashRuns) return std::nullopt;
-  size_t best = 0;
-  for (size_t i = 1; i + 1 < runs.size(); ++i)
-    if (runs[i].size() + runs[i + 1].size() < runs[best].size() + runs[best + 1].size()) best = i;
-  return std::pair{best, best + 2};
+  size_t open = 0;
+  for (size_t i = 0; i < runs.size(); ++i) open += !sealed(i);
+  if (open <= kMaxOpenHashRuns) return std::nullopt;
+  std::optional<size_t> best;
+  for (size_t i = 0; i + 1 < runs.size(); ++i) {
+    if (sealed(i) || sealed(i + 1)) continue;
+    if (!best || runs[i].size() + runs[i + 1].size() < runs[*best].size() + runs[*best + 1].size())
+      best = i;
+  }
+  if (!best) return std::nullopt;
+  return std::pair{*best, *best + 2};
 }
 
 }  // namespace snapledger

@@ -16,13 +16,22 @@
 //
 // "hash" is log-structured. Digests are random, so inserting them one by one into a single
 // B-tree puts each on its own leaf page: on a replica that catches up after every block of a
-// few hundred events, every event cost a copied and fsynced 4 KiB page (~3.7 KB written per
+// few hundred events, every event cost a copied and fsynced 4 KiB page (~5.5 KB written per
 // event, measured). Instead each catch-up transaction sorts its digests and appends them as a
 // new run under a run id greater than every existing one (sequential pages, MDB_APPEND), and
 // runs of similar size are merged into a new run in the same transaction (PlanHashRunMerge):
-// each digest is rewritten a few times over its life (log4 of the index's size over the
-// block's) instead of a page per insert. The runs cover consecutive seq ranges 1..n; a lookup
-// by hash asks each run (at most kMaxHashRuns), newest first.
+// each digest is rewritten about log4(run size it ends in) times, at most ~10. Runs of
+// kSealedHashRunSize digests or more are sealed (never merged again), so no transaction
+// rewrites more than ~2M digests (~120 MB of pages, well inside LMDB's dirty-page limit). The
+// runs cover consecutive seq ranges 1..n; a lookup by hash asks each run, newest first: the
+// sealed ones (one per 0.5-2M events indexed), at most one unsealed run left before each of
+// them, and at most kMaxOpenHashRuns others.
+//
+// Deleting merged runs frees pages in the transaction that wrote them, which LMDB never writes,
+// so a commit's last page can lie beyond the end of data.mdb. Before such a commit the writer
+// extends the file (a hole) to cover every page the transaction can have allocated, and trims
+// it back to the last committed page when its next write transaction begins: readers always
+// find the file covering the meta's last page, and a shorter file is truncated.
 //
 // Time ranges are found by a binary search by ts over "seq" (ts is non-decreasing in seq):
 // about log2(n) point reads in one read transaction, no extra key space and no extra writes.
@@ -64,17 +73,20 @@ struct HashRun {
   friend bool operator==(const HashRun&, const HashRun&) = default;
 };
 
-// Runs merge kHashRunFanIn at a time; the number of runs stays at most kMaxHashRuns.
+// Runs merge kHashRunFanIn at a time. A run of kSealedHashRunSize digests or more is sealed:
+// never merged again.
 inline constexpr size_t kHashRunFanIn = 4;
-inline constexpr size_t kMaxHashRuns = 32;
+inline constexpr uint64_t kSealedHashRunSize = uint64_t{1} << 19;
+inline constexpr size_t kMaxOpenHashRuns = 32;
 
 // The runs [begin, end) of `runs` (oldest first) to merge next, or nullopt when none need it.
-// A run's level is 0 below 1,024 digests, else 1 + floor(log4(size / 1,024)). Merges
-// consecutive runs ending as new as possible, back to the first run at which kHashRunFanIn of
-// them share the highest level among them (smaller runs between are taken along); past
-// kMaxHashRuns runs, the adjacent pair with the fewest digests. Applied until it
-// returns nullopt, each digest is rewritten about log4(index size / run size) times and a
-// lookup asks at most kMaxHashRuns runs. Pure.
+// A run's level is floor(log4(size)). Merges consecutive unsealed runs ending as new as
+// possible, back to the first run at which kHashRunFanIn of them share the highest level among
+// them (smaller runs between are taken along); never across a sealed run. Past
+// kMaxOpenHashRuns unsealed runs, the adjacent unsealed pair with the fewest digests (an
+// unsealed run whose neighbours are sealed has none and stays). Applied
+// until it returns nullopt after each new run, each digest is rewritten about
+// log4(size of the run it ends in) times, whatever the sizes of the new runs. Pure.
 std::optional<std::pair<size_t, size_t>> PlanHashRunMerge(const std::vector<HashRun>& runs);
 
 // A log region mapped read-only (mmap): bytes [base(), base() + data().size()) of events.jsonl,
@@ -215,8 +227,8 @@ class LookupIndex {
  public:
   // Opens an existing index. NotFound if `index_dir` or its data.mdb does not exist. DataLoss
   // if LMDB cannot open it, the data file is shorter than its last page, the meta records are
-  // missing or malformed, the format version differs, or the entry counts disagree with the
-  // coverage. Never writes.
+  // missing or malformed, the format version differs, the entry counts disagree with the
+  // coverage, or the hash runs do not cover seq 1..indexed_through in order. Never writes.
   static absl::StatusOr<LookupIndexPtr> Open(const std::string& index_dir,
                                              const LookupIndexOptions& options = {});
   // Creates an empty index in `index_dir`, which must not exist or be empty (AlreadyExists

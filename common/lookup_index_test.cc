@@ -357,7 +357,9 @@ TEST(LookupIndex, ManySmallCatchUpsMergeHashRunsAndFindEveryEvent) {
   TempDir tmp;
   Ledger ledger(tmp.Sub("live"));
   std::string dir = tmp.Sub("index");
-  auto index = LookupIndex::Create(dir);
+  LookupIndexOptions small_txns;
+  small_txns.events_per_txn = 13;  // runs and merges also across the commits inside a CatchUp
+  auto index = LookupIndex::Create(dir, small_txns);
   ASSERT_TRUE(index.ok()) << index.status();
   std::mt19937_64 rng(7);
   int catch_ups = 0;
@@ -381,7 +383,7 @@ TEST(LookupIndex, ManySmallCatchUpsMergeHashRunsAndFindEveryEvent) {
   reopened->reset();
   std::vector<HashRun> runs = ReadRunsRecord(dir);
   EXPECT_GE(runs.size(), 1u);
-  EXPECT_LE(runs.size(), kMaxHashRuns);
+  EXPECT_LE(runs.size(), kMaxOpenHashRuns);  // none is sealed at this size
   EXPECT_LT(runs.size(), static_cast<size_t>(catch_ups) / 10) << "runs were not merged";
   uint64_t next = 1;
   for (const HashRun& r : runs) {
@@ -427,53 +429,83 @@ TEST(PlanHashRunMerge, MergesFanInRunsOfTheSameLevelNewestFirst) {
   EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({800})), Merge());
   EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({800, 800, 800})), Merge());
   EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({800, 800, 800, 800})), Merge(std::pair{0, 4}));
-  // A large old run stays while the small ones behind it merge among themselves.
-  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({1'000'000, 3'200, 800, 800})), Merge());
-  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({1'000'000, 3'200, 10, 800, 500, 20})),
+  // Single-event catch-ups merge as soon as four of them are there.
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({4, 1, 1, 1})), Merge());
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({4, 1, 1, 1, 1})), Merge(std::pair{1, 5}));
+  // A larger old run stays while the small ones behind it merge among themselves.
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({100'000, 3'200, 800, 800})), Merge());
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({100'000, 3'200, 600, 800, 500, 700})),
             Merge(std::pair{2, 6}));
-  // Levels 1 and 0 interleaved: four runs of the top level include the smaller ones between.
+  // Levels 5 and 1 interleaved: four runs of the top level take the smaller ones between.
   EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({2'000, 10, 2'000, 10, 2'000, 10, 2'000, 10})),
             Merge(std::pair{0, 8}));
   // Small runs behind a larger newer one (a replica that caught up a backlog) merge too.
-  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({1'000'000, 10, 10, 10, 10, 5'000})),
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({100'000, 10, 10, 10, 10, 5'000})),
             Merge(std::pair{1, 5}));
-  // Level boundaries: 1,023 is level 0, 1,024 level 1.
+  // Level boundaries: 1,023 is level 4, 1,024 level 5.
   EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({1'024, 1'023, 1'023, 1'023})), Merge());
   EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({1'024, 1'024, 1'024, 1'024})), Merge(std::pair{0, 4}));
 }
 
-TEST(PlanHashRunMerge, PastTheLimitMergesTheSmallestAdjacentPair) {
-  // Three runs per level, older runs larger: no window has kHashRunFanIn runs of its top level.
-  std::vector<uint64_t> sizes;
-  for (int level = 10; level >= 0; --level)
-    for (int i = 0; i < 3; ++i) sizes.push_back(level == 0 ? 10 : uint64_t{1024} << (2 * (level - 1)));
-  ASSERT_EQ(sizes.size(), kMaxHashRuns + 1);
-  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes(std::vector<uint64_t>(sizes.begin(), sizes.end() - 1))),
-            Merge());
-  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes(sizes)), Merge(std::pair{30, 32}));
+TEST(PlanHashRunMerge, NeverMergesASealedRunNorAcrossOne) {
+  const uint64_t sealed = kSealedHashRunSize;
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({sealed, sealed, sealed, sealed})), Merge());
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({sealed - 1, sealed - 1, sealed - 1, sealed - 1})),
+            Merge(std::pair{0, 4}));
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({sealed, 100, 100, 100, 100})), Merge(std::pair{1, 5}));
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes({100, 100, 100, sealed, 100})), Merge());
 }
 
-TEST(PlanHashRunMerge, KeepsRunsBoundedAndRewritesEachDigestAFewTimes) {
+TEST(PlanHashRunMerge, PastTheLimitMergesTheSmallestAdjacentPair) {
+  // Levels 0..9 three times, then 0, 1, 2: newer runs larger, so no window has kHashRunFanIn
+  // runs of its top level.
+  std::vector<uint64_t> sizes;
+  for (int round = 0; round < 4; ++round)
+    for (int level = 0; level < (round < 3 ? 10 : 3); ++level) sizes.push_back(uint64_t{1} << (2 * level));
+  ASSERT_EQ(sizes.size(), kMaxOpenHashRuns + 1);
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes(std::vector<uint64_t>(sizes.begin(), sizes.end() - 1))),
+            Merge());
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes(sizes)), Merge(std::pair{0, 2}));
+  // Unsealed runs with only sealed neighbours cannot merge: nothing to do.
+  std::vector<uint64_t> isolated;
+  for (size_t i = 0; i <= kMaxOpenHashRuns; ++i) {
+    isolated.push_back(kSealedHashRunSize);
+    isolated.push_back(7);
+  }
+  EXPECT_EQ(PlanHashRunMerge(RunsOfSizes(isolated)), Merge());
+}
+
+TEST(PlanHashRunMerge, RewritesEachDigestAFewTimesAndBoundsEachMerge) {
   std::mt19937_64 rng(11);
-  for (int shape = 0; shape < 3; ++shape) {
+  for (int shape = 0; shape < 6; ++shape) {
     std::vector<HashRun> runs;
-    uint64_t events = 0, written = 0;
+    uint64_t events = 0, written = 0, largest_merge = 0;
     for (int block = 0; block < 20'000; ++block) {
-      uint64_t size = shape == 0 ? 800 : shape == 1 ? 1 + rng() % 3'000 : (block % 2 ? 30 : 2'500);
+      uint64_t size = shape == 0   ? 800
+                      : shape == 1 ? 1 + rng() % 3'000
+                      : shape == 2 ? (block % 2 ? 30 : 2'500)
+                      : shape == 3 ? 1
+                      : shape == 4 ? 5
+                                   : 20;
       runs.push_back(HashRun{runs.empty() ? 1 : runs.back().id + 1, events + 1, events + size});
       events += size;
       written += size;
       while (Merge m = PlanHashRunMerge(runs)) {
-        ASSERT_LT(m->first + 1, m->second);
+        ASSERT_GE(m->second - m->first, 2u);
         HashRun merged{runs.back().id + 1, runs[m->first].first_seq, runs[m->second - 1].last_seq};
         written += merged.size();
+        largest_merge = std::max(largest_merge, merged.size());
         runs.erase(runs.begin() + m->first, runs.begin() + m->second);
         runs.insert(runs.begin() + m->first, merged);
       }
-      ASSERT_LE(runs.size(), kMaxHashRuns);
+      size_t open = 0, sealed = 0;
+      for (const HashRun& r : runs) (r.size() >= kSealedHashRunSize ? sealed : open)++;
+      ASSERT_LE(open, kMaxOpenHashRuns + sealed) << "shape " << shape;
     }
-    // ~20M events in blocks of ~1,000: log4(20,000) is ~7 merges per digest.
+    // Each digest is rewritten about log4 of the size of the run it ends in (at most ~10).
     EXPECT_LT(static_cast<double>(written) / events, 12.0) << "shape " << shape;
+    // No transaction rewrites much more than kHashRunFanIn sealed runs' worth.
+    EXPECT_LT(largest_merge, 5 * kSealedHashRunSize) << "shape " << shape;
   }
 }
 

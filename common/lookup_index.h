@@ -37,11 +37,11 @@
 // about log2(n) point reads in one read transaction, no extra key space and no extra writes.
 //
 // Measured (snapledger-bench-lookup --events 1000000 --blocks 300, on a loop-mounted btrfs;
-// 2 cores, Debian 12, RelWithDebInfo): 1,000,000 events (410 MB of log) rebuilt in 1.2-1.3 s,
-// ~3.4x a bare ScanEvents of the log; a catch-up of an 800-event block onto them p50 5-6 ms,
-// writing ~320 bytes per event with the merges (against 47-49 ms and ~5,500 bytes per event
-// with a single "hash" B-tree); SeqOfHash p50 ~5 us, Locate ~1.3 us (each in its own read
-// transaction); data.mdb 133 MB.
+// 2 cores, Debian 12, RelWithDebInfo): 1,000,000 events (410 MB of log) rebuilt in 1.3 s,
+// ~4x a bare ScanEvents of the log; a catch-up of an 800-event block onto them p50 5-7 ms,
+// writing ~320 bytes per event with the merges (against 47-62 ms and ~5,500 bytes per event
+// with a single "hash" B-tree, same runs); SeqOfHash p50 ~6 us, Locate ~1.4 us (each in its
+// own read transaction); data.mdb 133 MB allocated.
 #pragma once
 
 #include <atomic>

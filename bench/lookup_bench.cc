@@ -111,8 +111,8 @@ absl::StatusOr<double> ScanSeconds(const LogFile& log, uint64_t from, const Chai
 }
 
 std::string Stats(std::vector<double> v, const char* unit) {
-  double p50 = Percentile(v, 50), p99 = Percentile(v, 99);
-  return absl::StrFormat("p50 %.3f %s, p99 %.3f %s", p50, unit, p99, unit);
+  double p50 = Percentile(v, 50), p99 = Percentile(v, 99), max = Percentile(v, 100);
+  return absl::StrFormat("p50 %.3f %s, p99 %.3f %s, max %.3f %s", p50, unit, p99, unit, max, unit);
 }
 
 absl::Status Run(const Options& opt, const SignalStop& stop) {

@@ -467,10 +467,7 @@ class LookupIndex::Impl {
   // would fault on access). Writers keep this true for a sound index (ReserveForCommit).
   absl::Status CheckDataFileSize() const {
     ASSIGN_OR_RETURN(FileCover c, DataFileCover());
-    if (c.file_size >= c.needed) return absl::OkStatus();
-    return absl::DataLossError(absl::StrCat("data.mdb has ", c.file_size,
-                                            " bytes but its pages reach byte ", c.needed,
-                                            " (truncated)"));
+    return CheckCovers(c);
   }
 
   // For a write transaction just begun (LMDB's writer lock held, so the latest commit is the
@@ -479,7 +476,7 @@ class LookupIndex::Impl {
   // waits for the tail's write-back, too slow to do before every catch-up.)
   absl::Status TrimDataFile() {
     ASSIGN_OR_RETURN(FileCover c, DataFileCover());
-    if (c.file_size < c.needed) return CheckDataFileSize();  // the DataLoss error
+    RETURN_IF_ERROR(CheckCovers(c));
     if (c.file_size > c.needed + kTrimSlack &&
         ::ftruncate(DataFd(), static_cast<off_t>(c.needed)) != 0)
       return ErrnoStatus(absl::StrCat("trim ", dir_, "/data.mdb"), errno);
@@ -596,7 +593,6 @@ class LookupIndex::Impl {
     return WriteRuns(txn, *runs);
   }
 
-
   absl::Status WriteCoverage(const Txn& txn, const IndexCoverage& cov) {
     auto bytes = EncodeCoverage(cov);
     MDB_val key = Val(kCoverageKey), val = Val(bytes.data(), bytes.size());
@@ -669,10 +665,8 @@ class LookupIndex::Impl {
   // Appends to `out` up to `limit` events from `first` on with ts <= to_ts.
   absl::Status CollectFrom(const Txn& txn, uint64_t first, int64_t to_ts, size_t limit,
                            std::vector<EventLocation>* out) const {
-    MDB_cursor* c = nullptr;
-    if (int rc = mdb_cursor_open(txn.get(), seq_, &c); rc != 0)
-      return LmdbError(dir_, "mdb_cursor_open", rc);
-    Cursor cursor(c);
+    ASSIGN_OR_RETURN(Cursor cursor, OpenCursor(txn, seq_));
+    MDB_cursor* c = cursor.get();
     SeqKey k = EncodeSeqKey(first);
     MDB_val key = Val(k.data(), k.size()), val;
     int rc = mdb_cursor_get(c, &key, &val, MDB_SET_KEY);
@@ -717,6 +711,13 @@ class LookupIndex::Impl {
     return FileCover{static_cast<uint64_t>(file.st_size),
                      (static_cast<uint64_t>(info.me_last_pgno) + 1) * st.ms_psize, st.ms_psize};
   }
+  // DataLoss unless the file reaches the last page `c` names.
+  static absl::Status CheckCovers(const FileCover& c) {
+    if (c.file_size >= c.needed) return absl::OkStatus();
+    return absl::DataLossError(absl::StrCat("data.mdb has ", c.file_size,
+                                            " bytes but its pages reach byte ", c.needed,
+                                            " (truncated)"));
+  }
 
   static uint64_t NextRunId(const std::vector<HashRun>& runs) {
     uint64_t id = 0;
@@ -749,6 +750,7 @@ class LookupIndex::Impl {
       struct Source {
         Cursor cursor;
         uint64_t id;
+        SeqKey prefix;  // `id` as its keys begin
         MDB_val key, val;
         bool live;
       };
@@ -759,12 +761,12 @@ class LookupIndex::Impl {
         int rc = mdb_cursor_get(s.cursor.get(), &s.key, &s.val, op);
         if (rc != 0 && rc != MDB_NOTFOUND) return LmdbError(dir_, "mdb_cursor_get", rc);
         s.live = rc == 0 && s.key.mv_size == sizeof(HashKey) &&
-                 memcmp(s.key.mv_data, EncodeSeqKey(s.id).data(), 8) == 0;
+                 memcmp(s.key.mv_data, s.prefix.data(), 8) == 0;
         return absl::OkStatus();
       };
       for (size_t i = begin; i < end; ++i) {
         ASSIGN_OR_RETURN(Cursor c, OpenCursor(txn, hash_));
-        sources.push_back(Source{std::move(c), (*runs)[i].id, {}, {}, false});
+        sources.push_back(Source{std::move(c), (*runs)[i].id, EncodeSeqKey((*runs)[i].id), {}, {}, false});
         HashKey first = EncodeHashKey((*runs)[i].id, Digest{});
         sources.back().key = Val(first.data(), first.size());
         RETURN_IF_ERROR(step(sources.back(), MDB_SET_RANGE));

@@ -240,6 +240,7 @@ struct Options {
   int batch_ms = 10;
   int every_events = 2000;
   int interval_ms = 200;
+  int on_demand_spacing_ms = 100;
   int poll_ms = 5;
   int appenders = 4;
   int replicas = 2;
@@ -310,6 +311,7 @@ absl::Status LagBench::StartCluster() {
     if (host.name != "primary") return;
     config["blocks"]["every_events"] = o_.every_events;
     config["blocks"]["interval_ms"] = o_.interval_ms;
+    config["blocks"]["on_demand_spacing_ms"] = o_.on_demand_spacing_ms;
     for (YAML::Node replica : config["replicas"]) replica["compression"] = o_.compression;
   };
   ASSIGN_OR_RETURN(cluster_, TestCluster::Create(options));
@@ -594,10 +596,10 @@ void LagBench::PrintSummary(const std::vector<RunResult>& runs) {
     return Median(v);
   };
   double p99 = med([](const RunResult& r) { return r.p99; });
-  fmt::print("\nmedians of {} run(s) of {:.0f} s at {} ev/s target, blocks every {} events / {} ms, "
-             "compression {}, poll {} ms\n",
-             runs.size(), o_.seconds, o_.rate, o_.every_events, o_.interval_ms, o_.compression,
-             o_.poll_ms);
+  fmt::print("\nmedians of {} run(s) of {:.0f} s at {} ev/s target, blocks every {} events / {} ms "
+             "(on demand after {} ms), compression {}, poll {} ms\n",
+             runs.size(), o_.seconds, o_.rate, o_.every_events, o_.interval_ms,
+             o_.on_demand_spacing_ms, o_.compression, o_.poll_ms);
   fmt::print("  achieved append rate       {:>10.0f} ev/s  ({:.3f}x the target rate)\n",
              med([](const RunResult& r) { return r.rate; }),
              med([](const RunResult& r) { return r.rate; }) / o_.rate);
@@ -623,9 +625,10 @@ void LagBench::PrintSummary(const std::vector<RunResult>& runs) {
 absl::Status LagBench::Run() {
   fmt::print(
       "snapledger-lag-bench  {} replicas  {} ev/s for {:.0f} s x {} run(s) (warm-up {:.0f} s)  "
-      "batch every {} ms  blocks every {} events / {} ms  compression {}  poll {} ms\n",
+      "batch every {} ms  blocks every {} events / {} ms (on demand after {} ms)  compression {}  "
+      "poll {} ms\n",
       o_.replicas, o_.rate, o_.seconds, o_.runs, o_.warmup_seconds, o_.batch_ms, o_.every_events,
-      o_.interval_ms, o_.compression, o_.poll_ms);
+      o_.interval_ms, o_.on_demand_spacing_ms, o_.compression, o_.poll_ms);
   fmt::print("load average at the start: {}\n", LoadAverage());
   std::fflush(stdout);
   RETURN_IF_ERROR(StartCluster());
@@ -672,6 +675,8 @@ int main(int argc, char** argv) {
   AddOption(app, "--batch-ms", o.batch_ms, "one AppendStream batch every this many ms", 1, 1000);
   AddOption(app, "--every-events", o.every_events, "primary blocks.every_events", 0, 10'000'000);
   AddOption(app, "--interval-ms", o.interval_ms, "primary blocks.interval_ms", 0, 600'000);
+  AddOption(app, "--on-demand-spacing-ms", o.on_demand_spacing_ms,
+            "primary blocks.on_demand_spacing_ms (0: no blocks on demand)", 0, 600'000);
   AddOption(app, "--poll-ms", o.poll_ms, "ClusterStatus poll period", 1, 1000);
   AddOption(app, "--appenders", o.appenders,
             "threads taking the due batches (each its own channel and AppendStream)", 1, 16);

@@ -86,11 +86,13 @@ bool BlockSeqLess(const BlockInfo& a, const BlockInfo& b) {
   return std::tie(a.seq, a.hash12) < std::tie(b.seq, b.hash12);
 }
 
-bool BlockPolicy::ShouldCut(uint64_t events_since_last_block,
-                            absl::Duration since_last_block) const {
+bool BlockPolicy::ShouldCut(uint64_t events_since_last_block, absl::Duration since_last_block,
+                            bool replica_waiting) const {
   if (events_since_last_block == 0) return false;
   if (max_events > 0 && events_since_last_block >= max_events) return true;
-  return max_age > absl::ZeroDuration() && since_last_block >= max_age;
+  if (max_age > absl::ZeroDuration() && since_last_block >= max_age) return true;
+  return replica_waiting && on_demand_spacing > absl::ZeroDuration() &&
+         since_last_block >= on_demand_spacing;
 }
 
 std::vector<std::string> PlanRetention(const std::vector<BlockInfo>& blocks, size_t keep_newest,

@@ -91,15 +91,21 @@ absl::StatusOr<std::optional<BlockInfo>> BlockMaker::Cut(const std::set<std::str
 }
 
 absl::StatusOr<std::optional<BlockInfo>> BlockMaker::CutIfDue(const BlockPolicy& policy,
-                                                              const std::set<std::string>& holds) {
+                                                              const std::set<std::string>& holds,
+                                                              bool replica_waiting) {
   absl::MutexLock lock(&mu_);
   const uint64_t newest_seq = newest_.has_value() ? newest_->seq : 0;
   const uint64_t head_seq = log_.Head().head.seq;
   const uint64_t waiting = head_seq > newest_seq ? head_seq - newest_seq : 0;
   const absl::Duration elapsed =
       absl::Nanoseconds(options_.clock->MonotonicNanos() - last_cut_nanos_);
-  if (!policy.ShouldCut(waiting, elapsed)) return std::nullopt;
+  if (!policy.ShouldCut(waiting, elapsed, replica_waiting)) return std::nullopt;
   return CutLocked(holds);
+}
+
+absl::Duration BlockMaker::SinceLastCut() {
+  absl::MutexLock lock(&mu_);
+  return absl::Nanoseconds(options_.clock->MonotonicNanos() - last_cut_nanos_);
 }
 
 absl::StatusOr<std::optional<BlockInfo>> BlockMaker::CutLocked(const std::set<std::string>& holds) {

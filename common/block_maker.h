@@ -61,11 +61,16 @@ class BlockMaker {
   // and the error is returned; the next Cut retries retention.
   absl::StatusOr<std::optional<BlockInfo>> Cut(const std::set<std::string>& holds = {});
 
-  // Cut() when `policy` says a block is due: by the events since the newest block and the
-  // time (options.clock, monotonic) since the last block this object cut, or since it was
-  // created. Otherwise nullopt, doing nothing.
+  // Cut() when `policy` says a block is due: by the events since the newest block, the time
+  // (options.clock, monotonic) since the last block this object cut, or since it was created
+  // (SinceLastCut), and whether a replica is waiting for a block (BlockPolicy::ShouldCut).
+  // Otherwise nullopt, doing nothing.
   absl::StatusOr<std::optional<BlockInfo>> CutIfDue(const BlockPolicy& policy,
-                                                    const std::set<std::string>& holds = {});
+                                                    const std::set<std::string>& holds = {},
+                                                    bool replica_waiting = false);
+
+  // Time since the last block this object cut, or since it was created.
+  absl::Duration SinceLastCut();
 
   // Deletes blocks per PlanRetention(keep_newest, holds); returns the deleted names.
   absl::StatusOr<std::vector<std::string>> Prune(const std::set<std::string>& holds = {});

@@ -244,5 +244,23 @@ TEST_F(BlockMakerTest, CutIfDueCutsAfterTheIntervalButNeverEmpty) {
   EXPECT_EQ((*due)->seq, 2u);
 }
 
+TEST_F(BlockMakerTest, CutIfDueCutsForAWaitingReplicaOnceTheSpacingPassed) {
+  BlockPolicy policy{1000, absl::Seconds(10), absl::Milliseconds(50)};
+  AppendEvents(1);
+  clock_.Advance(49'000);
+  EXPECT_EQ(maker_->SinceLastCut(), absl::Milliseconds(49));
+  auto early = maker_->CutIfDue(policy, {}, /*replica_waiting=*/true);
+  ASSERT_TRUE(early.ok());
+  EXPECT_FALSE(early->has_value());
+  clock_.Advance(1'000);
+  auto nobody_waiting = maker_->CutIfDue(policy);
+  ASSERT_TRUE(nobody_waiting.ok());
+  EXPECT_FALSE(nobody_waiting->has_value());
+  auto due = maker_->CutIfDue(policy, {}, /*replica_waiting=*/true);
+  ASSERT_TRUE(due.ok() && due->has_value()) << due.status();
+  EXPECT_EQ((*due)->seq, 1u);
+  EXPECT_EQ(maker_->SinceLastCut(), absl::ZeroDuration());
+}
+
 }  // namespace
 }  // namespace snapledger

@@ -124,6 +124,20 @@ TEST(BlockPolicy, ZeroLimitsAreDisabled) {
   EXPECT_TRUE(time_only.ShouldCut(1, absl::Seconds(1)));
 }
 
+TEST(BlockPolicy, AWaitingReplicaGetsABlockOnceTheSpacingPassed) {
+  BlockPolicy p{10'000, absl::Seconds(1), absl::Milliseconds(100)};
+  EXPECT_FALSE(p.ShouldCut(5, absl::Milliseconds(99), /*replica_waiting=*/true));
+  EXPECT_TRUE(p.ShouldCut(5, absl::Milliseconds(100), /*replica_waiting=*/true));
+  EXPECT_FALSE(p.ShouldCut(5, absl::Milliseconds(100), /*replica_waiting=*/false));
+  EXPECT_FALSE(p.ShouldCut(0, absl::Hours(1), /*replica_waiting=*/true));  // never empty
+}
+
+TEST(BlockPolicy, ZeroSpacingTurnsCuttingOnDemandOff) {
+  BlockPolicy p{10'000, absl::Seconds(1), absl::ZeroDuration()};
+  EXPECT_FALSE(p.ShouldCut(5, absl::Milliseconds(999), /*replica_waiting=*/true));
+  EXPECT_TRUE(p.ShouldCut(5, absl::Seconds(1), /*replica_waiting=*/true));
+}
+
 TEST(PlanRetention, KeepsTheNewestK) {
   std::vector<BlockInfo> blocks = {Block(1), Block(2), Block(3), Block(4), Block(5)};
   EXPECT_THAT(PlanRetention(blocks, 2, {}),

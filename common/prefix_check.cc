@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -95,20 +96,38 @@ std::vector<std::pair<uint64_t, uint64_t>> SharedRanges(const std::vector<Extent
   return shared;
 }
 
-absl::Status CompareRange(int a, int b, uint64_t lo, uint64_t hi, PrefixComparison* result) {
-  std::vector<char> x(1 << 20), y(1 << 20);
+// Read buffers for CompareRange: allocated once per comparison, as large as the bytes to compare
+// need (at most 1 MiB each), and never zero-filled (every byte used was just read).
+class CompareBuffers {
+ public:
+  explicit CompareBuffers(uint64_t bytes_to_compare)
+      : size_(static_cast<size_t>(std::clamp<uint64_t>(bytes_to_compare, 1, 1 << 20))),
+        x_(new char[size_]),
+        y_(new char[size_]) {}
+  size_t size() const { return size_; }
+  char* x() { return x_.get(); }
+  char* y() { return y_.get(); }
+
+ private:
+  size_t size_;
+  std::unique_ptr<char[]> x_, y_;
+};
+
+absl::Status CompareRange(int a, int b, uint64_t lo, uint64_t hi, CompareBuffers& buffers,
+                          PrefixComparison* result) {
+  char* x = buffers.x();
+  char* y = buffers.y();
   while (lo < hi) {
-    size_t n = static_cast<size_t>(std::min<uint64_t>(x.size(), hi - lo));
-    ssize_t ra = ::pread(a, x.data(), n, static_cast<off_t>(lo));
-    ssize_t rb = ::pread(b, y.data(), n, static_cast<off_t>(lo));
+    size_t n = static_cast<size_t>(std::min<uint64_t>(buffers.size(), hi - lo));
+    ssize_t ra = ::pread(a, x, n, static_cast<off_t>(lo));
+    ssize_t rb = ::pread(b, y, n, static_cast<off_t>(lo));
     if (ra < 0 || rb < 0) return ErrnoStatus("pread while comparing prefixes", errno);
     size_t m = static_cast<size_t>(std::min(ra, rb));
-    for (size_t i = 0; i < m; ++i) {
-      if (x[i] != y[i]) {
-        result->equal = false;
-        result->first_difference = lo + i;
-        return absl::OkStatus();
-      }
+    if (memcmp(x, y, m) != 0) {
+      size_t i = static_cast<size_t>(std::mismatch(x, x + m, y).first - x);
+      result->equal = false;
+      result->first_difference = lo + i;
+      return absl::OkStatus();
     }
     if (m < n) {  // one file ended early
       result->equal = false;
@@ -133,17 +152,26 @@ absl::StatusOr<PrefixComparison> ComparePrefix(const std::string& reference,
   std::vector<std::pair<uint64_t, uint64_t>> shared;
   if (BtrfsFsid(a.get(), &fsid_a) && BtrfsFsid(b.get(), &fsid_b) && fsid_a == fsid_b)
     shared = SharedRanges(Extents(a.get(), length), Extents(b.get(), length), length);
+  // The bytes no shared extent covers are read from both files and compared.
+  uint64_t unshared = 0, at = 0;
+  for (const auto& [lo, hi] : shared) {
+    if (hi <= at) continue;
+    if (lo > at) unshared += lo - at;
+    at = hi;
+  }
+  if (at < length) unshared += length - at;
+  CompareBuffers buffers(unshared);
   uint64_t pos = 0;
   for (const auto& [lo, hi] : shared) {
     if (hi <= pos) continue;
     if (lo > pos) {
-      RETURN_IF_ERROR(CompareRange(a.get(), b.get(), pos, lo, &result));
+      RETURN_IF_ERROR(CompareRange(a.get(), b.get(), pos, lo, buffers, &result));
       if (!result.equal) return result;
     }
     result.bytes_shared += hi - std::max(lo, pos);
     pos = hi;
   }
-  if (pos < length) RETURN_IF_ERROR(CompareRange(a.get(), b.get(), pos, length, &result));
+  if (pos < length) RETURN_IF_ERROR(CompareRange(a.get(), b.get(), pos, length, buffers, &result));
   return result;
 }
 

@@ -37,6 +37,16 @@ TEST_F(PrefixCheckTest, ChangedByteIsFoundAtItsOffset) {
   EXPECT_EQ(r->first_difference, 123456u);
 }
 
+TEST_F(PrefixCheckTest, ADifferencePastTheFirstMebibyteIsFoundAtItsOffset) {
+  std::string old_text(3'000'000, 'a');
+  std::string changed = old_text;
+  changed[2'500'001] = 'b';
+  auto r = ComparePrefix(Write("a", old_text), Write("b", changed), old_text.size());
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->equal);
+  EXPECT_EQ(r->first_difference, 2'500'001u);
+}
+
 TEST_F(PrefixCheckTest, ShorterCandidateDiffersAtItsEnd) {
   auto r = ComparePrefix(Write("a", "abcdef"), Write("b", "abc"), 6);
   ASSERT_TRUE(r.ok());

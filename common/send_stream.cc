@@ -326,6 +326,7 @@ absl::Status SendStreamForwarder::Forward(std::string_view start) {
 absl::Status SendStreamForwarder::ForwardObserved(uint32_t version) {
   constexpr size_t kReadChunk = 1 << 20;
   constexpr size_t kCapacity = 4 * kReadChunk + kSendCommandHeaderSize + kMaxObservedCommandPayload;
+  constexpr size_t kCompactAt = 256 << 10;
   std::unique_ptr<char[]> buf(new char[kCapacity]);  // [pos, end) is read, not yet forwarded
   size_t pos = 0, end = 0;
   for (uint64_t index = 2;;) {
@@ -364,9 +365,13 @@ absl::Status SendStreamForwarder::ForwardObserved(uint32_t version) {
       if (!more) return absl::OkStatus();
       return AfterEndError(index - 1);
     }
-    // Read more behind the incomplete command; move it to the front only when the room
-    // behind it could not hold a whole command.
-    if (kCapacity - end < kSendCommandHeaderSize + kMaxObservedCommandPayload) {
+    // Read more behind the incomplete command. Move it to the front when the room behind it
+    // could not hold a whole command, and also once kCompactAt bytes before it are done
+    // with: reads then land in the same few hundred KiB of memory, not in fresh pages all
+    // through the buffer (each first touch is a page fault, costly on some hypervisors). The
+    // move copies one incomplete command (usually under 64 KiB) per kCompactAt forwarded.
+    if (kCapacity - end < kSendCommandHeaderSize + kMaxObservedCommandPayload ||
+        pos >= kCompactAt) {
       std::memmove(buf.get(), buf.get() + pos, end - pos);
       end -= pos;
       pos = 0;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <string>
+#include <thread>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -290,6 +291,54 @@ TEST(SendStreamForwarder, SplicesFromAnFdAndOnlyTheStartIsRenamed) {
   auto renamed = RenameSendStreamSubvolume(DeltaStream(), ".incoming-x");
   const size_t start = ParseSendStreamStart(DeltaStream())->size;
   EXPECT_EQ(f.out, *renamed + DeltaStream().substr(start));
+}
+
+// Hands out at most `chunk` bytes per Read, like a pipe from sshd.
+class TrickleSource : public ByteSource {
+ public:
+  TrickleSource(std::string data, size_t chunk) : inner_(std::move(data)), chunk_(chunk) {}
+  absl::StatusOr<size_t> Read(char* buf, size_t size) override {
+    return inner_.Read(buf, std::min(size, chunk_));
+  }
+
+ private:
+  StringSource inner_;
+  size_t chunk_;
+};
+
+TEST(SendStreamForwarder, AnObservedStreamOfManyMegabytesInSmallReadsArrivesWhole) {
+  // FullStream's commands without its END, then ~9 MB of writes of varied sizes, then END:
+  // commands straddle reads everywhere, and the buffer is reused many times over.
+  std::vector<std::string_view> commands = Commands(FullStream());
+  std::string stream = FullStream().substr(0, FullStream().size() - commands.back().size());
+  size_t writes = 0;
+  for (size_t i = 0; stream.size() < (9u << 20); ++i, ++writes) {
+    std::string data((i * 7919) % 60000 + 1, static_cast<char>('a' + i % 26));
+    stream += Command(kSendCommandWrite,
+                      Attribute(kSendAttributePath, "f") + Attribute(kSendAttributeData, data));
+  }
+  stream += commands.back();
+  TrickleSource source(stream, 7001);
+  auto start = ReadSendStreamStart(source);
+  ASSERT_TRUE(start.ok()) << start.status();
+  auto pipe = MakePipe();
+  ASSERT_TRUE(pipe.ok());
+  std::string out;
+  std::thread reader([&] {
+    char buf[65536];
+    for (ssize_t n; (n = ::read(pipe->read.get(), buf, sizeof buf)) > 0;) out.append(buf, n);
+  });
+  RecordingObserver observer;
+  {
+    SendStreamForwarder forwarder(source, pipe->write.get(), &observer);
+    absl::Status st = forwarder.Forward(*start);
+    EXPECT_TRUE(st.ok()) << st;
+  }
+  pipe->write.Reset();
+  reader.join();
+  EXPECT_TRUE(out == stream) << "forwarded " << out.size() << " of " << stream.size() << " bytes";
+  EXPECT_EQ(observer.seen.size(), commands.size() - 1 + writes);
+  EXPECT_EQ(observer.seen.back().first, kSendCommandEnd);
 }
 
 TEST(SendStreamForwarder, ShowsEveryCommandToItsObserverAndPassesThemOnUnchanged) {

@@ -12,6 +12,7 @@ namespace {
 absl::Status ReadBlocks(YamlSection section, BlockPolicy* policy) {
   RETURN_IF_ERROR(section.Get("every_events", &policy->max_events));
   RETURN_IF_ERROR(section.GetMillis("interval_ms", &policy->max_age));
+  RETURN_IF_ERROR(section.GetMillis("on_demand_spacing_ms", &policy->on_demand_spacing));
   return section.CheckNoUnknownKeys();
 }
 

@@ -26,7 +26,7 @@ ledger_root: /srv/ledger
 epoch: 3
 grpc_listen: 10.0.0.1:7400
 metrics_listen: 10.0.0.1:9400
-blocks: {every_events: 500, interval_ms: 250}
+blocks: {every_events: 500, interval_ms: 250, on_demand_spacing_ms: 40}
 retention: {keep_newest: 4, max_blocks_behind: 32}
 ssh: {identity_file: /k, known_hosts_file: /kh, ciphers: aes128-gcm@openssh.com}
 shipping: {watchdog_seconds: 7, verdict_timeout_seconds: 45, backoff_initial_ms: 50, backoff_max_ms: 900}
@@ -39,6 +39,7 @@ replicas:
   EXPECT_EQ(config->epoch, 3u);
   EXPECT_EQ(config->blocks.max_events, 500u);
   EXPECT_EQ(config->blocks.max_age, absl::Milliseconds(250));
+  EXPECT_EQ(config->blocks.on_demand_spacing, absl::Milliseconds(40));
   EXPECT_EQ(config->retention.keep_newest, 4u);
   EXPECT_EQ(config->retention.max_blocks_behind, 32u);
   EXPECT_EQ(config->ssh.known_hosts_file, "/kh");

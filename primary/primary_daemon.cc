@@ -98,6 +98,13 @@ class PrimaryDaemon::Impl {
   // Waits up to `timeout`, or until a new block is cut when `seen_generation` is given.
   // False once the daemon is stopping.
   bool Wait(uint64_t* seen_generation, absl::Duration timeout);
+  // A shipper's replica holds the newest block: wakes the block loop, which then cuts as soon
+  // as the policy's on-demand spacing allows (BlockPolicy). The request stands until a block
+  // is cut.
+  void WantBlock();
+  // The block loop's wait: up to `timeout`, or until a block is wanted that was not when the
+  // loop last looked. False once the daemon is stopping.
+  bool WaitInBlockLoop(absl::Duration timeout);
 
   const PrimaryConfig config_;
   Btrfs& btrfs_;
@@ -132,6 +139,8 @@ class PrimaryDaemon::Impl {
   absl::Mutex mu_;
   std::vector<BlockInfo> blocks_ ABSL_GUARDED_BY(mu_);
   uint64_t block_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  bool block_wanted_ ABSL_GUARDED_BY(mu_) = false;       // see WantBlock
+  bool block_wanted_seen_ ABSL_GUARDED_BY(mu_) = false;  // by the block loop, when it looked
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::once_flag stop_once_;
 };
@@ -247,6 +256,20 @@ bool PrimaryDaemon::Impl::Wait(uint64_t* seen_generation, absl::Duration timeout
   return !stopping_;
 }
 
+void PrimaryDaemon::Impl::WantBlock() {
+  absl::MutexLock lock(&mu_);
+  block_wanted_ = true;
+}
+
+bool PrimaryDaemon::Impl::WaitInBlockLoop(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto woken = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return stopping_ || (block_wanted_ && !block_wanted_seen_);
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&woken), timeout);
+  return !stopping_;
+}
+
 absl::Status PrimaryDaemon::Impl::RefreshBlocks() {
   ASSIGN_OR_RETURN(std::vector<BlockInfo> blocks, maker_->ListBlocks());
   metrics_->blocks().Set(static_cast<double>(blocks.size()));
@@ -277,10 +300,23 @@ void PrimaryDaemon::Impl::BlockLoop() {
                             ? absl::Milliseconds(50)
                             : std::clamp(config_.blocks.max_age / 4, absl::Milliseconds(5),
                                          absl::Milliseconds(100));
+  const absl::Duration spacing = config_.blocks.on_demand_spacing;
+  absl::Duration wait = tick;
   do {
     CutAndRetain();
     PublishLag();
-  } while (Wait(nullptr, tick));
+    wait = tick;
+    bool wanted;
+    {
+      absl::MutexLock lock(&mu_);
+      wanted = block_wanted_;
+    }
+    // A waiting replica's block is due once the spacing has passed: wake then, not a tick later.
+    if (wanted && spacing > absl::ZeroDuration()) {
+      absl::Duration left = spacing - maker_->SinceLastCut();
+      if (left > absl::ZeroDuration()) wait = std::min(wait, left);
+    }
+  } while (WaitInBlockLoop(wait));
 }
 
 void PrimaryDaemon::Impl::CutAndRetain() {
@@ -299,8 +335,15 @@ void PrimaryDaemon::Impl::CutAndRetain() {
                  "re-bootstrapped with a full send",
                  id, config_.retention.max_blocks_behind);
   }
+  bool replica_waiting;
+  {
+    absl::MutexLock lock(&mu_);
+    replica_waiting = block_wanted_;
+    block_wanted_seen_ = block_wanted_;
+  }
   int64_t start = clock_->MonotonicNanos();
-  absl::StatusOr<std::optional<BlockInfo>> cut = maker_->CutIfDue(config_.blocks, plan.plan.holds);
+  absl::StatusOr<std::optional<BlockInfo>> cut =
+      maker_->CutIfDue(config_.blocks, plan.plan.holds, replica_waiting);
   if (!cut.ok()) {
     spdlog::error("cutting a block failed: {}", cut.status());
   } else if (*cut) {
@@ -320,6 +363,7 @@ void PrimaryDaemon::Impl::CutAndRetain() {
     {
       absl::MutexLock lock(&mu_);
       ++block_generation_;
+      block_wanted_ = block_wanted_seen_ = false;
     }
     if (index_follower_) index_follower_->Notify();  // the vector index follows every block
   }
@@ -396,7 +440,8 @@ void PrimaryDaemon::Impl::ShipperLoop(ReplicaLink& link) {
     }
     failures = 0;
     if (!r->has_value()) {
-      shipper.KeepAlive();  // in sync: keep the session warm for the next block
+      WantBlock();          // in sync: events appended since the newest block may be cut now
+      shipper.KeepAlive();  // and keep the session warm for the next block
       if (!Wait(&seen_blocks, kIdlePoll)) return;
       continue;
     }

@@ -168,6 +168,25 @@ TEST_F(PrimaryDaemonTest, AppendsCutBlocksAndAnUnreachableReplicaShowsAsFailing)
   EXPECT_EQ(status.replicas(0).lag_events(), 25u);
 }
 
+TEST_F(PrimaryDaemonTest, AReplicaWithNothingToReceiveGetsABlockOnDemand) {
+  // Neither size nor age would cut a block during this test: only a waiting replica can. With
+  // no block yet, r1's shipper has nothing to send, so it is waiting from the start.
+  PrimaryConfig config = Config();
+  config.blocks.max_events = 1'000'000;
+  config.blocks.max_age = absl::Hours(1);
+  config.blocks.on_demand_spacing = absl::Milliseconds(10);
+  auto primary = PrimaryDaemon::Start(config, btrfs_, transport_);
+  ASSERT_TRUE(primary.ok()) << primary.status();
+  Connect((*primary)->grpc_port());
+  AppendN(5);
+  v1::ClusterStatusResponse status;
+  ASSERT_TRUE(Eventually([&] {
+    status = Status();
+    return !status.newest_block().empty();
+  })) << status.DebugString();
+  EXPECT_EQ(ParseBlockName(status.newest_block())->seq, 5u);
+}
+
 TEST_F(PrimaryDaemonTest, StopAbortsATransferInFlightWithoutWaitingForTheWatchdog) {
   SilentTransport silent;
   PrimaryConfig config = Config();

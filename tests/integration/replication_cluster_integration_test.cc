@@ -272,6 +272,7 @@ TEST_F(ReplicationClusterTest, LinkCutMidStreamLeavesNothingHalfDoneAndConverges
     // Blocks of tens of thousands of events: cut every 5 s while the 80,000 arrive.
     config["blocks"]["every_events"] = 200'000;
     config["blocks"]["interval_ms"] = 5'000;
+    config["blocks"]["on_demand_spacing_ms"] = 0;  // not small blocks because r1 is idle
     // The cut may land after the primary wrote its last byte (buffers between the two sides
     // hold megabytes): then the verdict timeout, not the stall watchdog, notices it.
     config["shipping"]["verdict_timeout_seconds"] = 10;

@@ -31,6 +31,7 @@ namespace {
 
 // How often an idle shipper re-plans without being woken (a report may have changed its view).
 constexpr absl::Duration kIdlePoll = absl::Milliseconds(200);
+constexpr absl::Duration kFreshBlockWait = absl::Milliseconds(500);
 
 class MetricsAppendObserver final : public AppendObserver {
  public:
@@ -102,6 +103,11 @@ class PrimaryDaemon::Impl {
   // as the policy's on-demand spacing allows (BlockPolicy). The request stands until a block
   // is cut.
   void WantBlock();
+  // After a transfer: unless a block was cut within the on-demand spacing or nothing waits,
+  // asks for a block (WantBlock) and waits for it (up to kFreshBlockWait), so the replica's
+  // next transfer carries what was appended until now rather than stopping at a block that
+  // may be blocks.interval_ms old. False once the daemon is stopping.
+  bool AwaitFreshBlock();
   // The block loop's wait: up to `timeout`, or until a block is wanted that was not when the
   // loop last looked. False once the daemon is stopping.
   bool WaitInBlockLoop(absl::Duration timeout);
@@ -445,11 +451,24 @@ void PrimaryDaemon::Impl::ShipperLoop(ReplicaLink& link) {
       if (!Wait(&seen_blocks, kIdlePoll)) return;
       continue;
     }
-    {
-      absl::MutexLock lock(&mu_);
-      if (stopping_) return;
-    }
+    if (!AwaitFreshBlock()) return;
   }
+}
+
+bool PrimaryDaemon::Impl::AwaitFreshBlock() {
+  const absl::Duration spacing = config_.blocks.on_demand_spacing;
+  uint64_t generation;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return false;
+    if (spacing <= absl::ZeroDuration()) return true;
+    const uint64_t newest_seq = blocks_.empty() ? 0 : blocks_.back().seq;
+    if (log_->Head().head.seq <= newest_seq) return true;  // nothing waiting
+    generation = block_generation_;
+  }
+  if (maker_->SinceLastCut() < spacing) return true;  // the newest block is fresh enough
+  WantBlock();
+  return Wait(&generation, kFreshBlockWait);
 }
 
 void PrimaryDaemon::Impl::RecordShipped(ReplicaLink& link, const ShipResult& result) {

@@ -240,7 +240,7 @@ struct Options {
   int batch_ms = 10;
   int every_events = 2000;
   int interval_ms = 200;
-  int on_demand_spacing_ms = 100;
+  int on_demand_spacing_ms = 0;  // the daemon's default: off
   int poll_ms = 5;
   int appenders = 4;
   int replicas = 2;

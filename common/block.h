@@ -62,15 +62,15 @@ bool BlockSeqLess(const BlockInfo& a, const BlockInfo& b);
 // or once `max_age` has passed since the last block and at least one event is waiting. Never
 // an empty block. A zero limit is disabled.
 //
-// On demand: when a replica is waiting for a block (its shipper is idle, or has just finished
-// a transfer, while events wait), a block is cut as soon as `on_demand_spacing` has passed
-// since the last one, so those events do not sit out the rest of `max_age` while the link is
-// free. The spacing bounds how many blocks replicas can ask for (at most one per spacing);
-// zero turns cutting on demand off.
+// On demand (off unless `on_demand_spacing` is set): when a replica is waiting for a block (its
+// shipper is idle, or has just finished a transfer, while events wait), a block is cut as soon
+// as `on_demand_spacing` has passed since the last one, so those events do not sit out the
+// rest of `max_age` while the link is free. The spacing bounds how many blocks replicas can
+// ask for: at most one per spacing, which retention limits counted in blocks must allow for.
 struct BlockPolicy {
   uint64_t max_events = 10'000;
   absl::Duration max_age = absl::Seconds(1);
-  absl::Duration on_demand_spacing = absl::Milliseconds(100);
+  absl::Duration on_demand_spacing = absl::ZeroDuration();
 
   bool ShouldCut(uint64_t events_since_last_block, absl::Duration since_last_block,
                  bool replica_waiting = false) const;

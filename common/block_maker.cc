@@ -104,7 +104,6 @@ absl::StatusOr<std::optional<BlockInfo>> BlockMaker::CutIfDue(const BlockPolicy&
 }
 
 absl::Duration BlockMaker::SinceLastCut() {
-  absl::MutexLock lock(&mu_);
   return absl::Nanoseconds(options_.clock->MonotonicNanos() - last_cut_nanos_);
 }
 

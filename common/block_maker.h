@@ -11,6 +11,7 @@
 // root; it assumes nothing else creates or deletes blocks under <root>/blocks.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -69,7 +70,8 @@ class BlockMaker {
                                                     const std::set<std::string>& holds = {},
                                                     bool replica_waiting = false);
 
-  // Time since the last block this object cut, or since it was created.
+  // Time since the last block this object cut, or since it was created. Does not wait for a
+  // cut in progress.
   absl::Duration SinceLastCut();
 
   // Deletes blocks per PlanRetention(keep_newest, holds); returns the deleted names.
@@ -99,7 +101,8 @@ class BlockMaker {
 
   absl::Mutex mu_;
   std::optional<BlockInfo> newest_ ABSL_GUARDED_BY(mu_);
-  int64_t last_cut_nanos_ ABSL_GUARDED_BY(mu_);
+  // Written under mu_; read without it by SinceLastCut, which must not wait for a cut.
+  std::atomic<int64_t> last_cut_nanos_;
 };
 
 

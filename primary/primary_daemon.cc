@@ -99,9 +99,9 @@ class PrimaryDaemon::Impl {
   // Waits up to `timeout`, or until a new block is cut when `seen_generation` is given.
   // False once the daemon is stopping.
   bool Wait(uint64_t* seen_generation, absl::Duration timeout);
-  // A shipper's replica holds the newest block: wakes the block loop, which then cuts as soon
-  // as the policy's on-demand spacing allows (BlockPolicy). The request stands until a block
-  // is cut.
+  // A shipper's replica is free for a block: wakes the block loop, which then cuts as soon as
+  // the policy's on-demand spacing allows (BlockPolicy). The request stands until a block is
+  // cut. Shippers call it at most once per transfer or idle poll, so the loop cannot spin.
   void WantBlock();
   // After a transfer: unless a block was cut within the on-demand spacing or nothing waits,
   // asks for a block (WantBlock) and waits for it (up to kFreshBlockWait), so the replica's
@@ -265,6 +265,7 @@ bool PrimaryDaemon::Impl::Wait(uint64_t* seen_generation, absl::Duration timeout
 void PrimaryDaemon::Impl::WantBlock() {
   absl::MutexLock lock(&mu_);
   block_wanted_ = true;
+  block_wanted_seen_ = false;  // wakes the loop even when a request was already pending
 }
 
 bool PrimaryDaemon::Impl::WaitInBlockLoop(absl::Duration timeout) {

@@ -287,6 +287,7 @@ class LagBench {
 
  private:
   absl::Status StartCluster();
+  std::string OnDemandText() const;  // the block policy's on-demand part, for the report
   absl::StatusOr<std::vector<Batch>> AppendFor(double seconds, bool record);
   absl::Status Drain(uint64_t seq);
   absl::StatusOr<Snapshot> Take();
@@ -597,9 +598,9 @@ void LagBench::PrintSummary(const std::vector<RunResult>& runs) {
   };
   double p99 = med([](const RunResult& r) { return r.p99; });
   fmt::print("\nmedians of {} run(s) of {:.0f} s at {} ev/s target, blocks every {} events / {} ms "
-             "(on demand after {} ms), compression {}, poll {} ms\n",
-             runs.size(), o_.seconds, o_.rate, o_.every_events, o_.interval_ms,
-             o_.on_demand_spacing_ms, o_.compression, o_.poll_ms);
+             "({}), compression {}, poll {} ms\n",
+             runs.size(), o_.seconds, o_.rate, o_.every_events, o_.interval_ms, OnDemandText(),
+             o_.compression, o_.poll_ms);
   fmt::print("  achieved append rate       {:>10.0f} ev/s  ({:.3f}x the target rate)\n",
              med([](const RunResult& r) { return r.rate; }),
              med([](const RunResult& r) { return r.rate; }) / o_.rate);
@@ -622,13 +623,18 @@ void LagBench::PrintSummary(const std::vector<RunResult>& runs) {
   fmt::print("load average at the end: {}\n", LoadAverage());
 }
 
+std::string LagBench::OnDemandText() const {
+  return o_.on_demand_spacing_ms > 0
+             ? absl::StrCat("on demand after ", o_.on_demand_spacing_ms, " ms")
+             : std::string("none on demand");
+}
+
 absl::Status LagBench::Run() {
   fmt::print(
       "snapledger-lag-bench  {} replicas  {} ev/s for {:.0f} s x {} run(s) (warm-up {:.0f} s)  "
-      "batch every {} ms  blocks every {} events / {} ms (on demand after {} ms)  compression {}  "
-      "poll {} ms\n",
+      "batch every {} ms  blocks every {} events / {} ms ({})  compression {}  poll {} ms\n",
       o_.replicas, o_.rate, o_.seconds, o_.runs, o_.warmup_seconds, o_.batch_ms, o_.every_events,
-      o_.interval_ms, o_.on_demand_spacing_ms, o_.compression, o_.poll_ms);
+      o_.interval_ms, OnDemandText(), o_.compression, o_.poll_ms);
   fmt::print("load average at the start: {}\n", LoadAverage());
   std::fflush(stdout);
   RETURN_IF_ERROR(StartCluster());

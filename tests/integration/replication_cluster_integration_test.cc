@@ -505,5 +505,24 @@ TEST_F(ReplicationClusterTest, MetricsAreServedAndLagMovesWithTheReplica) {
                       absl::Seconds(10)));
 }
 
+// Blocks on demand (blocks.on_demand_spacing_ms): neither size nor age ever makes a block
+// here, so only a replica asking for one (idle, or its transfer just ended) can, both while
+// appends go on and after they stop.
+TEST_F(ReplicationClusterTest, BlocksOnDemandKeepAReplicaInSyncWithoutSizeOrAgeCuts) {
+  StartCluster(1, [](const ClusterHost& host, YAML::Node& config) {
+    if (host.name != "primary") return;
+    config["blocks"]["every_events"] = 0;
+    config["blocks"]["interval_ms"] = 3'600'000;
+    config["blocks"]["on_demand_spacing_ms"] = 100;
+  });
+  for (int batch = 0; batch < 5; ++batch)
+    ASSERT_TRUE(primary_->Append(2'000, absl::StrCat("d", batch)).ok());
+  ExpectInSync({"r1"}, absl::Seconds(60));
+  const double cut = PrimaryMetric("snapledger_blocks_cut_total", {});
+  ASSERT_TRUE(primary_->Append(500, "more").ok());
+  ExpectInSync({"r1"}, absl::Seconds(60));
+  EXPECT_GT(PrimaryMetric("snapledger_blocks_cut_total", {}), cut);
+}
+
 }  // namespace
 }  // namespace snapledger::testing

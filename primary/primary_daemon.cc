@@ -100,7 +100,7 @@ class PrimaryDaemon::Impl {
   // False once the daemon is stopping.
   bool Wait(uint64_t* seen_generation, absl::Duration timeout);
   // A shipper's replica is free for a block: wakes the block loop, which then cuts as soon as
-  // the policy's on-demand spacing allows (BlockPolicy). The request stands until a block is
+  // the policy's on-demand spacing allows (BlockPolicy); nothing when that is off. The request stands until a block is
   // cut. Shippers call it at most once per transfer or idle poll, so the loop cannot spin.
   void WantBlock();
   // After a transfer: unless a block was cut within the on-demand spacing or nothing waits,
@@ -263,6 +263,8 @@ bool PrimaryDaemon::Impl::Wait(uint64_t* seen_generation, absl::Duration timeout
 }
 
 void PrimaryDaemon::Impl::WantBlock() {
+  // Off: the policy would ignore the request, and waking the loop would only repeat its work.
+  if (config_.blocks.on_demand_spacing <= absl::ZeroDuration()) return;
   absl::MutexLock lock(&mu_);
   block_wanted_ = true;
   block_wanted_seen_ = false;  // wakes the loop even when a request was already pending
@@ -458,13 +460,14 @@ void PrimaryDaemon::Impl::ShipperLoop(ReplicaLink& link) {
 
 bool PrimaryDaemon::Impl::AwaitFreshBlock() {
   const absl::Duration spacing = config_.blocks.on_demand_spacing;
+  const uint64_t head_seq = log_->Head().head.seq;
   uint64_t generation;
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return false;
     if (spacing <= absl::ZeroDuration()) return true;
     const uint64_t newest_seq = blocks_.empty() ? 0 : blocks_.back().seq;
-    if (log_->Head().head.seq <= newest_seq) return true;  // nothing waiting
+    if (head_seq <= newest_seq) return true;  // nothing waiting
     generation = block_generation_;
   }
   if (maker_->SinceLastCut() < spacing) return true;  // the newest block is fresh enough

@@ -96,6 +96,20 @@ std::vector<std::pair<uint64_t, uint64_t>> SharedRanges(const std::vector<Extent
   return shared;
 }
 
+// The parts of [0, length) that no range of `shared` (ordered by start) covers, in order.
+std::vector<std::pair<uint64_t, uint64_t>> UnsharedRanges(
+    const std::vector<std::pair<uint64_t, uint64_t>>& shared, uint64_t length) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  uint64_t pos = 0;
+  for (const auto& [lo, hi] : shared) {
+    if (hi <= pos) continue;
+    if (lo > pos) out.emplace_back(pos, lo);
+    pos = hi;
+  }
+  if (pos < length) out.emplace_back(pos, length);
+  return out;
+}
+
 // Read buffers for CompareRange: allocated once per comparison, as large as the bytes to compare
 // need (at most 1 MiB each), and never zero-filled (every byte used was just read).
 class CompareBuffers {
@@ -152,26 +166,18 @@ absl::StatusOr<PrefixComparison> ComparePrefix(const std::string& reference,
   std::vector<std::pair<uint64_t, uint64_t>> shared;
   if (BtrfsFsid(a.get(), &fsid_a) && BtrfsFsid(b.get(), &fsid_b) && fsid_a == fsid_b)
     shared = SharedRanges(Extents(a.get(), length), Extents(b.get(), length), length);
-  // The bytes no shared extent covers are read from both files and compared.
-  uint64_t unshared = 0, at = 0;
-  for (const auto& [lo, hi] : shared) {
-    if (hi <= at) continue;
-    if (lo > at) unshared += lo - at;
-    at = hi;
+  // The bytes no shared extent covers are read from both files and compared. Before each such
+  // range, every byte not compared lies in a shared extent.
+  const std::vector<std::pair<uint64_t, uint64_t>> unshared = UnsharedRanges(shared, length);
+  uint64_t unshared_bytes = 0;
+  for (const auto& [lo, hi] : unshared) unshared_bytes += hi - lo;
+  CompareBuffers buffers(unshared_bytes);
+  for (const auto& [lo, hi] : unshared) {
+    result.bytes_shared = lo - result.bytes_compared;
+    RETURN_IF_ERROR(CompareRange(a.get(), b.get(), lo, hi, buffers, &result));
+    if (!result.equal) return result;
   }
-  if (at < length) unshared += length - at;
-  CompareBuffers buffers(unshared);
-  uint64_t pos = 0;
-  for (const auto& [lo, hi] : shared) {
-    if (hi <= pos) continue;
-    if (lo > pos) {
-      RETURN_IF_ERROR(CompareRange(a.get(), b.get(), pos, lo, buffers, &result));
-      if (!result.equal) return result;
-    }
-    result.bytes_shared += hi - std::max(lo, pos);
-    pos = hi;
-  }
-  if (pos < length) RETURN_IF_ERROR(CompareRange(a.get(), b.get(), pos, length, buffers, &result));
+  result.bytes_shared = length - result.bytes_compared;
   return result;
 }
 

@@ -248,6 +248,8 @@ struct Options {
   double target_ms = 1000;
   double drain_seconds = 60;
   std::string compression = "none";
+  std::string vector_index = "all";  // which nodes keep their derived vector index
+  bool receive_session = true;        // replicas' receive_session (one command, many blocks)
   int image_mb = 4096;
   uint64_t seed = 1;
 };
@@ -258,6 +260,7 @@ struct Snapshot {
   uint64_t head_seq = 0;
   double blocks_cut = 0;         // snapledger_blocks_cut_total
   std::vector<double> wire, stream, transfers, received;  // per replica
+  std::vector<double> commands;  // per replica: snapledger_replication_receive_commands_total
   std::vector<double> gave_way;  // per replica: snapledger_vector_index_gave_way_seconds_total
   std::vector<double> index_lag;  // per replica: snapledger_vector_index_lag_events
   std::vector<double> daemon_cpu;                          // primary, then each replica
@@ -273,6 +276,7 @@ struct RunResult {
   double block_interval_p50 = 0, block_interval_p90 = 0, block_interval_max = 0;  // ms
   double events_per_block = 0, blocks_cut = 0, seconds = 0;
   std::vector<double> wire_ratio, overhead_per_block, transfers, wire_per_block;
+  std::vector<double> commands;  // per replica: receive commands started in the window
   double appended_bytes = 0;
   std::vector<double> wire_bytes;
   std::vector<double> gave_way;    // per replica: seconds its vector index waited for receives
@@ -309,11 +313,17 @@ absl::Status LagBench::StartCluster() {
   options.replicas = o_.replicas;
   options.image_mb = o_.image_mb;
   options.edit_config = [this](const ClusterHost& host, YAML::Node& config) {
+    const bool keep_index = o_.vector_index == "all" ||
+                            (o_.vector_index == "replicas" && host.name != "primary");
+    if (!keep_index) config["vector_index"]["enabled"] = false;
     if (host.name != "primary") return;
     config["blocks"]["every_events"] = o_.every_events;
     config["blocks"]["interval_ms"] = o_.interval_ms;
     config["blocks"]["on_demand_spacing_ms"] = o_.on_demand_spacing_ms;
-    for (YAML::Node replica : config["replicas"]) replica["compression"] = o_.compression;
+    for (YAML::Node replica : config["replicas"]) {
+      replica["compression"] = o_.compression;
+      replica["receive_session"] = o_.receive_session;
+    }
   };
   ASSIGN_OR_RETURN(cluster_, TestCluster::Create(options));
   for (const ClusterHost& host : cluster_->hosts()) {
@@ -408,6 +418,9 @@ absl::StatusOr<Snapshot> LagBench::Take() {
     ASSIGN_OR_RETURN(double wire, metric(scrape, "snapledger_replication_sent_bytes_total", l));
     ASSIGN_OR_RETURN(double stream, metric(scrape, "snapledger_replication_stream_bytes_total", l));
     ASSIGN_OR_RETURN(double xfers, metric(scrape, "snapledger_replication_transfers_total", l));
+    ASSIGN_OR_RETURN(double commands,
+                     metric(scrape, "snapledger_replication_receive_commands_total", l));
+    s.commands.push_back(commands);
     ASSIGN_OR_RETURN(std::string rs, testing::ScrapeMetrics(cluster_->host(r).metrics_address));
     ASSIGN_OR_RETURN(double received, metric(rs, "snapledger_received_log_bytes_total", {}));
     ASSIGN_OR_RETURN(double gave_way,
@@ -539,6 +552,7 @@ RunResult LagBench::Compute(const std::vector<Batch>& batches, const Snapshot& b
     double xfers = after.transfers[i] - before.transfers[i];
     r.wire_bytes.push_back(wire);
     r.transfers.push_back(xfers);
+    r.commands.push_back(after.commands[i] - before.commands[i]);
     r.wire_ratio.push_back(r.appended_bytes > 0 ? wire / r.appended_bytes : 0);
     r.overhead_per_block.push_back(xfers > 0 ? (wire - r.appended_bytes) / xfers : 0);
     r.wire_per_block.push_back(xfers > 0 ? wire / xfers : 0);
@@ -572,10 +586,11 @@ void LagBench::PrintRun(int run, const RunResult& r) {
   const std::vector<std::string> names = cluster_->replica_names();
   for (size_t i = 0; i < names.size(); ++i)
     fmt::print(
-        "  {}: lag p50 {:.0f} ms p99 {:.0f} ms; {:.0f} transfers, wire {:.2f} MB for {:.2f} MB appended = {:.4f}x; {:.0f} B "
+        "  {}: lag p50 {:.0f} ms p99 {:.0f} ms; {:.0f} transfers ({:.0f} receive commands "
+        "started), wire {:.2f} MB for {:.2f} MB appended = {:.4f}x; {:.0f} B "
         "wire/block, overhead {:.0f} B/block; its vector index gave way {:.1f} s and trailed by "
         "{:.0f} events at the end\n",
-        names[i], r.replica_p50[i], r.replica_p99[i], r.transfers[i], r.wire_bytes[i] / 1e6, r.appended_bytes / 1e6, r.wire_ratio[i],
+        names[i], r.replica_p50[i], r.replica_p99[i], r.transfers[i], r.commands[i], r.wire_bytes[i] / 1e6, r.appended_bytes / 1e6, r.wire_ratio[i],
         r.wire_per_block[i], r.overhead_per_block[i], r.gave_way[i], r.index_lag[i]);
   std::string cpu;
   for (size_t i = 0; i < r.daemon_cpu.size(); ++i)
@@ -598,9 +613,9 @@ void LagBench::PrintSummary(const std::vector<RunResult>& runs) {
   };
   double p99 = med([](const RunResult& r) { return r.p99; });
   fmt::print("\nmedians of {} run(s) of {:.0f} s at {} ev/s target, blocks every {} events / {} ms "
-             "({}), compression {}, poll {} ms\n",
+             "({}), compression {}, receive sessions {}, vector index on {}, poll {} ms\n",
              runs.size(), o_.seconds, o_.rate, o_.every_events, o_.interval_ms, OnDemandText(),
-             o_.compression, o_.poll_ms);
+             o_.compression, o_.receive_session ? "on" : "off", o_.vector_index, o_.poll_ms);
   fmt::print("  achieved append rate       {:>10.0f} ev/s  ({:.3f}x the target rate)\n",
              med([](const RunResult& r) { return r.rate; }),
              med([](const RunResult& r) { return r.rate; }) / o_.rate);
@@ -632,9 +647,11 @@ std::string LagBench::OnDemandText() const {
 absl::Status LagBench::Run() {
   fmt::print(
       "snapledger-lag-bench  {} replicas  {} ev/s for {:.0f} s x {} run(s) (warm-up {:.0f} s)  "
-      "batch every {} ms  blocks every {} events / {} ms ({})  compression {}  poll {} ms\n",
+      "batch every {} ms  blocks every {} events / {} ms ({})  compression {}  receive sessions {}  "
+      "vector index on {}  poll {} ms\n",
       o_.replicas, o_.rate, o_.seconds, o_.runs, o_.warmup_seconds, o_.batch_ms, o_.every_events,
-      o_.interval_ms, OnDemandText(), o_.compression, o_.poll_ms);
+      o_.interval_ms, OnDemandText(), o_.compression, o_.receive_session ? "on" : "off",
+      o_.vector_index, o_.poll_ms);
   fmt::print("load average at the start: {}\n", LoadAverage());
   std::fflush(stdout);
   RETURN_IF_ERROR(StartCluster());
@@ -694,9 +711,19 @@ int main(int argc, char** argv) {
             "after a window, how long the replicas may take to verify the last event", 1.0, 600.0);
   AddOption(app, "--compression", o.compression, "replicas' compression: none or zstd")
       ->check(CLI::IsMember({"none", "zstd"}));
+  AddOption(app, "--vector-index", o.vector_index,
+            "which nodes keep their derived vector index (vector_index.enabled): all, replicas "
+            "or none")
+      ->check(CLI::IsMember({"all", "replicas", "none"}));
+  std::string receive_session = "on";
+  AddOption(app, "--receive-session", receive_session,
+            "replicas' receive_session: on (one receive command takes block after block) or off "
+            "(one command per block)")
+      ->check(CLI::IsMember({"on", "off"}));
   AddOption(app, "--image-mb", o.image_mb, "each host's (sparse) btrfs image", 256, 65536);
   AddOption(app, "--seed", o.seed, "event generator seed");
   CLI11_PARSE(app, argc, argv);
+  o.receive_session = receive_session == "on";
   if (o.every_events == 0 && o.interval_ms == 0) {
     std::fprintf(stderr, "snapledger-lag-bench: --every-events and --interval-ms are both 0\n");
     return 2;

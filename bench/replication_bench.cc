@@ -272,6 +272,10 @@ class KeepAliveCommand : public RemoteCommand {
   absl::Status Write(std::string_view data) override { return command_->Write(data); }
   absl::Status Close() override { return command_->Close(); }
   int PassThroughFd() const override { return command_->PassThroughFd(); }
+  absl::StatusOr<std::optional<std::string>> ReadLine(size_t max) override {
+    return command_->ReadLine(max);
+  }
+  bool Open() override { return command_->Open(); }
   absl::StatusOr<RemoteExit> Wait() override { return command_->Wait(); }
   uint64_t bytes_written() const override { return command_->bytes_written(); }
 

@@ -193,6 +193,10 @@ PrimaryMetrics::PrimaryMetrics(Registry& r, std::string_view version)
                         "Uncompressed btrfs send stream bytes sent to the replica.")),
       transfers_family_(CounterFamily(r, "snapledger_replication_transfers_total",
                                       "Block transfers the replica verified.")),
+      receive_commands_family_(CounterFamily(
+          r, "snapledger_replication_receive_commands_total",
+          "Receive commands started on the replica: one per transfer, or one per receive "
+          "session.")),
       transfer_duration_family_(
           HistogramFamily(r, "snapledger_replication_transfer_duration_seconds",
                           "Time of one block transfer, from send to verified.")),
@@ -236,6 +240,7 @@ PrimaryMetrics::ReplicaEntry& PrimaryMetrics::EntryFor(const std::string& id) {
                            .wire_bytes_sent = wire_bytes_family_.Add(l),
                            .stream_bytes_sent = stream_bytes_family_.Add(l),
                            .transfers = transfers_family_.Add(l),
+                           .receive_commands = receive_commands_family_.Add(l),
                            .transfer_duration = transfer_duration_family_.Add(l, TransferBuckets()),
                            .lag_events = lag_events_family_.Add(l),
                            .lag_blocks = lag_blocks_family_.Add(l),

@@ -111,6 +111,7 @@ class PrimaryMetrics {
     prometheus::Counter& wire_bytes_sent;      // bytes on the wire (after compression)
     prometheus::Counter& stream_bytes_sent;    // uncompressed btrfs send bytes
     prometheus::Counter& transfers;            // verified transfers
+    prometheus::Counter& receive_commands;     // receive commands started on the replica
     prometheus::Histogram& transfer_duration;  // seconds per transfer
     prometheus::Gauge& lag_events;
     prometheus::Gauge& lag_blocks;
@@ -152,6 +153,7 @@ class PrimaryMetrics {
   prometheus::Family<prometheus::Counter>& wire_bytes_family_;
   prometheus::Family<prometheus::Counter>& stream_bytes_family_;
   prometheus::Family<prometheus::Counter>& transfers_family_;
+  prometheus::Family<prometheus::Counter>& receive_commands_family_;
   prometheus::Family<prometheus::Histogram>& transfer_duration_family_;
   prometheus::Family<prometheus::Gauge>& lag_events_family_;
   prometheus::Family<prometheus::Gauge>& lag_blocks_family_;

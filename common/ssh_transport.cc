@@ -97,9 +97,44 @@ class LibsshCommand : public RemoteCommand {
     return absl::OkStatus();
   }
 
+  absl::StatusOr<std::optional<std::string>> ReadLine(size_t max) override {
+    char buf[4096];
+    while (true) {
+      if (size_t nl = unread_stdout_.find('\n'); nl != std::string::npos) {
+        std::string line = unread_stdout_.substr(0, nl);
+        unread_stdout_.erase(0, nl + 1);
+        return line;
+      }
+      if (unread_stdout_.size() > max)
+        return absl::DataLossError(absl::StrCat(description_, " wrote a line longer than ", max,
+                                                " bytes"));
+      int n = ssh_channel_read(channel_.get(), buf, sizeof buf, 0);
+      if (n == SSH_ERROR)
+        return SessionError(session_, absl::StatusCode::kUnavailable,
+                            absl::StrCat("read from ", description_));
+      if (n <= 0) return std::nullopt;  // end of stdout
+      unread_stdout_.append(buf, static_cast<size_t>(n));
+    }
+  }
+
+  bool Open() override {
+    ssh_channel c = channel_.get();
+    if (eof_sent_ || !unread_stdout_.empty() || !ssh_channel_is_open(c) ||
+        ssh_channel_is_closed(c) || ssh_channel_is_eof(c))
+      return false;
+    // Handles what arrived meanwhile without waiting: EOF, a close, or output.
+    for (int is_stderr : {0, 1}) {
+      int available = ssh_channel_poll(c, is_stderr);
+      if (available != 0) return false;  // SSH_ERROR, SSH_EOF, or unasked-for output
+    }
+    return !ssh_channel_is_closed(c) && !ssh_channel_is_eof(c);
+  }
+
   absl::StatusOr<RemoteExit> Wait() override {
     (void)Close();
     RemoteExit exit;
+    exit.stdout_text = std::move(unread_stdout_);
+    unread_stdout_.clear();
     char buf[16384];
     for (int is_stderr : {0, 1}) {
       while (true) {
@@ -125,6 +160,7 @@ class LibsshCommand : public RemoteCommand {
   std::string description_;
   uint64_t written_ = 0;
   bool eof_sent_ = false;
+  std::string unread_stdout_;  // read by ReadLine, not yet returned
 };
 
 class LibsshSession : public SshSession {

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -48,6 +49,16 @@ struct RemoteExit {
 // bytes, Close() sends EOF. Not thread-safe; must not outlive its session.
 class RemoteCommand : public ByteSink {
  public:
+  // Reads the command's stdout up to the next '\n' and returns the line without it, for a
+  // command that answers line by line and keeps running (a receive session). nullopt when
+  // stdout ends first (the command exited: Wait() then says how, its stdout_text starting
+  // with what was read here and not returned). DataLoss for a line longer than `max`;
+  // Unavailable when the channel fails.
+  virtual absl::StatusOr<std::optional<std::string>> ReadLine(size_t max) = 0;
+  // Whether the command may still take input, as far as what has arrived shows: false once
+  // the remote side sent EOF or closed the channel, or wrote output nobody asked for. Does
+  // not wait.
+  virtual bool Open() = 0;
   // Sends EOF if not yet sent, then reads the command's output until it exits.
   virtual absl::StatusOr<RemoteExit> Wait() = 0;
   virtual uint64_t bytes_written() const = 0;

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/head_file.h"
+#include "common/receive_session.h"
 #include "common/status_macros.h"
 
 namespace snapledger {
@@ -39,6 +40,23 @@ class ProgressSink : public ByteSink {
   std::atomic<uint64_t>& progress_;
   uint64_t bytes_ = 0;
   bool failed_ = false;
+};
+
+// Counts the bytes written through it.
+class CountingSink : public ByteSink {
+ public:
+  explicit CountingSink(ByteSink& out) : out_(out) {}
+  absl::Status Write(std::string_view data) override {
+    RETURN_IF_ERROR(out_.Write(data));
+    bytes_ += data.size();
+    return absl::OkStatus();
+  }
+  absl::Status Close() override { return out_.Close(); }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  ByteSink& out_;
+  uint64_t bytes_ = 0;
 };
 
 std::string Seconds(absl::Duration d) { return absl::StrCat(absl::ToDoubleSeconds(d), " s"); }
@@ -142,7 +160,8 @@ std::string_view ShipFailureReason(const absl::Status& status) {
 // What one transfer did, for Ship to classify once the watchdog has stopped.
 struct BlockShipper::Transfer {
   absl::Status opened;          // Exec's error
-  RemoteCommandPtr remote;      // null when Exec failed
+  RemoteCommandPtr remote;      // the transfer's own command (null with a receive session)
+  bool session = false;         // ran on the receive session (BlockShipper::receiver_)
   absl::Status sent;            // btrfs send (and compression) into the channel
   bool channel_failed = false;  // the channel refused a write: the replica or the network
   absl::StatusOr<RemoteExit> exit = absl::UnknownError("the remote command was not waited for");
@@ -197,13 +216,18 @@ absl::Status BlockShipper::EnsureSession() {
 }
 
 void BlockShipper::DropSession() {
+  receiver_.reset();  // its channel belongs to the session
   absl::MutexLock lock(&abort_mu_);
   session_.reset();
 }
 
 void BlockShipper::KeepAlive() {
   if (!session_) return;
-  if (absl::Status s = session_->KeepAlive(); !s.ok()) DropSession();
+  if (absl::Status s = session_->KeepAlive(); !s.ok()) {
+    DropSession();
+    return;
+  }
+  if (receiver_ && !receiver_->Open()) receiver_.reset();  // the replica ended it
 }
 
 void BlockShipper::Abort() {
@@ -212,9 +236,9 @@ void BlockShipper::Abort() {
   if (session_) session_->Abort();
 }
 
-std::string BlockShipper::ReceiveCommand(const SendStep& step, const HeadRecord& head,
-                                         uint64_t epoch) const {
-  std::string cmd = absl::StrCat(target_.receive_command, " --block ", step.block.name);
+std::string BlockShipper::TransferOptions(const SendStep& step, const HeadRecord& head,
+                                          uint64_t epoch) const {
+  std::string cmd = absl::StrCat("--block ", step.block.name);
   if (step.parent) absl::StrAppend(&cmd, " --parent ", step.parent->name);
   absl::StrAppend(&cmd, " --epoch ", epoch, " --head-seq ", head.head.seq, " --head-hash ",
                   head.head.hash);
@@ -241,9 +265,13 @@ absl::Status BlockShipper::SendStream(const SendStep& step, ByteSink& channel,
   return sent;
 }
 
-BlockShipper::Transfer BlockShipper::RunTransfer(const SendStep& step, const std::string& command) {
+BlockShipper::Transfer BlockShipper::RunTransfer(const SendStep& step, const std::string& options) {
   Transfer t;
   transfer_bytes_.store(0, std::memory_order_relaxed);
+  if (UseSession()) {
+    RunSessionTransfer(step, options, t);
+    return t;
+  }
   // Watches from before the channel opens: an exec the server never answers stalls too.
   TransferWatchdog watchdog(*session_, transfer_bytes_, options_, clock_);
   int64_t mark = clock_->MonotonicNanos();
@@ -253,13 +281,15 @@ BlockShipper::Transfer BlockShipper::RunTransfer(const SendStep& step, const std
     mark = now;
     return seconds;
   };
-  absl::StatusOr<RemoteCommandPtr> remote = session_->Exec(command);
+  absl::StatusOr<RemoteCommandPtr> remote =
+      session_->Exec(absl::StrCat(target_.receive_command, " ", options));
   t.phases.open = lap();
   if (!remote.ok()) {
     t.opened = remote.status();
     t.stalled = watchdog.Stop();
     return t;
   }
+  commands_started_.fetch_add(1, std::memory_order_relaxed);
   t.remote = std::move(*remote);
   ProgressSink channel(*t.remote, transfer_bytes_);
   t.sent = SendStream(step, channel, &t.stream_bytes);
@@ -274,17 +304,80 @@ BlockShipper::Transfer BlockShipper::RunTransfer(const SendStep& step, const std
   return t;
 }
 
+void BlockShipper::RunSessionTransfer(const SendStep& step, const std::string& options,
+                                      Transfer& t) {
+  t.session = true;
+  TransferWatchdog watchdog(*session_, transfer_bytes_, options_, clock_);
+  int64_t mark = clock_->MonotonicNanos();
+  auto lap = [&] {
+    const int64_t now = clock_->MonotonicNanos();
+    const double seconds = static_cast<double>(now - mark) / 1e9;
+    mark = now;
+    return seconds;
+  };
+  if (receiver_ && !receiver_->Open()) receiver_.reset();  // it ended since the last block
+  if (!receiver_) {
+    absl::StatusOr<RemoteCommandPtr> remote =
+        session_->Exec(absl::StrCat(target_.receive_command, " --session"));
+    if (!remote.ok()) {
+      t.phases.open = lap();
+      t.opened = remote.status();
+      t.stalled = watchdog.Stop();
+      return;
+    }
+    commands_started_.fetch_add(1, std::memory_order_relaxed);
+    receiver_ = std::move(*remote);
+  }
+  t.phases.open = lap();
+  const uint64_t written_before = receiver_->bytes_written();
+  ProgressSink channel(*receiver_, transfer_bytes_);
+  t.sent = channel.Write(absl::StrCat(options, "\n"));
+  FrameSink frames(channel);
+  CountingSink stream(frames);
+  if (t.sent.ok()) t.sent = SendStream(step, stream, &t.stream_bytes);
+  if (target_.compression == StreamCompression::kNone) t.stream_bytes = stream.bytes();
+  if (t.sent.ok()) t.sent = frames.Close();  // the end marker, not the channel's EOF
+  t.channel_failed = channel.failed();
+  watchdog.StreamEnded();
+  t.phases.stream = lap();
+  if (!t.sent.ok()) {
+    // The primary's side failed mid-stream (or the channel did): the replica cannot tell
+    // where the block ends, so the command is ended and its exit collected.
+    t.exit = receiver_->Wait();
+  } else {
+    absl::StatusOr<std::optional<std::string>> verdict = receiver_->ReadLine(64 << 10);
+    if (!verdict.ok()) {
+      t.exit = verdict.status();
+    } else if (verdict->has_value()) {
+      RemoteExit answered;
+      answered.exit_status = 0;
+      answered.stdout_text = std::move(**verdict);
+      t.exit = std::move(answered);
+    } else {
+      t.exit = receiver_->Wait();  // the command ended instead of answering: how
+    }
+  }
+  t.phases.verdict = lap();
+  t.stalled = watchdog.Stop();
+  t.wire_bytes = receiver_->bytes_written() - written_before;
+}
+
 absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epoch) {
   int64_t start = clock_->MonotonicNanos();
   ASSIGN_OR_RETURN(std::optional<HeadRecord> head, ReadHeadFile(layout_.block(step.block)));
   if (!head)
     return absl::InternalError(absl::StrCat("block ", step.block.name, " has no head file"));
   RETURN_IF_ERROR(EnsureSession());
-  Transfer t = RunTransfer(step, ReceiveCommand(step, *head, epoch));
+  Transfer t = RunTransfer(step, TransferOptions(step, *head, epoch));
   // The watchdog has stopped: nothing aborts the session from here on.
   auto drop_session = [&] {
     t.remote.reset();  // the channel must go before the session that owns it
-    DropSession();  // reconnect next time
+    DropSession();  // reconnect next time (and start a new receive command)
+  };
+  // Whatever failed below, a receive session's command has ended or must end: the next
+  // transfer starts a new one.
+  auto end_receiver = [&] {
+    if (t.session) receiver_.reset();
   };
   const std::string who = absl::StrCat("replica ", target_.id, ": ", step.block.name, ": ");
   if (t.stalled) {
@@ -300,6 +393,7 @@ absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epo
     return t.exit.status();
   }
   if (!t.sent.ok() && !t.channel_failed) {
+    end_receiver();
     // The primary's side failed (btrfs send, compression); the replica only saw a cut stream.
     // Its code must classify as local (a `btrfs send` killed by a signal is Aborted).
     absl::StatusCode code =
@@ -308,6 +402,14 @@ absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epo
   }
   const RemoteExit& exit = *t.exit;
   if (!exit.ok()) {
+    end_receiver();
+    if (t.session && exit.exit_status == 2 && absl::StrContains(exit.stderr_text, "--session")) {
+      // A receive command from before sessions: one command per block from now on.
+      session_refused_ = true;
+      return absl::AbortedError(absl::StrCat(
+          "replica ", target_.id, ": its receive command refused --session (", exit.stderr_text,
+          "); shipping one block per command from now on"));
+    }
     std::string why = absl::StrCat("replica ", target_.id, " refused ", step.block.name, " (exit ",
                                    exit.exit_status, "): ", exit.stderr_text);
     if (absl::StrContains(exit.stderr_text, "is not held here") && step.parent) {
@@ -317,7 +419,10 @@ absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epo
     }
     return exit.exit_status == 3 ? absl::DataLossError(why) : absl::AbortedError(why);
   }
-  if (!t.sent.ok()) return t.sent;
+  if (!t.sent.ok()) {
+    end_receiver();
+    return t.sent;
+  }
   ShipResult result{step.block,
                     step.parent,
                     t.stream_bytes,
@@ -326,9 +431,11 @@ absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epo
                     t.wire_bytes,
                     {}};
   nlohmann::json reply = nlohmann::json::parse(exit.stdout_text, nullptr, false);
-  if (reply.is_discarded() || reply.value("block", "") != step.block.name)
+  if (reply.is_discarded() || reply.value("block", "") != step.block.name) {
+    end_receiver();
     return absl::DataLossError(absl::StrCat("replica ", target_.id, " answered without confirming ",
                                             step.block.name, ": ", exit.stdout_text));
+  }
   result.events_verified = reply.value("events_verified", uint64_t{0});
   result.phases = t.phases;
   if (const auto seconds = reply.find("seconds"); seconds != reply.end() && seconds->is_object()) {

@@ -39,6 +39,10 @@ struct ReplicaTarget {
   // Level 1 on 2 zstd worker threads: on 2 vCPUs that overlapped compression with libssh's
   // encryption and beat compressing on the shipping thread (bench/README.md).
   ZstdOptions zstd = {.level = 1, .workers = 2};
+  // One receive command takes block after block (`--session`, common/receive_session.h)
+  // instead of one command per block. A replica whose receive command refuses --session gets
+  // one command per block from then on (until the primary restarts).
+  bool receive_session = true;
 };
 
 // Where one transfer's time went, in seconds. The primary measures the first three; the
@@ -118,6 +122,12 @@ class BlockShipper {
   // reconnected by the next transfer. Call it while in sync, on the shipper's thread.
   void KeepAlive();
 
+  // Receive commands started on the replica so far (one per transfer without a receive
+  // session; with one, one per session). Thread-safe.
+  uint64_t ReceiveCommandsStarted() const {
+    return commands_started_.load(std::memory_order_relaxed);
+  }
+
   // Stops the shipper for good: a transfer in progress fails at once (its session is broken
   // with SshSession::Abort) and every later ShipOnce returns Cancelled. Thread-safe: for a
   // daemon shutting down while ShipOnce runs on the shipper's thread.
@@ -134,9 +144,14 @@ class BlockShipper {
   absl::Status EnsureSession();
   void DropSession();
   absl::StatusOr<ShipResult> Ship(const SendStep& step, uint64_t epoch);
-  Transfer RunTransfer(const SendStep& step, const std::string& command);
+  Transfer RunTransfer(const SendStep& step, const std::string& options);
+  // One block on a receive session: opens the session's command when there is none (or it
+  // ended), writes the request and the framed stream, and reads the verdict line.
+  void RunSessionTransfer(const SendStep& step, const std::string& options, Transfer& t);
   absl::Status SendStream(const SendStep& step, ByteSink& channel, uint64_t* stream_bytes);
-  std::string ReceiveCommand(const SendStep& step, const HeadRecord& head, uint64_t epoch) const;
+  // The receive command's transfer options for `step` (--block ... --head-hash ...).
+  std::string TransferOptions(const SendStep& step, const HeadRecord& head, uint64_t epoch) const;
+  bool UseSession() const { return target_.receive_session && !session_refused_; }
 
   Btrfs& btrfs_;
   SshTransport& transport_;
@@ -150,7 +165,12 @@ class BlockShipper {
   absl::Mutex abort_mu_;
   SshSessionPtr session_;
   bool aborted_ = false;
+  // The receive session's command, between transfers (shipper's thread only; reset before
+  // session_, which owns its channel).
+  RemoteCommandPtr receiver_;
+  bool session_refused_ = false;  // the replica's receive command refused --session
   std::atomic<uint64_t> transfer_bytes_{0};
+  std::atomic<uint64_t> commands_started_{0};
 };
 
 }  // namespace snapledger

@@ -50,6 +50,7 @@ absl::StatusOr<ReplicaTarget> ReadReplica(YamlSection section) {
   RETURN_IF_ERROR(section.Get("port", &target.endpoint.port));
   RETURN_IF_ERROR(section.Get("user", &target.endpoint.user));
   RETURN_IF_ERROR(section.Get("receive_command", &target.receive_command));
+  RETURN_IF_ERROR(section.Get("receive_session", &target.receive_session));
   std::string compression = "none";
   RETURN_IF_ERROR(section.Get("compression", &compression));
   absl::StatusOr<StreamCompression> parsed = ParseStreamCompression(compression);

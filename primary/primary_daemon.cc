@@ -400,6 +400,7 @@ void PrimaryDaemon::Impl::ShipperLoop(ReplicaLink& link) {
   BlockShipper& shipper = *link.shipper;
   uint64_t seen_report = 0, seen_blocks = 0;
   int failures = 0;
+  uint64_t commands_counted = 0;  // shipper.ReceiveCommandsStarted() already in the metric
   bool shipped = false;
   while (true) {
     if (std::optional<ReplicaView> view = state_->TakeReportedView(id, shipper.view(), &seen_report))
@@ -424,6 +425,11 @@ void PrimaryDaemon::Impl::ShipperLoop(ReplicaLink& link) {
       }
     }
     absl::StatusOr<std::optional<ShipResult>> r = shipper.ShipOnce(blocks, log_->Head().epoch);
+    if (const uint64_t started = shipper.ReceiveCommandsStarted(); started > commands_counted) {
+      metrics_->ForReplica(id).receive_commands.Increment(
+          static_cast<double>(started - commands_counted));
+      commands_counted = started;
+    }
     // The transfer's hold ends only once the shipped block is in the view retention holds for
     // this replica (RecordShipped): ended before, the block the replica now needs as its next
     // parent could be pruned in between.

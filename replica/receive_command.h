@@ -31,20 +31,32 @@ struct TransferArgs {
   uint64_t head_seq = 0;
   std::string head_hash;
   std::string compress = "none";
+  bool session = false;  // --session: block after block on stdin (common/receive_session.h)
 };
 
-// Adds --block, --parent, --epoch, --head-seq, --head-hash and --compress to `app`.
+// Adds --block, --parent, --epoch, --head-seq, --head-hash, --compress and --session to `app`.
 void AddTransferOptions(CLI::App& app, TransferArgs& t);
 
-// Parses SSH_ORIGINAL_COMMAND: "snapledger-receive <transfer options>" (the program may be
+// Parses SSH_ORIGINAL_COMMAND: "snapledger-receive <transfer options>" or
+// "snapledger-receive --session" (the program may be
 // given by path; "snapledger-replica receive" and "receive" are accepted too, as primaries
 // configured before the command had its own executable send them) and nothing else. False
 // with `*error` saying why for anything else.
 bool ParseOriginalCommand(const std::string& command, TransferArgs& t, std::string* error);
 
+// Parses one request line of a session (the transfer options alone, --session not among
+// them). False with `*error` saying why otherwise.
+bool ParseRequestLine(const std::string& line, TransferArgs& t, std::string* error);
+
 // Receives one block from stdin into the ledger at `root`; returns the exit code above. When
 // SSH_ORIGINAL_COMMAND is set, the transfer arguments come from it and `t` must not carry
 // any (a forced command with transfer arguments is refused).
+//
+// With --session (common/receive_session.h), blocks follow one another on stdin, each a
+// request line and a framed stream, each answered with its verdict line and recorded in the
+// journal on its own. The exit code is 0 when the input ends between blocks; a block that
+// fails ends the session with that block's exit code. A bad request line is refused (2); input
+// cut or garbled inside a stream is a transfer failure (1).
 int RunReceiveCommand(const std::string& root, TransferArgs t);
 
 }  // namespace snapledger

@@ -53,5 +53,43 @@ TEST(ParseOriginalCommand, RefusesOptionsItDoesNotKnow) {
   }
 }
 
+TEST(ParseOriginalCommand, TakesASessionWithoutTransferArguments) {
+  TransferArgs t;
+  std::string error;
+  ASSERT_TRUE(ParseOriginalCommand("/usr/bin/snapledger-receive --session", t, &error)) << error;
+  EXPECT_TRUE(t.session);
+  EXPECT_TRUE(t.block.empty());
+
+  // A session's blocks are named on stdin, one request each; not on the command line.
+  TransferArgs both;
+  EXPECT_FALSE(ParseOriginalCommand(std::string("snapledger-receive --session") + kOptions, both,
+                                    &error));
+  EXPECT_THAT(error, HasSubstr("not on the command line"));
+}
+
+TEST(ParseRequestLine, TakesTheTransferOptionsAlone) {
+  TransferArgs t;
+  std::string error;
+  ASSERT_TRUE(ParseRequestLine(kOptions, t, &error)) << error;
+  EXPECT_EQ(t.block, "block-000000000009-0123456789ab");
+  EXPECT_EQ(t.parent, "block-000000000004-aaaaaaaaaaaa");
+  EXPECT_EQ(t.epoch, 3u);
+  EXPECT_EQ(t.head_seq, 9u);
+  EXPECT_EQ(t.compress, "zstd");
+  EXPECT_FALSE(t.session);
+}
+
+TEST(ParseRequestLine, RefusesAProgramASessionOrUnknownOptions) {
+  for (const char* line : {"snapledger-receive --block block-000000000009-0123456789ab",
+                           "--session", "--block block-000000000009-0123456789ab --session",
+                           "--root /tmp --block block-000000000009-0123456789ab",
+                           "--block block-000000000009-0123456789ab ; id"}) {
+    TransferArgs t;
+    std::string error;
+    EXPECT_FALSE(ParseRequestLine(line, t, &error)) << line;
+    EXPECT_FALSE(error.empty()) << line;
+  }
+}
+
 }  // namespace
 }  // namespace snapledger

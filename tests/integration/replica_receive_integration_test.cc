@@ -18,6 +18,8 @@
 #include "common/file_util.h"
 #include "common/head_file.h"
 #include "common/process.h"
+#include "common/receive_session.h"
+#include "common/status_macros.h"
 #include "tests/integration/loop_btrfs.h"
 #include "tests/integration/primary_ledger.h"
 
@@ -33,6 +35,86 @@ using ::testing::HasSubstr;
 struct Outcome {
   ExitStatus exit;
   std::string out, err;
+};
+
+// Passes the first `limit` bytes written to it on to `out`, then fails: a transfer cut off.
+class CutSink : public ByteSink {
+ public:
+  CutSink(ByteSink& out, size_t limit) : out_(out), limit_(limit) {}
+  absl::Status Write(std::string_view data) override {
+    const size_t take = std::min(data.size(), limit_ - written_);
+    if (take > 0) RETURN_IF_ERROR(out_.Write(data.substr(0, take)));
+    written_ += take;
+    if (take < data.size()) return absl::AbortedError("cut off by the test");
+    return absl::OkStatus();
+  }
+  absl::Status Close() override { return absl::OkStatus(); }
+
+ private:
+  ByteSink& out_;
+  size_t limit_, written_ = 0;
+};
+
+// `snapledger-receive --session`, driven the way the primary's shipper drives it: per block,
+// a request line and the framed stream on stdin, then the verdict line read from stdout.
+class ReceiveSession {
+ public:
+  explicit ReceiveSession(const std::string& root) {
+    ProcessSpec spec;
+    spec.argv = {SNAPLEDGER_RECEIVE_BIN, "--root", root, "--session"};
+    spec.stdin_spec = StdioSpec::Pipe();
+    spec.stdout_spec = StdioSpec::Pipe();
+    auto child = ProcessRunner::Real()->Start(spec);
+    EXPECT_TRUE(child.ok()) << child.status();
+    child_ = std::move(*child);
+    stdin_ = std::make_unique<FdSink>(child_->TakeStdin(), "session stdin");
+    stdout_ = std::make_unique<FdSource>(child_->TakeStdout(), "session stdout");
+  }
+
+  // Writes `request` and the framed `btrfs send` stream of `block` (from `parent`), cut after
+  // `cut_at` stream bytes when given. False when the command stopped reading.
+  bool Send(Btrfs& btrfs, const std::string& request, const std::string& block,
+            const std::optional<std::string>& parent,
+            std::optional<size_t> cut_at = std::nullopt) {
+    if (!stdin_->Write(request + "\n").ok()) return false;
+    FrameSink frames(*stdin_);
+    if (cut_at) {
+      CutSink cut(frames, *cut_at);
+      (void)btrfs.Send(block, parent, cut);
+      return true;  // no end marker: the stream stops inside a frame
+    }
+    if (!btrfs.Send(block, parent, frames).ok()) return false;
+    return frames.Close().ok();
+  }
+
+  // The next verdict line; nullopt once stdout ended (the command exited).
+  std::optional<std::string> Verdict() {
+    while (true) {
+      if (size_t nl = unread_.find('\n'); nl != std::string::npos) {
+        std::string line = unread_.substr(0, nl);
+        unread_.erase(0, nl + 1);
+        return line;
+      }
+      char buf[4096];
+      auto n = stdout_->Read(buf, sizeof buf);
+      if (!n.ok() || *n == 0) return std::nullopt;
+      unread_.append(buf, *n);
+    }
+  }
+
+  // Closes stdin and waits for the command.
+  Outcome Finish() {
+    (void)stdin_->Close();
+    auto exit = child_->Wait();
+    EXPECT_TRUE(exit.ok()) << exit.status();
+    return {*exit, unread_, child_->Stderr()};
+  }
+
+ private:
+  ChildPtr child_;
+  std::unique_ptr<FdSink> stdin_;
+  std::unique_ptr<FdSource> stdout_;
+  std::string unread_;
 };
 
 class ReplicaReceiveTest : public ::testing::Test {
@@ -67,6 +149,19 @@ class ReplicaReceiveTest : public ::testing::Test {
     return LedgerLayout(primary_fs_->mount_point()).block(b);
   }
   std::string ReplicaRoot() { return replica_fs_->mount_point(); }
+
+  // The request line a shipper writes for `block` (a delta from `parent` when given).
+  std::string Request(const BlockInfo& block, const std::optional<BlockInfo>& parent) {
+    HeadRecord head = **ReadHeadFile(PrimaryBlock(block));
+    std::string r = absl::StrCat("--block ", block.name, " --epoch 1 --head-seq ",
+                                 head.head.seq, " --head-hash ", head.head.hash);
+    if (parent) absl::StrAppend(&r, " --parent ", parent->name);
+    return r;
+  }
+  std::optional<std::string> PrimaryPath(const std::optional<BlockInfo>& b) {
+    if (!b) return std::nullopt;
+    return PrimaryBlock(*b);
+  }
 
   // Streams `block` (as a delta from `parent` when given) into the real receive command.
   Outcome Ship(const BlockInfo& block, const std::optional<BlockInfo>& parent,
@@ -270,6 +365,92 @@ TEST_F(ReplicaReceiveTest, ForcedCommandRunsOnlyReceiveWithTheClientsTransferArg
            /*transfer_args=*/false);
   EXPECT_TRUE(accepted.exit.ok()) << accepted.err;
   EXPECT_EQ(ReplicaBlocks(), std::vector<std::string>{first.name});
+}
+
+TEST_F(ReplicaReceiveTest, SessionReceivesBlockAfterBlockAndAnswersEach) {
+  Append(500);
+  BlockInfo first = Cut();
+  Append(300);
+  BlockInfo second = Cut();
+  Append(200);
+  BlockInfo third = Cut();
+
+  ReceiveSession session(ReplicaRoot());
+  std::optional<BlockInfo> parent;
+  for (const BlockInfo& b : {first, second, third}) {
+    ASSERT_TRUE(session.Send(*btrfs_, Request(b, parent), PrimaryBlock(b), PrimaryPath(parent)))
+        << b.name;
+    std::optional<std::string> verdict = session.Verdict();
+    ASSERT_TRUE(verdict.has_value()) << b.name << ": " << session.Finish().err;
+    EXPECT_THAT(*verdict, HasSubstr(absl::StrCat("\"block\":\"", b.name, "\"")));
+    parent = b;
+  }
+  Outcome end = session.Finish();
+  EXPECT_TRUE(end.exit.ok()) << end.exit.ToString() << ": " << end.err;
+  EXPECT_EQ(ReplicaBlocks(), (std::vector<std::string>{first.name, second.name, third.name}));
+  EXPECT_TRUE(IncomingIsEmpty());
+  std::string received = LedgerLayout(ReplicaRoot()).block(third);
+  EXPECT_EQ(*ReadFileToString(received + "/" + kEventsFile),
+            *ReadFileToString(PrimaryBlock(third) + "/" + kEventsFile));
+}
+
+TEST_F(ReplicaReceiveTest, SessionEndsAtABlockThatDoesNotVerify) {
+  Append(400);
+  BlockInfo first = Cut();
+  Append(100);
+  TamperLive(450);
+  BlockInfo second = Cut();
+
+  ReceiveSession session(ReplicaRoot());
+  ASSERT_TRUE(session.Send(*btrfs_, Request(first, std::nullopt), PrimaryBlock(first),
+                           std::nullopt));
+  ASSERT_TRUE(session.Verdict().has_value());
+  (void)session.Send(*btrfs_, Request(second, first), PrimaryBlock(second), PrimaryBlock(first));
+  EXPECT_EQ(session.Verdict(), std::nullopt) << "no verdict for a block that does not verify";
+  Outcome end = session.Finish();
+  EXPECT_EQ(end.exit.code, 3) << end.err;
+  EXPECT_THAT(end.err, HasSubstr("line 450 (seq 450)"));
+  EXPECT_EQ(ReplicaBlocks(), std::vector<std::string>{first.name});
+  EXPECT_TRUE(IncomingIsEmpty());
+}
+
+TEST_F(ReplicaReceiveTest, SessionCutInsideAStreamLeavesNothingHalfReceived) {
+  Append(400);
+  BlockInfo first = Cut();
+  Append(5000);
+  BlockInfo second = Cut();
+
+  ReceiveSession session(ReplicaRoot());
+  ASSERT_TRUE(session.Send(*btrfs_, Request(first, std::nullopt), PrimaryBlock(first),
+                           std::nullopt));
+  ASSERT_TRUE(session.Verdict().has_value());
+  // Half of the delta, then the input ends inside a frame.
+  ASSERT_TRUE(session.Send(*btrfs_, Request(second, first), PrimaryBlock(second),
+                           PrimaryBlock(first), /*cut_at=*/300 << 10));
+  Outcome end = session.Finish();
+  EXPECT_EQ(end.exit.code, 1) << "a cut transfer, not a bad block: " << end.err;
+  EXPECT_THAT(end.err, HasSubstr("inside a frame"));
+  EXPECT_EQ(ReplicaBlocks(), std::vector<std::string>{first.name});
+  EXPECT_TRUE(IncomingIsEmpty());
+}
+
+TEST_F(ReplicaReceiveTest, SessionRefusesARequestWithPathTricksBeforeReceiving) {
+  Append(10);
+  BlockInfo first = Cut();
+  const std::pair<std::string, std::string> cases[] = {
+      {"--block ../../etc --epoch 1", "--block"},
+      {"--block /tmp/x --epoch 1", "--block"},
+      {"--root /tmp --block " + first.name + " --epoch 1", "refused request"},
+  };
+  for (const auto& [bad, why] : cases) {
+    ReceiveSession session(ReplicaRoot());
+    (void)session.Send(*btrfs_, bad, PrimaryBlock(first), std::nullopt);
+    Outcome end = session.Finish();
+    EXPECT_EQ(end.exit.code, 2) << bad << ": " << end.err;
+    EXPECT_THAT(end.err, HasSubstr(why)) << bad;
+  }
+  EXPECT_TRUE(ReplicaBlocks().empty());
+  EXPECT_TRUE(IncomingIsEmpty());
 }
 
 }  // namespace

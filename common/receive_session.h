@@ -38,8 +38,9 @@ inline constexpr size_t kMaxRequestLine = 4096;
 inline constexpr uint32_t kMaxFrame = 16u << 20;
 
 // Frames what is written to it into `out`: every Write becomes one frame (split at kMaxFrame),
-// an empty Write nothing. Close() writes the end marker, never closes `out` (the channel stays
-// open for the next block). After an error the sink is unusable.
+// an empty Write nothing. A frame of up to 256 KiB reaches `out` as one Write of header and
+// payload; a larger one as two. Close() writes the end marker, never closes `out` (the channel
+// stays open for the next block). After an error the sink is unusable.
 class FrameSink : public ByteSink {
  public:
   explicit FrameSink(ByteSink& out) : out_(out) {}
@@ -47,7 +48,9 @@ class FrameSink : public ByteSink {
   absl::Status Close() override;
 
  private:
+  static constexpr size_t kJoinedFrame = 256 << 10;
   ByteSink& out_;
+  std::string joined_;  // header and payload of a small frame
   bool closed_ = false;
 };
 
@@ -59,8 +62,8 @@ class SessionReader {
   SessionReader(ByteSource& in, std::string what);
 
   // The next request line without its '\n'; nullopt at end of input before its first byte
-  // (the session ended). InvalidArgument for a line longer than kMaxRequestLine or one cut off
-  // by the end of input; errors of the source as they are.
+  // (the session ended). InvalidArgument for a line longer than kMaxRequestLine; DataLoss for
+  // one cut off by the end of input (the sender went away); errors of the source as they are.
   absl::StatusOr<std::optional<std::string>> ReadRequest();
 
   // The stream after the request just read: a ByteSource that ends (Read returns 0) at its end
@@ -69,23 +72,31 @@ class SessionReader {
   // the next ReadRequest; at most one at a time.
   ByteSource& Stream();
   // Whether the current stream was read up to its end marker.
-  bool StreamEnded() const { return stream_.ended_; }
+  bool StreamEnded() const { return stream_.ended(); }
   // The error the current stream's Read returned, if any (OK otherwise): tells a transfer cut
   // or garbled on the way from a block that did not verify.
-  const absl::Status& StreamError() const { return stream_.error_; }
+  const absl::Status& StreamError() const { return stream_.error(); }
 
  private:
   class FramedStream : public ByteSource {
    public:
     explicit FramedStream(SessionReader& r) : r_(r) {}
     absl::StatusOr<size_t> Read(char* buf, size_t size) override;
-    bool ended_ = true;       // the end marker was read (true before the first stream)
-    uint32_t remaining_ = 0;  // bytes left in the current frame
-    absl::Status error_;      // the first error Read returned for this stream
+    bool ended() const { return ended_; }
+    const absl::Status& error() const { return error_; }
+    // Starts the stream that follows a request line.
+    void Begin() {
+      ended_ = false;
+      remaining_ = 0;
+      error_ = absl::OkStatus();
+    }
 
    private:
     absl::StatusOr<size_t> ReadFrames(char* buf, size_t size);
     SessionReader& r_;
+    bool ended_ = true;       // the end marker was read (true before the first stream)
+    uint32_t remaining_ = 0;  // bytes left in the current frame
+    absl::Status error_;      // the first error Read returned for this stream
   };
 
   // Reads exactly `n` bytes (through the buffer); DataLoss naming `what` if input ends first.

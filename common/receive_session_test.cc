@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -57,6 +58,28 @@ TEST(FrameSink, FramesEachWriteAndEndsWithAZeroLength) {
   EXPECT_FALSE(frames.Write("x").ok());
 }
 
+// Records every Write it is given, as one string each.
+class WriteRecorder : public ByteSink {
+ public:
+  absl::Status Write(std::string_view data) override {
+    writes.emplace_back(data);
+    return absl::OkStatus();
+  }
+  absl::Status Close() override { return absl::OkStatus(); }
+  std::vector<std::string> writes;
+};
+
+TEST(FrameSink, ASmallFrameIsOneWriteALargeOneTwo) {
+  WriteRecorder out;
+  FrameSink frames(out);
+  ASSERT_TRUE(frames.Write("abc").ok());
+  ASSERT_TRUE(frames.Write(std::string(1 << 20, 'y')).ok());
+  ASSERT_EQ(out.writes.size(), 3u);
+  EXPECT_EQ(out.writes[0], std::string("\0\0\0\3abc", 7)) << "header and payload together";
+  EXPECT_EQ(out.writes[1], std::string("\0\x10\0\0", 4));
+  EXPECT_EQ(out.writes[2].size(), 1u << 20);
+}
+
 TEST(SessionReader, ReadsRequestsAndTheirStreamsInTurn) {
   std::string first(100'000, 'a');
   for (size_t i = 0; i < first.size(); ++i) first[i] = static_cast<char>('a' + i % 26);
@@ -108,7 +131,7 @@ TEST(SessionReader, RefusesALongOrCutRequestLine) {
   StringSource cut("--block one");
   SessionReader b(cut, "stdin");
   r = b.ReadRequest();
-  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(r.status().message().find("input ends at byte 11 inside a request line"),
             std::string::npos)
       << r.status();

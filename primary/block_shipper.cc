@@ -6,6 +6,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/match.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/head_file.h"
@@ -42,6 +43,9 @@ class ProgressSink : public ByteSink {
   bool failed_ = false;
 };
 
+// The longest verdict line a receive session may answer with.
+constexpr size_t kMaxVerdict = 64 << 10;
+
 // Counts the bytes written through it.
 class CountingSink : public ByteSink {
  public:
@@ -57,6 +61,22 @@ class CountingSink : public ByteSink {
  private:
   ByteSink& out_;
   uint64_t bytes_ = 0;
+};
+
+// Seconds between successive laps of one transfer, on the shipper's clock.
+class LapTimer {
+ public:
+  explicit LapTimer(Clock* clock) : clock_(clock), mark_(clock->MonotonicNanos()) {}
+  double Lap() {
+    const int64_t now = clock_->MonotonicNanos();
+    const double seconds = static_cast<double>(now - mark_) / 1e9;
+    mark_ = now;
+    return seconds;
+  }
+
+ private:
+  Clock* clock_;
+  int64_t mark_;
 };
 
 std::string Seconds(absl::Duration d) { return absl::StrCat(absl::ToDoubleSeconds(d), " s"); }
@@ -162,6 +182,7 @@ struct BlockShipper::Transfer {
   absl::Status opened;          // Exec's error
   RemoteCommandPtr remote;      // the transfer's own command (null with a receive session)
   bool session = false;         // ran on the receive session (BlockShipper::receiver_)
+  bool session_started = false;  // ... whose command was started for this transfer
   absl::Status sent;            // btrfs send (and compression) into the channel
   bool channel_failed = false;  // the channel refused a write: the replica or the network
   absl::StatusOr<RemoteExit> exit = absl::UnknownError("the remote command was not waited for");
@@ -274,16 +295,10 @@ BlockShipper::Transfer BlockShipper::RunTransfer(const SendStep& step, const std
   }
   // Watches from before the channel opens: an exec the server never answers stalls too.
   TransferWatchdog watchdog(*session_, transfer_bytes_, options_, clock_);
-  int64_t mark = clock_->MonotonicNanos();
-  auto lap = [&] {
-    const int64_t now = clock_->MonotonicNanos();
-    const double seconds = static_cast<double>(now - mark) / 1e9;
-    mark = now;
-    return seconds;
-  };
+  LapTimer lap(clock_);
   absl::StatusOr<RemoteCommandPtr> remote =
       session_->Exec(absl::StrCat(target_.receive_command, " ", options));
-  t.phases.open = lap();
+  t.phases.open = lap.Lap();
   if (!remote.ok()) {
     t.opened = remote.status();
     t.stalled = watchdog.Stop();
@@ -296,9 +311,9 @@ BlockShipper::Transfer BlockShipper::RunTransfer(const SendStep& step, const std
   if (target_.compression == StreamCompression::kNone) t.stream_bytes = channel.bytes();
   t.channel_failed = channel.failed();
   watchdog.StreamEnded();
-  t.phases.stream = lap();
+  t.phases.stream = lap.Lap();
   t.exit = t.remote->Wait();  // sends EOF first
-  t.phases.verdict = lap();
+  t.phases.verdict = lap.Lap();
   t.stalled = watchdog.Stop();
   t.wire_bytes = t.remote->bytes_written();
   return t;
@@ -308,27 +323,22 @@ void BlockShipper::RunSessionTransfer(const SendStep& step, const std::string& o
                                       Transfer& t) {
   t.session = true;
   TransferWatchdog watchdog(*session_, transfer_bytes_, options_, clock_);
-  int64_t mark = clock_->MonotonicNanos();
-  auto lap = [&] {
-    const int64_t now = clock_->MonotonicNanos();
-    const double seconds = static_cast<double>(now - mark) / 1e9;
-    mark = now;
-    return seconds;
-  };
+  LapTimer lap(clock_);
   if (receiver_ && !receiver_->Open()) receiver_.reset();  // it ended since the last block
   if (!receiver_) {
     absl::StatusOr<RemoteCommandPtr> remote =
         session_->Exec(absl::StrCat(target_.receive_command, " --session"));
     if (!remote.ok()) {
-      t.phases.open = lap();
+      t.phases.open = lap.Lap();
       t.opened = remote.status();
       t.stalled = watchdog.Stop();
       return;
     }
     commands_started_.fetch_add(1, std::memory_order_relaxed);
     receiver_ = std::move(*remote);
+    t.session_started = true;
   }
-  t.phases.open = lap();
+  t.phases.open = lap.Lap();
   const uint64_t written_before = receiver_->bytes_written();
   ProgressSink channel(*receiver_, transfer_bytes_);
   t.sent = channel.Write(absl::StrCat(options, "\n"));
@@ -339,15 +349,18 @@ void BlockShipper::RunSessionTransfer(const SendStep& step, const std::string& o
   if (t.sent.ok()) t.sent = frames.Close();  // the end marker, not the channel's EOF
   t.channel_failed = channel.failed();
   watchdog.StreamEnded();
-  t.phases.stream = lap();
+  t.phases.stream = lap.Lap();
   if (!t.sent.ok()) {
     // The primary's side failed mid-stream (or the channel did): the replica cannot tell
     // where the block ends, so the command is ended and its exit collected.
     t.exit = receiver_->Wait();
   } else {
-    absl::StatusOr<std::optional<std::string>> verdict = receiver_->ReadLine(64 << 10);
+    absl::StatusOr<std::optional<std::string>> verdict = receiver_->ReadLine(kMaxVerdict);
     if (!verdict.ok()) {
-      t.exit = verdict.status();
+      // A line past kMaxVerdict is the replica's command misbehaving, not a bad block.
+      t.exit = absl::IsDataLoss(verdict.status())
+                   ? absl::AbortedError(verdict.status().message())
+                   : verdict.status();
     } else if (verdict->has_value()) {
       RemoteExit answered;
       answered.exit_status = 0;
@@ -357,7 +370,7 @@ void BlockShipper::RunSessionTransfer(const SendStep& step, const std::string& o
       t.exit = receiver_->Wait();  // the command ended instead of answering: how
     }
   }
-  t.phases.verdict = lap();
+  t.phases.verdict = lap.Lap();
   t.stalled = watchdog.Stop();
   t.wire_bytes = receiver_->bytes_written() - written_before;
 }
@@ -403,11 +416,14 @@ absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epo
   const RemoteExit& exit = *t.exit;
   if (!exit.ok()) {
     end_receiver();
-    if (t.session && exit.exit_status == 2 && absl::StrContains(exit.stderr_text, "--session")) {
-      // A receive command from before sessions: one command per block from now on.
+    if (t.session_started && exit.exit_status == 2 &&
+        absl::StrContains(exit.stderr_text, "--session")) {
+      // A receive command from before sessions refused the option it was started with: one
+      // command per block from now on.
       session_refused_ = true;
       return absl::AbortedError(absl::StrCat(
-          "replica ", target_.id, ": its receive command refused --session (", exit.stderr_text,
+          "replica ", target_.id, ": its receive command refused --session (",
+          absl::StripTrailingAsciiWhitespace(exit.stderr_text),
           "); shipping one block per command from now on"));
     }
     std::string why = absl::StrCat("replica ", target_.id, " refused ", step.block.name, " (exit ",

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <sstream>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -131,12 +132,13 @@ void Record(const std::string& root, const TransferArgs& t, int64_t start, int c
     std::cerr << "snapledger-receive: cannot record the outcome: " << s.message() << "\n";
 }
 
-// Receives the block `t` describes from `input` and prints the verdict line (flushed).
-// `input_error`, when given, is the input's own failure (a session's framing or its stdin),
-// which makes a failed receive a transfer failure rather than a refusal or a bad block.
+// Receives the block `t` describes from `input`; on success sets `*verdict` to the JSON line
+// the primary reads (without its '\n'). `input_error`, when given, is the input's own failure
+// (a session's framing or its stdin), which makes a failed receive a transfer failure rather
+// than a refusal or a bad block.
 int ReceiveBlock(const std::string& root, const TransferArgs& t, ByteSource& input,
                  const absl::Status* input_error, int64_t process_start,
-                 ReceiveOutcome& outcome) {
+                 ReceiveOutcome& outcome, std::string* verdict) {
   auto refuse = [&](const std::string& why) {
     outcome.reason = "refused";
     outcome.error = why;
@@ -184,30 +186,31 @@ int ReceiveBlock(const std::string& root, const TransferArgs& t, ByteSource& inp
   outcome.already_held = result->already_held;
   outcome.events_verified = result->events_verified;
   outcome.log_bytes = result->log_bytes_added;
-  std::cout << "{\"block\":\"" << result->block.name << "\",\"seq\":" << result->head.head.seq
-            << ",\"hash\":\"" << result->head.head.hash
-            << "\",\"events_verified\":" << result->events_verified
-            << ",\"prefix_bytes_shared\":" << result->prefix_bytes_shared
-            << ",\"prefix_bytes_compared\":" << result->prefix_bytes_compared
-            << ",\"bytes_verified_in_stream\":" << result->bytes_verified_in_stream
-            << ",\"already_held\":" << (result->already_held ? "true" : "false")
-            << ",\"seconds\":{\"stream\":" << result->timings.stream
-            << ",\"verify\":" << result->timings.verify
-            << ",\"promote\":" << result->timings.promote << ",\"process\":"
-            << static_cast<double>(Clock::Real()->MonotonicNanos() - process_start) / 1e9
-            << "}}\n"
-            << std::flush;
+  std::ostringstream line;
+  line << "{\"block\":\"" << result->block.name << "\",\"seq\":" << result->head.head.seq
+       << ",\"hash\":\"" << result->head.head.hash
+       << "\",\"events_verified\":" << result->events_verified
+       << ",\"prefix_bytes_shared\":" << result->prefix_bytes_shared
+       << ",\"prefix_bytes_compared\":" << result->prefix_bytes_compared
+       << ",\"bytes_verified_in_stream\":" << result->bytes_verified_in_stream
+       << ",\"already_held\":" << (result->already_held ? "true" : "false")
+       << ",\"seconds\":{\"stream\":" << result->timings.stream
+       << ",\"verify\":" << result->timings.verify << ",\"promote\":" << result->timings.promote
+       << ",\"process\":"
+       << static_cast<double>(Clock::Real()->MonotonicNanos() - process_start) / 1e9 << "}}";
+  *verdict = line.str();
   return 0;
 }
 
-// ReceiveBlock, recorded in the receive journal.
-int ReceiveAndRecord(const std::string& root, const TransferArgs& t, ByteSource& input,
-                     const absl::Status* input_error) {
-  const int64_t start = Clock::Real()->MonotonicNanos();
+// Records an attempt that failed before a block could be received (`code` 1 or 2), saying
+// `why` on stderr; returns `code`.
+int FailBeforeReceiving(const std::string& root, int code, const std::string& why) {
   ReceiveOutcome outcome;
   outcome.ts_micros = Clock::Real()->NowMicros();
-  int code = ReceiveBlock(root, t, input, input_error, start, outcome);
-  Record(root, t, start, code, outcome);
+  outcome.reason = code == 2 ? "refused" : "stream";
+  outcome.error = why;
+  std::cerr << "snapledger-receive: " << why << "\n";
+  Record(root, TransferArgs{}, Clock::Real()->MonotonicNanos(), code, outcome);
   return code;
 }
 
@@ -224,31 +227,42 @@ int ReceiveSession(const std::string& root) {
   while (true) {
     absl::StatusOr<std::optional<std::string>> line = reader.ReadRequest();
     if (!line.ok()) {
-      std::cerr << "snapledger-receive: session: " << line.status().message() << "\n";
-      return 2;
+      // A line cut off by the end of input is a transfer that stopped (the primary went away);
+      // an overlong one, a request this command does not take.
+      return FailBeforeReceiving(root, absl::IsDataLoss(line.status()) ? 1 : 2,
+                                 absl::StrCat("session: ", line.status().message()));
     }
     if (!line->has_value()) return 0;  // the primary ended the session
     TransferArgs t;
     std::string error;
-    if (!ParseRequestLine(**line, t, &error)) {
-      const int64_t start = Clock::Real()->MonotonicNanos();
-      ReceiveOutcome outcome;
-      outcome.ts_micros = Clock::Real()->NowMicros();
-      outcome.reason = "refused";
-      outcome.error = absl::StrCat("refused request: ", error);
-      std::cerr << "snapledger-receive: " << outcome.error << "\n";
-      Record(root, t, start, 2, outcome);
-      return 2;
+    if (!ParseRequestLine(**line, t, &error))
+      return FailBeforeReceiving(root, 2, absl::StrCat("refused request: ", error));
+    const int64_t start = Clock::Real()->MonotonicNanos();
+    ReceiveOutcome outcome;
+    outcome.ts_micros = Clock::Real()->NowMicros();
+    std::string verdict;
+    int code = ReceiveBlock(root, t, reader.Stream(), &reader.StreamError(), start, outcome,
+                            &verdict);
+    if (code == 0 && !reader.StreamEnded()) {
+      // Promoted (or already held) before the stream's end marker was read: whatever is left
+      // of the stream must go before the next request can be found. Bytes there that are not
+      // frames end the session without a verdict; the block itself is fine (held here).
+      char sink[64 << 10];
+      while (true) {
+        absl::StatusOr<size_t> n = reader.Stream().Read(sink, sizeof sink);
+        if (!n.ok()) {
+          outcome.reason = "stream";
+          outcome.error = absl::StrCat("after ", t.block, ": ", n.status().message());
+          std::cerr << "snapledger-receive: session: " << outcome.error << "\n";
+          code = 1;
+          break;
+        }
+        if (*n == 0) break;
+      }
     }
-    int code = ReceiveAndRecord(root, t, reader.Stream(), &reader.StreamError());
+    Record(root, t, start, code, outcome);
     if (code != 0) return code;
-    if (!reader.StreamEnded()) {
-      // Promoted without reading the stream's end marker: the input no longer lines up with
-      // the next request, so the session ends (the block itself is fine).
-      std::cerr << "snapledger-receive: session: " << t.block
-                << "'s stream did not end where the block did\n";
-      return 1;
-    }
+    std::cout << verdict << "\n" << std::flush;
   }
 }
 
@@ -262,15 +276,7 @@ int RunReceiveCommand(const std::string& root, TransferArgs t) {
     } else if (!ParseOriginalCommand(original, t, &error)) {
       error = absl::StrCat("refused command: ", error);
     }
-    if (!error.empty()) {
-      ReceiveOutcome outcome;
-      outcome.ts_micros = Clock::Real()->NowMicros();
-      outcome.reason = "refused";
-      outcome.error = error;
-      std::cerr << "snapledger-receive: " << error << "\n";
-      Record(root, t, Clock::Real()->MonotonicNanos(), 2, outcome);
-      return 2;
-    }
+    if (!error.empty()) return FailBeforeReceiving(root, 2, error);
   }
   if (t.session) {
     if (HasTransferArgs(t)) {
@@ -280,7 +286,14 @@ int RunReceiveCommand(const std::string& root, TransferArgs t) {
     return ReceiveSession(root);
   }
   FdSource stdin_source(UniqueFd(::dup(STDIN_FILENO)), "stdin");
-  return ReceiveAndRecord(root, t, stdin_source, nullptr);
+  const int64_t start = Clock::Real()->MonotonicNanos();
+  ReceiveOutcome outcome;
+  outcome.ts_micros = Clock::Real()->NowMicros();
+  std::string verdict;
+  int code = ReceiveBlock(root, t, stdin_source, nullptr, start, outcome, &verdict);
+  Record(root, t, start, code, outcome);
+  if (code == 0) std::cout << verdict << "\n" << std::flush;
+  return code;
 }
 
 }  // namespace snapledger

@@ -20,6 +20,7 @@
 #include "common/process.h"
 #include "common/receive_session.h"
 #include "common/status_macros.h"
+#include "common/zstd_stream.h"
 #include "tests/integration/loop_btrfs.h"
 #include "tests/integration/primary_ledger.h"
 
@@ -35,24 +36,6 @@ using ::testing::HasSubstr;
 struct Outcome {
   ExitStatus exit;
   std::string out, err;
-};
-
-// Passes the first `limit` bytes written to it on to `out`, then fails: a transfer cut off.
-class CutSink : public ByteSink {
- public:
-  CutSink(ByteSink& out, size_t limit) : out_(out), limit_(limit) {}
-  absl::Status Write(std::string_view data) override {
-    const size_t take = std::min(data.size(), limit_ - written_);
-    if (take > 0) RETURN_IF_ERROR(out_.Write(data.substr(0, take)));
-    written_ += take;
-    if (take < data.size()) return absl::AbortedError("cut off by the test");
-    return absl::OkStatus();
-  }
-  absl::Status Close() override { return absl::OkStatus(); }
-
- private:
-  ByteSink& out_;
-  size_t limit_, written_ = 0;
 };
 
 // `snapledger-receive --session`, driven the way the primary's shipper drives it: per block,
@@ -71,20 +54,35 @@ class ReceiveSession {
     stdout_ = std::make_unique<FdSource>(child_->TakeStdout(), "session stdout");
   }
 
-  // Writes `request` and the framed `btrfs send` stream of `block` (from `parent`), cut after
-  // `cut_at` stream bytes when given. False when the command stopped reading.
+  // Writes `request` and the framed `btrfs send` stream of `block` (from `parent`), through
+  // zstd when `zstd`. False when the command stopped reading.
   bool Send(Btrfs& btrfs, const std::string& request, const std::string& block,
-            const std::optional<std::string>& parent,
-            std::optional<size_t> cut_at = std::nullopt) {
+            const std::optional<std::string>& parent, bool zstd = false) {
     if (!stdin_->Write(request + "\n").ok()) return false;
     FrameSink frames(*stdin_);
-    if (cut_at) {
-      CutSink cut(frames, *cut_at);
-      (void)btrfs.Send(block, parent, cut);
-      return true;  // no end marker: the stream stops inside a frame
+    if (zstd) {
+      auto compress = ZstdCompressSink::Create(frames, ZstdOptions{});
+      if (!compress.ok() || !btrfs.Send(block, parent, **compress).ok()) return false;
+      if (!(*compress)->Finish().ok()) return false;
+    } else if (!btrfs.Send(block, parent, frames).ok()) {
+      return false;
     }
-    if (!btrfs.Send(block, parent, frames).ok()) return false;
     return frames.Close().ok();
+  }
+
+  // Writes `request`, then one frame header announcing the whole stream of `block` (from
+  // `parent`) but only its first `keep` bytes: the input then ends inside that frame.
+  void SendCut(Btrfs& btrfs, const std::string& request, const std::string& block,
+               const std::optional<std::string>& parent, size_t keep) {
+    StringSink whole;
+    ASSERT_TRUE(btrfs.Send(block, parent, whole).ok());
+    ASSERT_GT(whole.data().size(), keep);
+    const uint32_t n = static_cast<uint32_t>(whole.data().size());
+    const char header[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
+                            static_cast<char>(n >> 8), static_cast<char>(n)};
+    ASSERT_TRUE(stdin_->Write(request + "\n").ok());
+    ASSERT_TRUE(stdin_->Write(std::string_view(header, 4)).ok());
+    ASSERT_TRUE(stdin_->Write(std::string_view(whole.data()).substr(0, keep)).ok());
   }
 
   // The next verdict line; nullopt once stdout ended (the command exited).
@@ -424,12 +422,12 @@ TEST_F(ReplicaReceiveTest, SessionCutInsideAStreamLeavesNothingHalfReceived) {
   ASSERT_TRUE(session.Send(*btrfs_, Request(first, std::nullopt), PrimaryBlock(first),
                            std::nullopt));
   ASSERT_TRUE(session.Verdict().has_value());
-  // Half of the delta, then the input ends inside a frame.
-  ASSERT_TRUE(session.Send(*btrfs_, Request(second, first), PrimaryBlock(second),
-                           PrimaryBlock(first), /*cut_at=*/300 << 10));
+  // Part of the delta, then the input ends inside its frame.
+  session.SendCut(*btrfs_, Request(second, first), PrimaryBlock(second), PrimaryBlock(first),
+                  /*keep=*/200 << 10);
   Outcome end = session.Finish();
   EXPECT_EQ(end.exit.code, 1) << "a cut transfer, not a bad block: " << end.err;
-  EXPECT_THAT(end.err, HasSubstr("inside a frame"));
+  EXPECT_THAT(end.err, ::testing::ContainsRegex("input ends at byte [0-9]+ inside a frame \\("));
   EXPECT_EQ(ReplicaBlocks(), std::vector<std::string>{first.name});
   EXPECT_TRUE(IncomingIsEmpty());
 }
@@ -451,6 +449,56 @@ TEST_F(ReplicaReceiveTest, SessionRefusesARequestWithPathTricksBeforeReceiving) 
   }
   EXPECT_TRUE(ReplicaBlocks().empty());
   EXPECT_TRUE(IncomingIsEmpty());
+}
+
+TEST_F(ReplicaReceiveTest, SessionGoesOnAfterABlockAlreadyHeld) {
+  Append(300);
+  BlockInfo first = Cut();
+  Append(200);
+  BlockInfo second = Cut();
+
+  ReceiveSession session(ReplicaRoot());
+  ASSERT_TRUE(session.Send(*btrfs_, Request(first, std::nullopt), PrimaryBlock(first),
+                           std::nullopt));
+  ASSERT_TRUE(session.Verdict().has_value());
+  // The same block again (a primary that did not hear the verdict): drained, acknowledged.
+  ASSERT_TRUE(session.Send(*btrfs_, Request(first, std::nullopt), PrimaryBlock(first),
+                           std::nullopt));
+  std::optional<std::string> again = session.Verdict();
+  ASSERT_TRUE(again.has_value()) << session.Finish().err;
+  EXPECT_THAT(*again, HasSubstr("\"already_held\":true"));
+  // ... and the session lines up with the next request.
+  ASSERT_TRUE(session.Send(*btrfs_, Request(second, first), PrimaryBlock(second),
+                           PrimaryBlock(first)));
+  std::optional<std::string> next = session.Verdict();
+  ASSERT_TRUE(next.has_value()) << session.Finish().err;
+  EXPECT_THAT(*next, HasSubstr("\"events_verified\":200"));
+  Outcome end = session.Finish();
+  EXPECT_TRUE(end.exit.ok()) << end.err;
+  EXPECT_EQ(ReplicaBlocks(), (std::vector<std::string>{first.name, second.name}));
+}
+
+TEST_F(ReplicaReceiveTest, SessionTakesZstdCompressedBlocks) {
+  Append(2000);
+  BlockInfo first = Cut();
+  Append(500);
+  BlockInfo second = Cut();
+
+  ReceiveSession session(ReplicaRoot());
+  ASSERT_TRUE(session.Send(*btrfs_, Request(first, std::nullopt) + " --compress zstd",
+                           PrimaryBlock(first), std::nullopt, /*zstd=*/true));
+  std::optional<std::string> v1 = session.Verdict();
+  ASSERT_TRUE(v1.has_value()) << session.Finish().err;
+  EXPECT_THAT(*v1, HasSubstr("\"events_verified\":2000"));
+  ASSERT_TRUE(session.Send(*btrfs_, Request(second, first) + " --compress zstd",
+                           PrimaryBlock(second), PrimaryBlock(first), /*zstd=*/true));
+  std::optional<std::string> v2 = session.Verdict();
+  ASSERT_TRUE(v2.has_value()) << session.Finish().err;
+  EXPECT_THAT(*v2, HasSubstr("\"events_verified\":500"));
+  Outcome end = session.Finish();
+  EXPECT_TRUE(end.exit.ok()) << end.err;
+  EXPECT_EQ(*ReadFileToString(LedgerLayout(ReplicaRoot()).block(second) + "/" + kEventsFile),
+            *ReadFileToString(PrimaryBlock(second) + "/" + kEventsFile));
 }
 
 }  // namespace

@@ -8,9 +8,13 @@
 // it, parsed without a shell and validated; the root always comes from the forced command.
 // With `--compress zstd` stdin is a zstd stream, decompressed before `btrfs receive`.
 //
-// It is its own small executable, not a subcommand of the daemon's: sshd starts it once per
-// block, and loading the daemon's libraries (gRPC, FAISS, ...) took about twice as long as
-// everything else it does before `btrfs receive` starts. It links only what receiving needs.
+// With `--session` it takes block after block on stdin (common/receive_session.h), so sshd
+// starts it once per SSH session rather than once per block.
+//
+// It is its own small executable, not a subcommand of the daemon's: sshd starts it for every
+// session (and, without sessions, every block), and loading the daemon's libraries (gRPC,
+// FAISS, ...) took about twice as long as everything else it does before `btrfs receive`
+// starts. It links only what receiving needs.
 //
 // Exit codes: 0 promoted (or already held), 1 error (including a corrupt or truncated
 // compressed stream), 2 bad arguments, 3 the block did not verify. Every attempt is appended

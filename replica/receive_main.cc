@@ -1,5 +1,6 @@
-// snapledger-receive: receives one block on stdin, verifies it and promotes it
-// (replica/receive_command.h says how sshd runs it and what it answers).
+// snapledger-receive: receives one block on stdin (or, with --session, block after block),
+// verifies it and promotes it (replica/receive_command.h says how sshd runs it and what it
+// answers).
 #include <CLI/CLI.hpp>
 #include <string>
 
@@ -10,7 +11,8 @@ int main(int argc, char** argv) {
   snapledger::BlockTerminationSignals();
   CLI::App app{
       "snapledger-receive: receive one block on stdin (a btrfs send stream), verify it, "
-      "promote it; the forced command of the primary's key on a replica",
+      "promote it; with --session, block after block; the forced command of the primary's key "
+      "on a replica",
       "snapledger-receive"};
   std::string root;
   snapledger::TransferArgs transfer;

@@ -5,6 +5,7 @@
 // verifies and promotes them.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -199,6 +200,21 @@ TEST_F(ReplicationClusterTest, TwoReplicasConvergeWhileEventsAreAppended) {
     for (const auto& o : journal) deltas += o.contains("parent") && o.value("ok", false);
     EXPECT_GE(deltas, 1u) << r;
     EXPECT_TRUE(IncomingOf(r).empty()) << r;
+    // All of it went through one receive session: a session ends only with a failed attempt
+    // (or a reconnect, which is one), so the primary started at most one command more than it
+    // counted failures.
+    const std::map<std::string, std::string> labels = {{"replica", r}};
+    double failures = 0;
+    for (const char* reason :
+         {"network", "trust", "refused", "verification", "conflict", "watchdog", "local"})
+      failures += std::max(0.0, PrimaryMetric("snapledger_replication_failures_total",
+                                              {{"replica", r}, {"reason", reason}}));
+    const double transfers = PrimaryMetric("snapledger_replication_transfers_total", labels);
+    const double commands = PrimaryMetric("snapledger_replication_receive_commands_total", labels);
+    EXPECT_GE(transfers, 3) << r;
+    EXPECT_GE(commands, 1) << r;
+    EXPECT_LE(commands, 1 + failures)
+        << r << ": " << commands << " receive commands for " << transfers << " transfers";
   }
 }
 

@@ -1,11 +1,13 @@
 #include "replica/receive_command.h"
 
 #include <malloc.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
-#include <sstream>
 #include <iostream>
+#include <sstream>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -214,8 +216,40 @@ int FailBeforeReceiving(const std::string& root, int code, const std::string& wh
   return code;
 }
 
+// Whether the program this process runs has been replaced on disk since it started (an
+// upgrade renames a new file over it), so that a receive session can end and let the next one
+// run the new program.
+class ExecutableWatch {
+ public:
+  ExecutableWatch() {
+    char buf[4096];
+    const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+    struct stat st;
+    if (n <= 0 || ::stat("/proc/self/exe", &st) != 0) return;
+    path_.assign(buf, static_cast<size_t>(n));
+    if (absl::EndsWith(path_, " (deleted)")) return;  // already replaced: nothing to compare
+    dev_ = st.st_dev;
+    ino_ = st.st_ino;
+    known_ = true;
+  }
+  const std::string& path() const { return path_; }
+  bool Replaced() const {
+    if (!known_) return false;
+    struct stat st;
+    if (::stat(path_.c_str(), &st) != 0) return errno == ENOENT;
+    return st.st_dev != dev_ || st.st_ino != ino_;
+  }
+
+ private:
+  std::string path_;
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
+  bool known_ = false;
+};
+
 // Block after block from stdin (common/receive_session.h) until end of input or a failure.
 int ReceiveSession(const std::string& root) {
+  const ExecutableWatch program;
   // Between blocks the command waits with its buffers (the stream forwarder's, the in-stream
   // verifier's: a few MiB) freed. Keeping them in the heap rather than returning them to the
   // kernel means the next block writes to pages already mapped: first touches of fresh pages
@@ -263,6 +297,13 @@ int ReceiveSession(const std::string& root) {
     Record(root, t, start, code, outcome);
     if (code != 0) return code;
     std::cout << verdict << "\n" << std::flush;
+    if (program.Replaced()) {
+      // The primary sees the channel close after this verdict and starts the new program for
+      // its next block.
+      std::cerr << "snapledger-receive: session: " << program.path()
+                << " was replaced; ending the session so that the next one runs it\n";
+      return 0;
+    }
   }
 }
 

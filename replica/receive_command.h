@@ -60,7 +60,9 @@ bool ParseRequestLine(const std::string& line, TransferArgs& t, std::string* err
 // request line and a framed stream, each answered with its verdict line and recorded in the
 // journal on its own. The exit code is 0 when the input ends between blocks; a block that
 // fails ends the session with that block's exit code. A bad request line is refused (2); input
-// cut or garbled inside a stream is a transfer failure (1).
+// cut or garbled inside a stream is a transfer failure (1). After a block's verdict, a session
+// whose executable has been replaced on disk (an upgrade) exits 0, so that the next block runs
+// the new program.
 int RunReceiveCommand(const std::string& root, TransferArgs t);
 
 }  // namespace snapledger

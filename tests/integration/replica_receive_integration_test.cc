@@ -3,6 +3,7 @@
 // `snapledger-receive` binary. Blocks are promoted only when they verify; anything
 // else leaves the replica on its last verified block with nothing half-received.
 #include <fcntl.h>
+#include <poll.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@
 #include "common/process.h"
 #include "common/receive_session.h"
 #include "common/status_macros.h"
+#include "common/testing/temp_dir.h"
 #include "common/zstd_stream.h"
 #include "tests/integration/loop_btrfs.h"
 #include "tests/integration/primary_ledger.h"
@@ -42,9 +44,10 @@ struct Outcome {
 // a request line and the framed stream on stdin, then the verdict line read from stdout.
 class ReceiveSession {
  public:
-  explicit ReceiveSession(const std::string& root) {
+  explicit ReceiveSession(const std::string& root,
+                          const std::string& program = SNAPLEDGER_RECEIVE_BIN) {
     ProcessSpec spec;
-    spec.argv = {SNAPLEDGER_RECEIVE_BIN, "--root", root, "--session"};
+    spec.argv = {program, "--root", root, "--session"};
     spec.stdin_spec = StdioSpec::Pipe();
     spec.stdout_spec = StdioSpec::Pipe();
     auto child = ProcessRunner::Real()->Start(spec);
@@ -85,13 +88,19 @@ class ReceiveSession {
     ASSERT_TRUE(stdin_->Write(std::string_view(whole.data()).substr(0, keep)).ok());
   }
 
-  // The next verdict line; nullopt once stdout ended (the command exited).
-  std::optional<std::string> Verdict() {
+  // The next verdict line; nullopt once stdout ended (the command exited), or when nothing
+  // came for `patience` (a test failure).
+  std::optional<std::string> Verdict(int patience_ms = 60'000) {
     while (true) {
       if (size_t nl = unread_.find('\n'); nl != std::string::npos) {
         std::string line = unread_.substr(0, nl);
         unread_.erase(0, nl + 1);
         return line;
+      }
+      pollfd p{stdout_->PassThroughFd(), POLLIN, 0};
+      if (::poll(&p, 1, patience_ms) != 1) {
+        ADD_FAILURE() << "the receive session wrote nothing for " << patience_ms << " ms";
+        return std::nullopt;
       }
       char buf[4096];
       auto n = stdout_->Read(buf, sizeof buf);
@@ -499,6 +508,38 @@ TEST_F(ReplicaReceiveTest, SessionTakesZstdCompressedBlocks) {
   EXPECT_TRUE(end.exit.ok()) << end.err;
   EXPECT_EQ(*ReadFileToString(LedgerLayout(ReplicaRoot()).block(second) + "/" + kEventsFile),
             *ReadFileToString(PrimaryBlock(second) + "/" + kEventsFile));
+}
+
+TEST_F(ReplicaReceiveTest, SessionEndsAfterABlockOnceItsProgramWasReplaced) {
+  Append(100);
+  BlockInfo first = Cut();
+  Append(100);
+  BlockInfo second = Cut();
+  testing::TempDir bin;
+  const std::string program = bin.path() + "/snapledger-receive";
+  auto install = [&] {  // as an upgrade does: a new file renamed over the old one
+    std::filesystem::copy_file(SNAPLEDGER_RECEIVE_BIN, program + ".new");
+    std::filesystem::permissions(program + ".new", std::filesystem::perms::owner_all);
+    std::filesystem::rename(program + ".new", program);
+  };
+  install();
+
+  ReceiveSession session(ReplicaRoot(), program);
+  ASSERT_TRUE(session.Send(*btrfs_, Request(first, std::nullopt), PrimaryBlock(first),
+                           std::nullopt));
+  ASSERT_TRUE(session.Verdict().has_value());
+  install();
+  ASSERT_TRUE(session.Send(*btrfs_, Request(second, first), PrimaryBlock(second),
+                           PrimaryBlock(first)));
+  std::optional<std::string> verdict = session.Verdict();
+  ASSERT_TRUE(verdict.has_value()) << "the block in progress is still answered";
+  EXPECT_THAT(*verdict, HasSubstr(second.name));
+  // Then the command ends by itself, before any further input.
+  EXPECT_EQ(session.Verdict(), std::nullopt);
+  Outcome end = session.Finish();
+  EXPECT_TRUE(end.exit.ok()) << end.err;
+  EXPECT_THAT(end.err, HasSubstr("was replaced; ending the session"));
+  EXPECT_EQ(ReplicaBlocks(), (std::vector<std::string>{first.name, second.name}));
 }
 
 }  // namespace

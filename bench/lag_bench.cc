@@ -250,7 +250,7 @@ struct Options {
   std::string compression = "none";
   std::string vector_index = "all";  // which nodes keep their derived vector index
   bool receive_session = true;        // replicas' receive_session (one command, many blocks)
-  int image_mb = 4096;
+  int image_mb = 0;  // 0: sized for the events the run appends (ImageMb)
   uint64_t seed = 1;
 };
 
@@ -308,10 +308,21 @@ class LagBench {
   uint64_t last_seq_ = 0;
 };
 
+// Each host's image (sparse: only what is written takes room on the host) for the events this
+// run appends: ~0.4 KB of log per event, and the embedded vector index's ~0.5 KB per event up
+// to three times over while it compacts (its base, a journal as large, the new base), plus
+// room for the lookup index, metadata and blocks pruned but not yet cleaned. A 4 GB image ran
+// out of space at ~2.7 M events, as a vector index compaction began (a 6-window run).
+int ImageMb(const Options& o) {
+  if (o.image_mb > 0) return o.image_mb;
+  const double events = o.rate * (o.warmup_seconds + o.seconds * o.runs);
+  return std::max(4096, static_cast<int>(1024 + events * 2048 / (1 << 20)));
+}
+
 absl::Status LagBench::StartCluster() {
   testing::ClusterOptions options;
   options.replicas = o_.replicas;
-  options.image_mb = o_.image_mb;
+  options.image_mb = ImageMb(o_);
   options.edit_config = [this](const ClusterHost& host, YAML::Node& config) {
     const bool keep_index = o_.vector_index == "all" ||
                             (o_.vector_index == "replicas" && host.name != "primary");
@@ -394,10 +405,22 @@ absl::Status LagBench::Drain(uint64_t seq) {
   const int64_t deadline = NowNanos() + static_cast<int64_t>(o_.drain_seconds * 1e9);
   while (poller_->SlowestSeq() < seq) {
     RETURN_IF_ERROR(stop_.status());
-    if (NowNanos() > deadline)
+    if (NowNanos() > deadline) {
+      // What the primary says of each replica, and the daemons' logs kept to read.
+      std::string replicas;
+      testing::PrimaryClient client(cluster_->primary().grpc_address);
+      if (absl::StatusOr<v1::ClusterStatusResponse> status = client.Status(); status.ok()) {
+        for (const v1::ReplicaStatus& r : status->replicas())
+          absl::StrAppend(&replicas, "\n  ", r.replica_id(), ": ",
+                          v1::ReplicaState_Name(r.state()), ", verified seq ", r.head().seq(),
+                          ", last error: ", r.last_error().empty() ? "-" : r.last_error());
+      }
+      (void)cluster_->Down(/*keep_logs=*/true);
       return absl::DeadlineExceededError(absl::StrCat(
           "the replicas did not verify seq ", seq, " within ", o_.drain_seconds,
-          " s (slowest at ", poller_->SlowestSeq(), "); see the logs in ", cluster_->dir()));
+          " s (slowest at ", poller_->SlowestSeq(), "); logs kept in ", cluster_->dir(),
+          replicas));
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return absl::OkStatus();
@@ -653,6 +676,7 @@ absl::Status LagBench::Run() {
       o_.interval_ms, OnDemandText(), o_.compression, o_.receive_session ? "on" : "off",
       o_.vector_index, o_.poll_ms);
   fmt::print("load average at the start: {}\n", LoadAverage());
+  fmt::print("btrfs image per host: {} MB (sparse)\n", ImageMb(o_));
   std::fflush(stdout);
   RETURN_IF_ERROR(StartCluster());
 
@@ -720,7 +744,10 @@ int main(int argc, char** argv) {
             "replicas' receive_session: on (one receive command takes block after block) or off "
             "(one command per block)")
       ->check(CLI::IsMember({"on", "off"}));
-  AddOption(app, "--image-mb", o.image_mb, "each host's (sparse) btrfs image", 256, 65536);
+  AddOption(app, "--image-mb", o.image_mb,
+            "each host's (sparse) btrfs image; 0: 1 GB + 2 KB per event the run appends, at "
+            "least 4 GB",
+            0, 65536);
   AddOption(app, "--seed", o.seed, "event generator seed");
   CLI11_PARSE(app, argc, argv);
   o.receive_session = receive_session == "on";

@@ -5,8 +5,8 @@
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/strings/match.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/head_file.h"
@@ -179,12 +179,12 @@ std::string_view ShipFailureReason(const absl::Status& status) {
 
 // What one transfer did, for Ship to classify once the watchdog has stopped.
 struct BlockShipper::Transfer {
-  absl::Status opened;          // Exec's error
-  RemoteCommandPtr remote;      // the transfer's own command (null with a receive session)
-  bool session = false;         // ran on the receive session (BlockShipper::receiver_)
+  absl::Status opened;           // Exec's error
+  RemoteCommandPtr remote;       // the transfer's own command (null with a receive session)
+  bool session = false;          // ran on the receive session (BlockShipper::receiver_)
   bool session_started = false;  // ... whose command was started for this transfer
-  absl::Status sent;            // btrfs send (and compression) into the channel
-  bool channel_failed = false;  // the channel refused a write: the replica or the network
+  absl::Status sent;             // btrfs send (and compression) into the channel
+  bool channel_failed = false;   // the channel refused a write: the replica or the network
   absl::StatusOr<RemoteExit> exit = absl::UnknownError("the remote command was not waited for");
   uint64_t stream_bytes = 0;
   uint64_t wire_bytes = 0;

@@ -63,6 +63,13 @@ bool HasTransferArgs(const TransferArgs& t) {
          !t.head_hash.empty() || t.compress != "none";
 }
 
+// False, saying why, for --session together with a block's transfer options.
+bool SessionStandsAlone(const TransferArgs& t, std::string* error) {
+  if (!t.session || !HasTransferArgs(t)) return true;
+  *error = "--session takes each block's transfer options on stdin, not on the command line";
+  return false;
+}
+
 }  // namespace
 
 bool ParseOriginalCommand(const std::string& command, TransferArgs& t, std::string* error) {
@@ -82,12 +89,7 @@ bool ParseOriginalCommand(const std::string& command, TransferArgs& t, std::stri
     return false;
   }
   words.erase(words.begin(), words.begin() + static_cast<long>(skip));
-  if (!ParseTransferWords(words, t, error)) return false;
-  if (t.session && HasTransferArgs(t)) {
-    *error = "--session takes each block's transfer options on stdin, not on the command line";
-    return false;
-  }
-  return true;
+  return ParseTransferWords(words, t, error) && SessionStandsAlone(t, error);
 }
 
 bool ParseRequestLine(const std::string& line, TransferArgs& t, std::string* error) {
@@ -319,13 +321,9 @@ int RunReceiveCommand(const std::string& root, TransferArgs t) {
     }
     if (!error.empty()) return FailBeforeReceiving(root, 2, error);
   }
-  if (t.session) {
-    if (HasTransferArgs(t)) {
-      std::cerr << "snapledger-receive: --session takes each block's transfer options on stdin\n";
-      return 2;
-    }
-    return ReceiveSession(root);
-  }
+  if (std::string error; !SessionStandsAlone(t, &error))
+    return FailBeforeReceiving(root, 2, error);
+  if (t.session) return ReceiveSession(root);
   FdSource stdin_source(UniqueFd(::dup(STDIN_FILENO)), "stdin");
   const int64_t start = Clock::Real()->MonotonicNanos();
   ReceiveOutcome outcome;

@@ -17,10 +17,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "common/block.h"
-#include "common/btrfs.h"
-#include "common/byte_stream.h"
-#include "common/event_log.h"
+#include "common/ledger/block.h"
+#include "common/btrfs/btrfs.h"
+#include "common/base/byte_stream.h"
+#include "common/ledger/event_log.h"
 
 namespace snapledger::bench {
 

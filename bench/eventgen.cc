@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <string>
 
-#include "common/ovs_event_generator.h"
+#include "common/testing/ovs_event_generator.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Print N realistic OVS port-agent event bodies as JSON lines"};

@@ -1,4 +1,4 @@
-// snapledger-bench-lookup: what keeping a replica's derived lookup index (common/lookup_index.h)
+// snapledger-bench-lookup: what keeping a replica's derived lookup index (common/lookup/lookup_index.h)
 // current costs, on a loop-mounted btrfs like a replica's ledger root, each figure next to its
 // baseline measured in the same run on the same data (see bench/README.md):
 //   1. a full rebuild of the index of --events realistic events (OvsEventGenerator bodies),
@@ -29,13 +29,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/bench_util.h"
-#include "common/event_format.h"
-#include "common/file_util.h"
-#include "common/head_file.h"
-#include "common/lookup_index.h"
-#include "common/ovs_event_generator.h"
-#include "common/sha256.h"
-#include "common/status_macros.h"
+#include "common/ledger/event_format.h"
+#include "common/base/posix_file.h"
+#include "common/ledger/head_file.h"
+#include "common/lookup/lookup_index.h"
+#include "common/testing/ovs_event_generator.h"
+#include "common/ledger/sha256.h"
+#include "common/base/status_macros.h"
 #include "tests/integration/loop_btrfs.h"
 
 namespace snapledger::bench {

@@ -9,9 +9,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "common/head_file.h"
-#include "common/receive_session.h"
-#include "common/status_macros.h"
+#include "common/ledger/head_file.h"
+#include "common/transport/receive_session.h"
+#include "common/base/status_macros.h"
 
 namespace snapledger {
 namespace {

@@ -17,12 +17,12 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "common/block.h"
-#include "common/btrfs.h"
-#include "common/clock.h"
-#include "common/head_file.h"
-#include "common/ssh_transport.h"
-#include "common/zstd_stream.h"
+#include "common/ledger/block.h"
+#include "common/btrfs/btrfs.h"
+#include "common/base/clock.h"
+#include "common/ledger/head_file.h"
+#include "common/transport/ssh_transport.h"
+#include "common/transport/zstd_stream.h"
 #include "primary/replication_plan.h"
 
 namespace snapledger {
@@ -39,7 +39,7 @@ struct ReplicaTarget {
   // Level 1 on 2 zstd worker threads: on 2 vCPUs that overlapped compression with libssh's
   // encryption and beat compressing on the shipping thread (bench/README.md).
   ZstdOptions zstd = {.level = 1, .workers = 2};
-  // One receive command takes block after block (`--session`, common/receive_session.h)
+  // One receive command takes block after block (`--session`, common/transport/receive_session.h)
   // instead of one command per block. A replica whose receive command refuses --session gets
   // one command per block from then on (until the primary restarts).
   bool receive_session = true;

@@ -8,12 +8,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/block_maker.h"
-#include "common/byte_stream.h"
-#include "common/event_log.h"
-#include "common/memory_btrfs.h"
-#include "common/metrics.h"
-#include "common/receive_session.h"
+#include "common/ledger/block_maker.h"
+#include "common/base/byte_stream.h"
+#include "common/ledger/event_log.h"
+#include "common/testing/memory_btrfs.h"
+#include "common/ops/metrics.h"
+#include "common/transport/receive_session.h"
 #include "common/testing/temp_dir.h"
 
 namespace snapledger {
@@ -66,7 +66,7 @@ std::string OptionValue(const std::string& line, std::string_view option) {
 }
 
 // One receive command on the fake replica: with `session`, it reads request lines and framed
-// streams (common/receive_session.h) and answers each block with a verdict line; otherwise it
+// streams (common/transport/receive_session.h) and answers each block with a verdict line; otherwise it
 // takes one block, whose options are in its command line, and answers when its stdin ends.
 class FakeReceiveCommand : public RemoteCommand {
  public:

@@ -8,9 +8,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "common/block.h"
+#include "common/ledger/block.h"
 #include "common/index/vector_index_config.h"
-#include "common/ssh_transport.h"
+#include "common/transport/ssh_transport.h"
 #include "primary/block_shipper.h"
 #include "primary/replication_plan.h"
 

@@ -15,9 +15,9 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "common/btrfs.h"
-#include "common/clock.h"
-#include "common/ssh_transport.h"
+#include "common/btrfs/btrfs.h"
+#include "common/base/clock.h"
+#include "common/transport/ssh_transport.h"
 #include "primary/primary_config.h"
 
 namespace snapledger {

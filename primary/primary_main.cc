@@ -7,10 +7,10 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
-#include "common/btrfs.h"
-#include "common/fmt_absl.h"
-#include "common/signals.h"
-#include "common/ssh_transport.h"
+#include "common/btrfs/btrfs.h"
+#include "common/base/fmt_absl.h"
+#include "common/base/signals.h"
+#include "common/transport/ssh_transport.h"
 #include "primary/primary_config.h"
 #include "primary/primary_daemon.h"
 

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
-#include "common/block.h"
+#include "common/ledger/block.h"
 
 namespace snapledger {
 

@@ -6,9 +6,9 @@
 #include <functional>
 #include <vector>
 
-#include "common/block.h"
-#include "common/clock.h"
-#include "common/head_file.h"
+#include "common/ledger/block.h"
+#include "common/base/clock.h"
+#include "common/ledger/head_file.h"
 #include "primary/replication_state.h"
 #include "snapledger/v1/snapledger.grpc.pb.h"
 

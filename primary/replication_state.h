@@ -16,8 +16,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
-#include "common/block.h"
-#include "common/head_file.h"
+#include "common/ledger/block.h"
+#include "common/ledger/head_file.h"
 #include "primary/replication_plan.h"
 #include "primary/replication_tracker.h"
 

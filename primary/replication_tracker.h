@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "absl/time/time.h"
-#include "common/block.h"
-#include "common/head_file.h"
+#include "common/ledger/block.h"
+#include "common/ledger/head_file.h"
 
 namespace snapledger {
 

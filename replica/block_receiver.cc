@@ -11,12 +11,12 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/block.h"
-#include "common/chain_verifier.h"
-#include "common/file_util.h"
-#include "common/head_file.h"
-#include "common/prefix_check.h"
-#include "common/status_macros.h"
+#include "common/ledger/block.h"
+#include "common/ledger/chain_verifier.h"
+#include "common/base/posix_file.h"
+#include "common/ledger/head_file.h"
+#include "common/ledger/prefix_check.h"
+#include "common/base/status_macros.h"
 #include "replica/receive_lock.h"
 #include "replica/stream_verifier.h"
 

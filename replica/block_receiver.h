@@ -21,11 +21,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/block.h"
-#include "common/btrfs.h"
-#include "common/byte_stream.h"
-#include "common/event_format.h"
-#include "common/head_file.h"
+#include "common/ledger/block.h"
+#include "common/btrfs/btrfs.h"
+#include "common/base/byte_stream.h"
+#include "common/ledger/event_format.h"
+#include "common/ledger/head_file.h"
 #include "replica/stream_verifier.h"
 
 namespace snapledger {

@@ -6,9 +6,9 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "common/block_maker.h"
-#include "common/event_log.h"
-#include "common/memory_btrfs.h"
+#include "common/ledger/block_maker.h"
+#include "common/ledger/event_log.h"
+#include "common/testing/memory_btrfs.h"
 #include "common/testing/temp_dir.h"
 
 namespace snapledger {

@@ -16,13 +16,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/block.h"
-#include "common/btrfs.h"
-#include "common/byte_stream.h"
-#include "common/clock.h"
-#include "common/head_file.h"
-#include "common/receive_session.h"
-#include "common/zstd_stream.h"
+#include "common/ledger/block.h"
+#include "common/btrfs/btrfs.h"
+#include "common/base/byte_stream.h"
+#include "common/base/clock.h"
+#include "common/ledger/head_file.h"
+#include "common/transport/receive_session.h"
+#include "common/transport/zstd_stream.h"
 #include "replica/block_receiver.h"
 #include "replica/receive_journal.h"
 
@@ -37,7 +37,7 @@ void AddTransferOptions(CLI::App& app, TransferArgs& t) {
   app.add_option("--compress", t.compress, "how stdin is compressed: none (default) or zstd");
   app.add_flag("--session", t.session,
                "receive block after block: each a request line and a framed stream on stdin "
-               "(common/receive_session.h)");
+               "(common/transport/receive_session.h)");
 }
 
 namespace {
@@ -249,7 +249,7 @@ class ExecutableWatch {
   bool known_ = false;
 };
 
-// Block after block from stdin (common/receive_session.h) until end of input or a failure.
+// Block after block from stdin (common/transport/receive_session.h) until end of input or a failure.
 int ReceiveSession(const std::string& root) {
   const ExecutableWatch program;
   // Between blocks the command waits with its buffers (the stream forwarder's, the in-stream

@@ -8,7 +8,7 @@
 // it, parsed without a shell and validated; the root always comes from the forced command.
 // With `--compress zstd` stdin is a zstd stream, decompressed before `btrfs receive`.
 //
-// With `--session` it takes block after block on stdin (common/receive_session.h), so sshd
+// With `--session` it takes block after block on stdin (common/transport/receive_session.h), so sshd
 // starts it once per SSH session rather than once per block.
 //
 // It is its own small executable, not a subcommand of the daemon's: sshd starts it for every
@@ -35,7 +35,7 @@ struct TransferArgs {
   uint64_t head_seq = 0;
   std::string head_hash;
   std::string compress = "none";
-  bool session = false;  // --session: block after block on stdin (common/receive_session.h)
+  bool session = false;  // --session: block after block on stdin (common/transport/receive_session.h)
 };
 
 // Adds --block, --parent, --epoch, --head-seq, --head-hash, --compress and --session to `app`.
@@ -56,7 +56,7 @@ bool ParseRequestLine(const std::string& line, TransferArgs& t, std::string* err
 // SSH_ORIGINAL_COMMAND is set, the transfer arguments come from it and `t` must not carry
 // any (a forced command with transfer arguments is refused).
 //
-// With --session (common/receive_session.h), blocks follow one another on stdin, each a
+// With --session (common/transport/receive_session.h), blocks follow one another on stdin, each a
 // request line and a framed stream, each answered with its verdict line and recorded in the
 // journal on its own. The exit code is 0 when the input ends between blocks; a block that
 // fails ends the session with that block's exit code. A bad request line is refused (2); input

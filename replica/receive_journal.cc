@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "common/file_util.h"
+#include "common/base/posix_file.h"
 
 namespace snapledger {
 namespace {

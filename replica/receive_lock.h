@@ -12,7 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "common/file_util.h"
+#include "common/base/posix_file.h"
 
 namespace snapledger {
 

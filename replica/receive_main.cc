@@ -4,7 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
-#include "common/signals.h"
+#include "common/base/signals.h"
 #include "replica/receive_command.h"
 
 int main(int argc, char** argv) {

@@ -1,8 +1,8 @@
 #include "replica/replica_config.h"
 
 #include "absl/strings/str_cat.h"
-#include "common/status_macros.h"
-#include "common/yaml_config.h"
+#include "common/base/status_macros.h"
+#include "common/ops/yaml_config.h"
 
 namespace snapledger {
 

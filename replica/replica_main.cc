@@ -4,7 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
-#include "common/signals.h"
+#include "common/base/signals.h"
 #include "replica/replica_serve.h"
 
 int main(int argc, char** argv) {

@@ -4,9 +4,9 @@
 
 #include <spdlog/spdlog.h>
 
-#include "common/btrfs.h"
-#include "common/fmt_absl.h"
-#include "common/signals.h"
+#include "common/btrfs/btrfs.h"
+#include "common/base/fmt_absl.h"
+#include "common/base/signals.h"
 #include "replica/replica_config.h"
 #include "replica/replica_daemon.h"
 

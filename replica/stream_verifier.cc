@@ -11,7 +11,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/head_file.h"
+#include "common/ledger/head_file.h"
 
 namespace snapledger {
 namespace {

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/event_format.h"
-#include "common/sha256.h"
+#include "common/ledger/event_format.h"
+#include "common/ledger/sha256.h"
 
 namespace snapledger {
 namespace {

@@ -394,7 +394,7 @@ cmd_up() {
   preflight
   if [[ -z $BIN_PATH ]]; then
     local here; here=$(cd "$(dirname "$0")/.." && pwd)
-    BIN_PATH=$here/build/primary:$here/build/replica
+    BIN_PATH=$here/build/cli:$here/build/primary:$here/build/replica
   fi
   local d
   local -a dirs

@@ -24,7 +24,7 @@ fi
 
 bash scripts/build.sh
 build=$(pwd)/${BUILD_DIR:-build}
-snapledger=$build/primary/snapledger
+snapledger=$build/cli/snapledger
 eventgen=$build/bench/snapledger-eventgen
 
 work=$(mktemp -d /var/tmp/snapledger-demo.XXXXXX)

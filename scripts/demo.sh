@@ -28,7 +28,7 @@ fi
 
 bash scripts/build.sh
 build=$(pwd)/${BUILD_DIR:-build}
-snapledger=$build/primary/snapledger
+snapledger=$build/cli/snapledger
 eventgen=$build/bench/snapledger-eventgen
 cluster() { bash scripts/cluster.sh "$@"; }
 
@@ -49,7 +49,7 @@ trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "three hosts: network namespaces on a bridge, loop-mounted btrfs, sshd each"
-cluster up --dir "$dir" --replicas 2 --bin-dir "$build/primary:$build/replica"
+cluster up --dir "$dir" --replicas 2 --bin-dir "$build/cli:$build/primary:$build/replica"
 status=$(cluster status --dir "$dir")
 primary=$(echo "$status" | sed -nE 's/^host name=primary .*grpc=([^ ]+).*/\1/p')
 

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <thread>
 
-#include "common/status_macros.h"
+#include "common/base/status_macros.h"
 
 namespace snapledger {
 

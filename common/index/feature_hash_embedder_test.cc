@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "common/ovs_event_generator.h"
+#include "common/testing/ovs_event_generator.h"
 
 #ifndef SNAPLEDGER_SOURCE_DIR
 #error "SNAPLEDGER_SOURCE_DIR must be defined"

@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "common/fmt_absl.h"
+#include "common/base/fmt_absl.h"
 #include "spdlog/spdlog.h"
 
 namespace snapledger {

@@ -26,7 +26,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/index/similarity_index.h"
-#include "common/metrics.h"
+#include "common/ops/metrics.h"
 
 namespace snapledger {
 

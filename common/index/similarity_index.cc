@@ -4,9 +4,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "common/event_format.h"
-#include "common/lookup_index.h"
-#include "common/status_macros.h"
+#include "common/ledger/event_format.h"
+#include "common/lookup/lookup_index.h"
+#include "common/base/status_macros.h"
 #include "spdlog/spdlog.h"
 
 namespace snapledger {

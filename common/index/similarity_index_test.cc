@@ -11,12 +11,12 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "common/event_log.h"
-#include "common/event_query.h"
-#include "common/index/faiss_vector_store.h"
+#include "common/ledger/event_log.h"
+#include "common/lookup/event_query.h"
+#include "common/index/faiss/faiss_vector_store.h"
 #include "common/index/feature_hash_embedder.h"
 #include "common/index/similarity_query.h"
-#include "common/ovs_event_generator.h"
+#include "common/testing/ovs_event_generator.h"
 #include "common/testing/temp_dir.h"
 
 namespace snapledger {

@@ -4,9 +4,9 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "common/canonical_json.h"
-#include "common/event_format.h"
-#include "common/status_macros.h"
+#include "common/ledger/canonical_json.h"
+#include "common/ledger/event_format.h"
+#include "common/base/status_macros.h"
 
 namespace snapledger {
 namespace {

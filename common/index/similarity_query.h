@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/event_query.h"
+#include "common/lookup/event_query.h"
 #include "common/index/similarity_index.h"
 
 namespace snapledger {

@@ -2,11 +2,11 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "common/index/faiss_vector_store.h"
+#include "common/index/faiss/faiss_vector_store.h"
 #include "common/index/feature_hash_embedder.h"
-#include "common/index/http_embedder.h"
-#include "common/index/qdrant_vector_store.h"
-#include "common/status_macros.h"
+#include "common/index/http/http_embedder.h"
+#include "common/index/qdrant/qdrant_vector_store.h"
+#include "common/base/status_macros.h"
 
 namespace snapledger {
 namespace {

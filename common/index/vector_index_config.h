@@ -9,7 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/index/similarity_index.h"
-#include "common/yaml_config.h"
+#include "common/ops/yaml_config.h"
 
 namespace snapledger {
 

@@ -6,7 +6,7 @@
 #include <cstddef>
 
 #include "absl/time/time.h"
-#include "common/event_log.h"
+#include "common/ledger/event_log.h"
 #include "snapledger/v1/snapledger.grpc.pb.h"
 
 namespace snapledger {

@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
-#include "common/chain_verifier.h"
+#include "common/ledger/chain_verifier.h"
 #include "common/testing/temp_dir.h"
 
 namespace snapledger {

@@ -1,6 +1,6 @@
 #include "common/rpc/query_service.h"
 
-#include "common/event_format.h"
+#include "common/ledger/event_format.h"
 
 namespace snapledger {
 

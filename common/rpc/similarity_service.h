@@ -6,7 +6,7 @@
 #include <functional>
 #include <memory>
 
-#include "common/event_query.h"
+#include "common/lookup/event_query.h"
 #include "common/index/similarity_index.h"
 #include "snapledger/v1/snapledger.grpc.pb.h"
 

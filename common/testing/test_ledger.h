@@ -8,7 +8,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "common/event_log.h"
+#include "common/ledger/event_log.h"
 
 namespace snapledger::testing {
 

@@ -12,8 +12,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/file_util.h"
-#include "common/process.h"
+#include "common/base/posix_file.h"
+#include "common/base/process.h"
 
 namespace snapledger::testing {
 namespace {

@@ -10,10 +10,10 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "common/block_maker.h"
-#include "common/btrfs.h"
-#include "common/event_log.h"
-#include "common/file_util.h"
+#include "common/ledger/block_maker.h"
+#include "common/btrfs/btrfs.h"
+#include "common/ledger/event_log.h"
+#include "common/base/posix_file.h"
 #include "primary/block_shipper.h"
 #include "tests/integration/loop_btrfs.h"
 #include "tests/integration/primary_ledger.h"

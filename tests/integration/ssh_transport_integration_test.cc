@@ -6,7 +6,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "common/ssh_transport.h"
+#include "common/transport/ssh_transport.h"
 #include "tests/integration/test_sshd.h"
 
 namespace snapledger {

@@ -17,7 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "common/file_util.h"
+#include "common/base/posix_file.h"
 
 #ifndef SNAPLEDGER_SOURCE_DIR
 #error "SNAPLEDGER_SOURCE_DIR must name the source tree (for scripts/cluster.sh)"

@@ -25,9 +25,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "common/process.h"
-#include "common/ssh_transport.h"
-#include "common/status_macros.h"
+#include "common/base/process.h"
+#include "common/transport/ssh_transport.h"
+#include "common/base/status_macros.h"
 
 namespace YAML {
 class Node;

@@ -19,8 +19,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "common/file_util.h"
-#include "common/head_file.h"
+#include "common/base/posix_file.h"
+#include "common/ledger/head_file.h"
 #include "tests/integration/test_cluster.h"
 
 namespace snapledger::testing {

@@ -13,8 +13,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "common/file_util.h"
-#include "common/status_macros.h"
+#include "common/base/posix_file.h"
+#include "common/base/status_macros.h"
 
 namespace snapledger::testing {
 namespace {

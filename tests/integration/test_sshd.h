@@ -11,9 +11,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "common/process.h"
-#include "common/status_macros.h"
-#include "common/ssh_transport.h"
+#include "common/base/process.h"
+#include "common/base/status_macros.h"
+#include "common/transport/ssh_transport.h"
 
 namespace snapledger::testing {
 

@@ -11,7 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/ovs_event_generator.h"
+#include "common/testing/ovs_event_generator.h"
 #include "tests/integration/cluster_client.h"
 #include "tests/integration/test_cluster.h"
 

@@ -185,7 +185,7 @@ class ReceiveCommandTest : public ::testing::Test {
     std::vector<ReceiveVerdict> verdicts;
     const std::string text = out_.str();
     EXPECT_TRUE(text.empty() || text.back() == '\n') << text;
-    for (std::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    for (const std::string& line : std::vector<std::string>(absl::StrSplit(text, '\n', absl::SkipEmpty()))) {
       absl::StatusOr<ReceiveVerdict> v = ParseReceiveVerdict(line);
       EXPECT_TRUE(v.ok()) << v.status() << ": " << line;
       if (v.ok()) verdicts.push_back(*v);

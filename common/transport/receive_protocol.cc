@@ -40,7 +40,7 @@ std::string Cut(std::string_view text, size_t max) {
   if (text.size() <= max) return std::string(text);
   size_t n = max - 3;
   while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
-  return absl::StrCat(text.substr(0, n), "...");
+  return std::string(text.substr(0, n)) + "...";
 }
 
 double WrittenSeconds(double s) { return std::isfinite(s) && s > 0 ? s : 0; }
@@ -55,7 +55,7 @@ class Members {
   absl::StatusOr<const Json*> Find(std::string_view name) const {
     auto it = object_.find(name);
     if (it == object_.end())
-      return absl::InvalidArgumentError(absl::StrCat(what_, " has no \"", name, "\""));
+      return absl::InvalidArgumentError(absl::StrCat(what_, " has no \"", std::string(name), "\""));
     return &*it;
   }
   absl::StatusOr<std::string> String(std::string_view name) const {
@@ -90,7 +90,7 @@ class Members {
     const std::string is = value.is_number() ? absl::StrCat("the number ", value.dump())
                                              : std::string(value.type_name());
     return absl::InvalidArgumentError(
-        absl::StrCat(what_, ": \"", name, "\" is ", is, ", not ", want));
+        absl::StrCat(what_, ": \"", std::string(name), "\" is ", is, ", not ", std::string(want)));
   }
 
   const Json& object_;
@@ -126,7 +126,7 @@ absl::Status ParseFailure(const Json& object, const Members& m, ReceiveVerdict& 
   if (v.verdict != ReceiveExit::kRefused) {
     if (has_refusal)
       return absl::InvalidArgumentError(absl::StrCat(
-          "the verdict is \"", ReceiveExitName(v.verdict), "\" but carries a refusal"));
+          "the verdict is \"", std::string(ReceiveExitName(v.verdict)), "\" but carries a refusal"));
     return absl::OkStatus();
   }
   std::string name;
@@ -163,12 +163,12 @@ absl::StatusOr<ReceiveRefusal> ParseReceiveRefusal(std::string_view name) {
 }
 
 absl::Status WithRefusal(absl::Status status, ReceiveRefusal refusal) {
-  status.SetPayload(kRefusalPayload, absl::Cord(ReceiveRefusalName(refusal)));
+  status.SetPayload(std::string(kRefusalPayload), absl::Cord(std::string(ReceiveRefusalName(refusal))));
   return status;
 }
 
 std::optional<ReceiveRefusal> RefusalOf(const absl::Status& status) {
-  std::optional<absl::Cord> payload = status.GetPayload(kRefusalPayload);
+  auto payload = status.GetPayload(std::string(kRefusalPayload));
   if (!payload) return std::nullopt;
   absl::StatusOr<ReceiveRefusal> refusal = ParseReceiveRefusal(std::string(*payload));
   if (!refusal.ok()) return std::nullopt;
@@ -188,7 +188,7 @@ ReceiveVerdict FailedVerdict(ReceiveExit verdict, std::string block, std::string
 std::string WriteReceiveVerdict(const ReceiveVerdict& v) {
   // Members in the order the protocol lists them.
   nlohmann::ordered_json line;
-  line["verdict"] = ReceiveExitName(v.verdict);
+  line["verdict"] = std::string(ReceiveExitName(v.verdict));
   if (v.received()) {
     line["block"] = Cut(v.block, kMaxVerdictBlock);
     line["seq"] = v.seq;
@@ -204,7 +204,8 @@ std::string WriteReceiveVerdict(const ReceiveVerdict& v) {
                        {"process", WrittenSeconds(v.seconds.process)}};
   } else {
     if (v.verdict == ReceiveExit::kRefused)
-      line["refusal"] = ReceiveRefusalName(v.refusal.value_or(ReceiveRefusal::kBadRequest));
+      line["refusal"] =
+          std::string(ReceiveRefusalName(v.refusal.value_or(ReceiveRefusal::kBadRequest)));
     if (!v.block.empty()) line["block"] = Cut(v.block, kMaxVerdictBlock);
     line["error"] = Cut(v.error, kMaxVerdictError);
   }

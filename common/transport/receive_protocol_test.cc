@@ -81,7 +81,7 @@ TEST(ReceiveVerdict, EveryRefusalRoundTrips) {
     EXPECT_EQ(back->refusal, r) << line;
     EXPECT_EQ(back->block, "block-000000000009-0123456789ab");
     EXPECT_EQ(back->error, "why");
-    EXPECT_THAT(line, HasSubstr(absl::StrCat("\"refusal\":\"", ReceiveRefusalName(r), "\"")));
+    EXPECT_THAT(line, HasSubstr(absl::StrCat("\"refusal\":\"", std::string(ReceiveRefusalName(r)), "\"")));
   }
 }
 

@@ -169,9 +169,9 @@ absl::StatusOr<ReceiveVerdict> VerdictIn(std::string_view stdout_text) {
 // the block did not verify, Aborted when the command refused it or failed otherwise (a verdict
 // that contradicts the exit code, too). Without a verdict (a command killed, or one that fails
 // before it can answer) the exit code alone decides.
-absl::Status ReceiveFailure(std::string_view who, const RemoteExit& exit,
+absl::Status ReceiveFailure(const std::string& who, const RemoteExit& exit,
                             const absl::StatusOr<ReceiveVerdict>& verdict) {
-  const std::string_view stderr_text = absl::StripTrailingAsciiWhitespace(exit.stderr_text);
+  const absl::string_view stderr_text = absl::StripTrailingAsciiWhitespace(exit.stderr_text);
   if (!verdict.ok()) {
     std::string why = absl::StrCat(who, " (exit ", exit.exit_status, "): ", stderr_text);
     if (!exit.stdout_text.empty())
@@ -183,11 +183,12 @@ absl::Status ReceiveFailure(std::string_view who, const RemoteExit& exit,
   const ReceiveVerdict& v = *verdict;
   if (ReceiveExitFromStatus(exit.exit_status) != v.verdict)
     return absl::AbortedError(absl::StrCat(who, ": its verdict says \"",
-                                           ReceiveExitName(v.verdict), "\" but it exited with ",
+                                           std::string(ReceiveExitName(v.verdict)),
+                                           "\" but it exited with ",
                                            exit.exit_status, ": ", v.error));
   std::string why = absl::StrCat(who, " (exit ", exit.exit_status, ", ",
-                                 ReceiveExitName(v.verdict));
-  if (v.refusal) absl::StrAppend(&why, " ", ReceiveRefusalName(*v.refusal));
+                                 std::string(ReceiveExitName(v.verdict)));
+  if (v.refusal) absl::StrAppend(&why, " ", std::string(ReceiveRefusalName(*v.refusal)));
   absl::StrAppend(&why, "): ", v.error);
   return v.verdict == ReceiveExit::kNotVerified ? absl::DataLossError(why)
                                                 : absl::AbortedError(why);

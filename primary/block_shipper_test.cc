@@ -69,6 +69,12 @@ std::string OptionValue(const std::string& line, std::string_view option) {
   return "";
 }
 
+RemoteExit Exited(int status) {
+  RemoteExit exit;
+  exit.exit_status = status;
+  return exit;
+}
+
 // One receive command on the fake replica: with `session`, it reads request lines and framed
 // streams (common/transport/receive_session.h) and answers each block with a verdict line
 // (common/transport/receive_protocol.h); otherwise it takes one block, whose options are in its
@@ -181,7 +187,7 @@ class FakeReceiveCommand : public RemoteCommand {
   uint64_t written_ = 0;
   int verdicts_ = 0;
   bool ended_ = false, eof_ = false;
-  RemoteExit exit_{.exit_status = 0};
+  RemoteExit exit_ = Exited(0);
 };
 
 class FakeSession : public SshSession {

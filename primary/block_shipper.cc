@@ -159,8 +159,8 @@ absl::StatusOr<ReceiveVerdict> VerdictIn(std::string_view stdout_text) {
   if (end == std::string_view::npos)
     return absl::InvalidArgumentError("its verdict line was cut short (no end of line)");
   if (end + 1 != stdout_text.size())
-    return absl::InvalidArgumentError(absl::StrCat(
-        "it wrote ", stdout_text.size() - end - 1, " bytes more after its verdict line"));
+    return absl::InvalidArgumentError(absl::StrCat("it wrote ", stdout_text.size() - end - 1,
+                                                   " bytes more after its verdict line"));
   return ParseReceiveVerdict(stdout_text.substr(0, end));
 }
 
@@ -182,12 +182,11 @@ absl::Status ReceiveFailure(const std::string& who, const RemoteExit& exit,
   }
   const ReceiveVerdict& v = *verdict;
   if (ReceiveExitFromStatus(exit.exit_status) != v.verdict)
-    return absl::AbortedError(absl::StrCat(who, ": its verdict says \"",
-                                           std::string(ReceiveExitName(v.verdict)),
-                                           "\" but it exited with ",
-                                           exit.exit_status, ": ", v.error));
-  std::string why = absl::StrCat(who, " (exit ", exit.exit_status, ", ",
-                                 std::string(ReceiveExitName(v.verdict)));
+    return absl::AbortedError(
+        absl::StrCat(who, ": its verdict says \"", std::string(ReceiveExitName(v.verdict)),
+                     "\" but it exited with ", exit.exit_status, ": ", v.error));
+  std::string why =
+      absl::StrCat(who, " (exit ", exit.exit_status, ", ", std::string(ReceiveExitName(v.verdict)));
   if (v.refusal) absl::StrAppend(&why, " ", std::string(ReceiveRefusalName(*v.refusal)));
   absl::StrAppend(&why, "): ", v.error);
   return v.verdict == ReceiveExit::kNotVerified ? absl::DataLossError(why)
@@ -394,8 +393,7 @@ void BlockShipper::RunSessionTransfer(const SendStep& step, const std::string& o
     // where the block ends, so the command is ended and its exit collected.
     t.exit = receiver_->Wait();
   } else {
-    absl::StatusOr<std::optional<std::string>> verdict =
-        receiver_->ReadLine(kMaxVerdictLine - 1);
+    absl::StatusOr<std::optional<std::string>> verdict = receiver_->ReadLine(kMaxVerdictLine - 1);
     if (!verdict.ok()) {
       // A line past kMaxVerdictLine is the replica's command misbehaving, not a bad block.
       t.exit = absl::IsDataLoss(verdict.status())
@@ -480,10 +478,10 @@ absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epo
   }
   if (!verdict.ok() || verdict->block != step.block.name) {
     end_receiver();
-    return absl::DataLossError(absl::StrCat(
-        "replica ", target_.id, " answered without confirming ", step.block.name, ": ",
-        verdict.ok() ? absl::StrCat("its verdict names ", verdict->block)
-                     : std::string(verdict.status().message())));
+    return absl::DataLossError(
+        absl::StrCat("replica ", target_.id, " answered without confirming ", step.block.name, ": ",
+                     verdict.ok() ? absl::StrCat("its verdict names ", verdict->block)
+                                  : std::string(verdict.status().message())));
   }
   ShipResult result{step.block,
                     step.parent,

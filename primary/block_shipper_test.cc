@@ -8,14 +8,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/ledger/block_maker.h"
 #include "common/base/byte_stream.h"
+#include "common/ledger/block_maker.h"
 #include "common/ledger/event_log.h"
-#include "common/testing/memory_btrfs.h"
 #include "common/ops/metrics.h"
+#include "common/testing/memory_btrfs.h"
+#include "common/testing/temp_dir.h"
 #include "common/transport/receive_protocol.h"
 #include "common/transport/receive_session.h"
-#include "common/testing/temp_dir.h"
 
 namespace snapledger {
 namespace {
@@ -162,8 +162,8 @@ class FakeReceiveCommand : public RemoteCommand {
     if (!parent.empty() && replica_.lost.contains(parent)) {
       const std::string why = absl::StrCat("parent ", parent, " is not held here");
       End(2, absl::StrCat("snapledger-receive: receive ", block, " refused: ", why, "\n"));
-      return WriteReceiveVerdict(FailedVerdict(ReceiveExit::kRefused, block, why,
-                                               ReceiveRefusal::kParentNotHeld)) +
+      return WriteReceiveVerdict(
+                 FailedVerdict(ReceiveExit::kRefused, block, why, ReceiveRefusal::kParentNotHeld)) +
              "\n";
     }
     ReceiveVerdict v;
@@ -395,8 +395,7 @@ TEST_F(BlockShipperSessionTest, AnOverlongVerdictIsAFailedTransfer) {
     ASSERT_FALSE(r.ok());
     // On a session the line is refused as it is read (the command misbehaves: "refused");
     // from a one-block command's output, as no verdict.
-    EXPECT_EQ(r.status().code(),
-              session ? absl::StatusCode::kAborted : absl::StatusCode::kDataLoss)
+    EXPECT_EQ(r.status().code(), session ? absl::StatusCode::kAborted : absl::StatusCode::kDataLoss)
         << r.status();
     EXPECT_TRUE(shipper.view().verified_blocks.empty());
     replica_.raw_answer.reset();

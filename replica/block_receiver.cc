@@ -185,18 +185,18 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
     }
   }
   if (!held.empty() && held.back().seq >= block.seq)
-    return WithRefusal(absl::FailedPreconditionError(absl::StrCat(
-                           "this replica already holds ", held.back().name, ", newer than ",
-                           block.name)),
-                       ReceiveRefusal::kNewerBlockHeld);
+    return WithRefusal(
+        absl::FailedPreconditionError(absl::StrCat("this replica already holds ", held.back().name,
+                                                   ", newer than ", block.name)),
+        ReceiveRefusal::kNewerBlockHeld);
   if (request.parent) {
     bool have_parent = false;
     for (const BlockInfo& b : held) have_parent |= b.name == *request.parent;
     if (!have_parent)
-      return WithRefusal(absl::FailedPreconditionError(absl::StrCat(
-                             "parent ", *request.parent, " is not held here; send ", block.name,
-                             " in full")),
-                         ReceiveRefusal::kParentNotHeld);
+      return WithRefusal(
+          absl::FailedPreconditionError(absl::StrCat(
+              "parent ", *request.parent, " is not held here; send ", block.name, " in full")),
+          ReceiveRefusal::kParentNotHeld);
   }
   RETURN_IF_ERROR(DeleteLeftovers(unrecognized));
   // The trusted point the block continues: the newest verified block's head, or genesis.

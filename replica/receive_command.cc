@@ -263,13 +263,11 @@ ReceiveVerdict ReceiveCommand::ReceiveBlock(const TransferArgs& t, ByteSource& i
     const absl::Status& st = result.status();
     const bool input_failed = (input_error != nullptr && !input_error->ok()) ||
                               (decompressed && !decompressed->error().ok());
-    *env_.err << "snapledger-receive: receive " << t.block << " refused: " << st.message()
-              << "\n";
+    *env_.err << "snapledger-receive: receive " << t.block << " refused: " << st.message() << "\n";
     std::string reason = FailureReason(st, input_failed);
     // A bad compressed stream (DataLoss from the decompressor) or a cut or garbled session
     // input is a transfer failure, not a block that failed verification.
-    if (input_failed)
-      return fail(ReceiveExit::kTransferFailed, reason, std::string(st.message()));
+    if (input_failed) return fail(ReceiveExit::kTransferFailed, reason, std::string(st.message()));
     if (std::optional<ReceiveRefusal> refusal = RefusalOf(st))
       return fail(ReceiveExit::kRefused, reason, std::string(st.message()), refusal);
     return fail(absl::IsDataLoss(st) ? ReceiveExit::kNotVerified : ReceiveExit::kTransferFailed,
@@ -307,8 +305,7 @@ int ReceiveCommand::ReceiveSession() {
       const std::string why = absl::StrCat("session: ", line.status().message());
       if (absl::IsInvalidArgument(line.status()))
         return FailBeforeReceiving(
-            FailedVerdict(ReceiveExit::kRefused, "", why, ReceiveRefusal::kBadRequest),
-            "refused");
+            FailedVerdict(ReceiveExit::kRefused, "", why, ReceiveRefusal::kBadRequest), "refused");
       return FailBeforeReceiving(FailedVerdict(ReceiveExit::kTransferFailed, "", why), "stream");
     }
     if (!line->has_value()) return 0;  // the primary ended the session
@@ -322,8 +319,8 @@ int ReceiveCommand::ReceiveSession() {
     const int64_t start = env_.clock->MonotonicNanos();
     ReceiveOutcome outcome;
     outcome.ts_micros = env_.clock->NowMicros();
-    ReceiveVerdict verdict = ReceiveBlock(t, reader.Stream(), &reader.StreamError(), start,
-                                          outcome);
+    ReceiveVerdict verdict =
+        ReceiveBlock(t, reader.Stream(), &reader.StreamError(), start, outcome);
     if (verdict.received() && !reader.StreamEnded()) {
       // Promoted (or already held) before the stream's end marker was read: whatever is left
       // of the stream must go before the next request can be found. Bytes there that are not
@@ -378,8 +375,8 @@ int RunReceiveCommand(int argc, const char* const* argv, const ReceiveEnv& env) 
   } catch (const CLI::ParseError& e) {
     if (app.exit(e, *env.out, *env.err) == 0) return 0;  // --help
     // Without a root there is no journal to record it in.
-    *env.out << WriteReceiveVerdict(FailedVerdict(ReceiveExit::kRefused, "", e.what(),
-                                                  ReceiveRefusal::kBadRequest))
+    *env.out << WriteReceiveVerdict(
+                    FailedVerdict(ReceiveExit::kRefused, "", e.what(), ReceiveRefusal::kBadRequest))
              << "\n"
              << std::flush;
     return static_cast<int>(ReceiveExit::kRefused);

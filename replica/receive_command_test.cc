@@ -175,7 +175,7 @@ class ReceiveCommandTest : public ::testing::Test {
     StringSource in(std::move(input));
     out_.str("");
     err_.str("");
-    ReceiveEnv env{&replica_btrfs_, &clock_, &in, &out_, &err_, std::move(original_command),
+    ReceiveEnv env{&replica_btrfs_,  &clock_, &in, &out_, &err_, std::move(original_command),
                    program_replaced_};
     return RunReceiveCommand(static_cast<int>(argv.size()), argv.data(), env);
   }
@@ -185,7 +185,8 @@ class ReceiveCommandTest : public ::testing::Test {
     std::vector<ReceiveVerdict> verdicts;
     const std::string text = out_.str();
     EXPECT_TRUE(text.empty() || text.back() == '\n') << text;
-    for (const std::string& line : std::vector<std::string>(absl::StrSplit(text, '\n', absl::SkipEmpty()))) {
+    for (const std::string& line :
+         std::vector<std::string>(absl::StrSplit(text, '\n', absl::SkipEmpty()))) {
       absl::StatusOr<ReceiveVerdict> v = ParseReceiveVerdict(line);
       EXPECT_TRUE(v.ok()) << v.status() << ": " << line;
       if (v.ok()) verdicts.push_back(*v);

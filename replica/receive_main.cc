@@ -22,9 +22,12 @@ int main(int argc, char** argv) {
   snapledger::FdSource in(snapledger::UniqueFd(::dup(STDIN_FILENO)), "stdin");
   std::optional<std::string> original_command;
   if (const char* c = std::getenv("SSH_ORIGINAL_COMMAND")) original_command = c;
-  const snapledger::ReceiveEnv env{btrfs.get(),       snapledger::Clock::Real(),
-                                   &in,               &std::cout,
-                                   &std::cerr,        std::move(original_command),
+  const snapledger::ReceiveEnv env{btrfs.get(),
+                                   snapledger::Clock::Real(),
+                                   &in,
+                                   &std::cout,
+                                   &std::cerr,
+                                   std::move(original_command),
                                    snapledger::WatchOwnExecutable()};
   return snapledger::RunReceiveCommand(argc, argv, env);
 }

@@ -125,8 +125,9 @@ absl::Status ParseFailure(const Json& object, const Members& m, ReceiveVerdict& 
   const bool has_refusal = object.contains("refusal");
   if (v.verdict != ReceiveExit::kRefused) {
     if (has_refusal)
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the verdict is \"", std::string(ReceiveExitName(v.verdict)), "\" but carries a refusal"));
+      return absl::InvalidArgumentError(absl::StrCat("the verdict is \"",
+                                                     std::string(ReceiveExitName(v.verdict)),
+                                                     "\" but carries a refusal"));
     return absl::OkStatus();
   }
   std::string name;
@@ -163,7 +164,8 @@ absl::StatusOr<ReceiveRefusal> ParseReceiveRefusal(std::string_view name) {
 }
 
 absl::Status WithRefusal(absl::Status status, ReceiveRefusal refusal) {
-  status.SetPayload(std::string(kRefusalPayload), absl::Cord(std::string(ReceiveRefusalName(refusal))));
+  status.SetPayload(std::string(kRefusalPayload),
+                    absl::Cord(std::string(ReceiveRefusalName(refusal))));
   return status;
 }
 

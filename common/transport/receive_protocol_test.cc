@@ -69,10 +69,9 @@ TEST(ReceiveVerdict, TheReceivedLineListsItsMembersInProtocolOrder) {
 }
 
 TEST(ReceiveVerdict, EveryRefusalRoundTrips) {
-  for (ReceiveRefusal r :
-       {ReceiveRefusal::kBadRequest, ReceiveRefusal::kNotPermitted, ReceiveRefusal::kForcedCommand,
-        ReceiveRefusal::kParentNotHeld, ReceiveRefusal::kNewerBlockHeld,
-        ReceiveRefusal::kReceiveInProgress}) {
+  for (ReceiveRefusal r : {ReceiveRefusal::kBadRequest, ReceiveRefusal::kNotPermitted,
+                           ReceiveRefusal::kForcedCommand, ReceiveRefusal::kParentNotHeld,
+                           ReceiveRefusal::kNewerBlockHeld, ReceiveRefusal::kReceiveInProgress}) {
     const std::string line = WriteReceiveVerdict(
         FailedVerdict(ReceiveExit::kRefused, "block-000000000009-0123456789ab", "why", r));
     absl::StatusOr<ReceiveVerdict> back = ParseReceiveVerdict(line);
@@ -81,7 +80,8 @@ TEST(ReceiveVerdict, EveryRefusalRoundTrips) {
     EXPECT_EQ(back->refusal, r) << line;
     EXPECT_EQ(back->block, "block-000000000009-0123456789ab");
     EXPECT_EQ(back->error, "why");
-    EXPECT_THAT(line, HasSubstr(absl::StrCat("\"refusal\":\"", std::string(ReceiveRefusalName(r)), "\"")));
+    EXPECT_THAT(
+        line, HasSubstr(absl::StrCat("\"refusal\":\"", std::string(ReceiveRefusalName(r)), "\"")));
   }
 }
 
@@ -99,9 +99,9 @@ TEST(ReceiveVerdict, FailuresRoundTripWithoutABlock) {
 }
 
 TEST(ReceiveVerdict, ALongErrorIsCutAndTheLineStaysWithinBounds) {
-  const std::string line = WriteReceiveVerdict(FailedVerdict(
-      ReceiveExit::kRefused, std::string(100'000, '\x01'), std::string(100'000, '\x7f'),
-      ReceiveRefusal::kBadRequest));
+  const std::string line =
+      WriteReceiveVerdict(FailedVerdict(ReceiveExit::kRefused, std::string(100'000, '\x01'),
+                                        std::string(100'000, '\x7f'), ReceiveRefusal::kBadRequest));
   EXPECT_LT(line.size(), kMaxVerdictLine);
   absl::StatusOr<ReceiveVerdict> back = ParseReceiveVerdict(line);
   ASSERT_TRUE(back.ok()) << back.status();
@@ -130,7 +130,9 @@ TEST(ReceiveVerdict, SecondsThatAreNotFiniteAreWrittenAsZero) {
   EXPECT_EQ(back->seconds.promote, 0);
 }
 
-TEST(ReceiveVerdict, ANumberIsNotAVerdict) { EXPECT_THAT(Refused("42"), HasSubstr("not an object")); }
+TEST(ReceiveVerdict, ANumberIsNotAVerdict) {
+  EXPECT_THAT(Refused("42"), HasSubstr("not an object"));
+}
 
 TEST(ReceiveVerdict, AnArrayIsNotAVerdict) {
   EXPECT_THAT(Refused("[1]"), HasSubstr("array, not an object"));
@@ -164,8 +166,8 @@ TEST(ReceiveVerdict, TextAfterTheObjectIsRefused) {
 }
 
 TEST(ReceiveVerdict, AnOverlongLineIsRefusedBeforeParsing) {
-  std::string line = "{\"verdict\":\"transfer_failed\",\"error\":\"" +
-                     std::string(kMaxVerdictLine, 'x') + "\"}";
+  std::string line =
+      "{\"verdict\":\"transfer_failed\",\"error\":\"" + std::string(kMaxVerdictLine, 'x') + "\"}";
   EXPECT_THAT(Refused(line), HasSubstr("more than the"));
 }
 
@@ -200,8 +202,7 @@ TEST(ReceiveVerdict, EveryMemberOfAReceivedVerdictIsRequired) {
 
 TEST(ReceiveVerdict, MembersOfTheWrongTypeAreRefused) {
   const std::string h = std::string(64, 'a');
-  auto received = [&](std::string block, std::string seq, std::string held,
-                      std::string seconds) {
+  auto received = [&](std::string block, std::string seq, std::string held, std::string seconds) {
     return absl::StrCat("{\"verdict\":\"received\",\"block\":", block, ",\"seq\":", seq,
                         ",\"hash\":\"", h,
                         "\",\"events_verified\":1,\"prefix_bytes_shared\":0,"
@@ -220,14 +221,12 @@ TEST(ReceiveVerdict, MembersOfTheWrongTypeAreRefused) {
   EXPECT_THAT(Refused(received(b, "1e30", "false", s)), HasSubstr("not a non-negative integer"));
   EXPECT_THAT(Refused(received(b, "9", "1", s)), HasSubstr("\"already_held\" is the number 1"));
   EXPECT_THAT(Refused(received(b, "9", "false", "[]")), HasSubstr("\"seconds\" is array"));
-  EXPECT_THAT(
-      Refused(received(b, "9", "false",
-                       "{\"stream\":\"1\",\"verify\":1,\"promote\":1,\"process\":1}")),
-      HasSubstr("\"stream\" is string"));
-  EXPECT_THAT(
-      Refused(received(b, "9", "false",
-                       "{\"stream\":-1,\"verify\":1,\"promote\":1,\"process\":1}")),
-      HasSubstr("non-negative number of seconds"));
+  EXPECT_THAT(Refused(received(b, "9", "false",
+                               "{\"stream\":\"1\",\"verify\":1,\"promote\":1,\"process\":1}")),
+              HasSubstr("\"stream\" is string"));
+  EXPECT_THAT(Refused(received(b, "9", "false",
+                               "{\"stream\":-1,\"verify\":1,\"promote\":1,\"process\":1}")),
+              HasSubstr("non-negative number of seconds"));
   EXPECT_THAT(Refused("{\"verdict\":\"refused\",\"refusal\":7,\"error\":\"e\"}"),
               HasSubstr("\"refusal\" is the number 7"));
   EXPECT_THAT(Refused("{\"verdict\":\"not_verified\",\"error\":[\"e\"]}"),
@@ -244,9 +243,8 @@ TEST(ReceiveVerdict, AnUnknownRefusalNameIsRefused) {
 TEST(ReceiveVerdict, ARefusalBelongsToARefusedVerdictOnly) {
   EXPECT_THAT(Refused("{\"verdict\":\"refused\",\"error\":\"e\"}"),
               HasSubstr("has no \"refusal\""));
-  EXPECT_THAT(
-      Refused("{\"verdict\":\"not_verified\",\"refusal\":\"bad_request\",\"error\":\"e\"}"),
-      HasSubstr("carries a refusal"));
+  EXPECT_THAT(Refused("{\"verdict\":\"not_verified\",\"refusal\":\"bad_request\",\"error\":\"e\"}"),
+              HasSubstr("carries a refusal"));
 }
 
 TEST(ReceiveVerdict, AFailureNeedsItsError) {

@@ -1,15 +1,14 @@
 #include "primary/block_shipper.h"
 
 #include <algorithm>
-#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/ledger/head_file.h"
+#include "common/transport/receive_protocol.h"
 #include "common/transport/receive_session.h"
 #include "common/base/status_macros.h"
 
@@ -42,9 +41,6 @@ class ProgressSink : public ByteSink {
   uint64_t bytes_ = 0;
   bool failed_ = false;
 };
-
-// The longest verdict line a receive session may answer with.
-constexpr size_t kMaxVerdict = 64 << 10;
 
 // Counts the bytes written through it.
 class CountingSink : public ByteSink {
@@ -154,6 +150,48 @@ class TransferWatchdog {
   std::optional<std::string> fired_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;  // last: starts once everything above is initialized
 };
+
+// The verdict a receive command wrote on stdout (receive_protocol.h): one line, nothing after
+// it. InvalidArgument saying what is wrong otherwise.
+absl::StatusOr<ReceiveVerdict> VerdictIn(std::string_view stdout_text) {
+  if (stdout_text.empty()) return absl::InvalidArgumentError("it wrote no verdict");
+  const size_t end = stdout_text.find('\n');
+  if (end == std::string_view::npos)
+    return absl::InvalidArgumentError("its verdict line was cut short (no end of line)");
+  if (end + 1 != stdout_text.size())
+    return absl::InvalidArgumentError(absl::StrCat("it wrote ", stdout_text.size() - end - 1,
+                                                   " bytes more after its verdict line"));
+  return ParseReceiveVerdict(stdout_text.substr(0, end));
+}
+
+// The failure of a transfer whose receive command did not confirm the block: `exit` ended it,
+// and `verdict` is what it answered. Classified as ShipFailureReason documents: DataLoss when
+// the block did not verify, Aborted when the command refused it or failed otherwise (a verdict
+// that contradicts the exit code, too). Without a verdict (a command killed, or one that fails
+// before it can answer) the exit code alone decides.
+absl::Status ReceiveFailure(const std::string& who, const RemoteExit& exit,
+                            const absl::StatusOr<ReceiveVerdict>& verdict) {
+  const absl::string_view stderr_text = absl::StripTrailingAsciiWhitespace(exit.stderr_text);
+  if (!verdict.ok()) {
+    std::string why = absl::StrCat(who, " (exit ", exit.exit_status, "): ", stderr_text);
+    if (!exit.stdout_text.empty())
+      absl::StrAppend(&why, "; its answer is no verdict: ", verdict.status().message());
+    return exit.exit_status == static_cast<int>(ReceiveExit::kNotVerified)
+               ? absl::DataLossError(why)
+               : absl::AbortedError(why);
+  }
+  const ReceiveVerdict& v = *verdict;
+  if (ReceiveExitFromStatus(exit.exit_status) != v.verdict)
+    return absl::AbortedError(
+        absl::StrCat(who, ": its verdict says \"", std::string(ReceiveExitName(v.verdict)),
+                     "\" but it exited with ", exit.exit_status, ": ", v.error));
+  std::string why =
+      absl::StrCat(who, " (exit ", exit.exit_status, ", ", std::string(ReceiveExitName(v.verdict)));
+  if (v.refusal) absl::StrAppend(&why, " ", std::string(ReceiveRefusalName(*v.refusal)));
+  absl::StrAppend(&why, "): ", v.error);
+  return v.verdict == ReceiveExit::kNotVerified ? absl::DataLossError(why)
+                                                : absl::AbortedError(why);
+}
 
 }  // namespace
 
@@ -289,7 +327,7 @@ absl::Status BlockShipper::SendStream(const SendStep& step, ByteSink& channel,
 BlockShipper::Transfer BlockShipper::RunTransfer(const SendStep& step, const std::string& options) {
   Transfer t;
   transfer_bytes_.store(0, std::memory_order_relaxed);
-  if (UseSession()) {
+  if (target_.receive_session) {
     RunSessionTransfer(step, options, t);
     return t;
   }
@@ -355,17 +393,25 @@ void BlockShipper::RunSessionTransfer(const SendStep& step, const std::string& o
     // where the block ends, so the command is ended and its exit collected.
     t.exit = receiver_->Wait();
   } else {
-    absl::StatusOr<std::optional<std::string>> verdict = receiver_->ReadLine(kMaxVerdict);
+    absl::StatusOr<std::optional<std::string>> verdict = receiver_->ReadLine(kMaxVerdictLine - 1);
     if (!verdict.ok()) {
-      // A line past kMaxVerdict is the replica's command misbehaving, not a bad block.
+      // A line past kMaxVerdictLine is the replica's command misbehaving, not a bad block.
       t.exit = absl::IsDataLoss(verdict.status())
                    ? absl::AbortedError(verdict.status().message())
                    : verdict.status();
     } else if (verdict->has_value()) {
-      RemoteExit answered;
-      answered.exit_status = 0;
-      answered.stdout_text = std::move(**verdict);
-      t.exit = std::move(answered);
+      std::string line = absl::StrCat(**verdict, "\n");
+      absl::StatusOr<ReceiveVerdict> answer = ParseReceiveVerdict(**verdict);
+      if (answer.ok() && !answer->received()) {
+        // A failed block ends the session: its exit code comes with the verdict.
+        t.exit = receiver_->Wait();
+        if (t.exit.ok()) t.exit->stdout_text = absl::StrCat(line, t.exit->stdout_text);
+      } else {
+        RemoteExit answered;
+        answered.exit_status = 0;
+        answered.stdout_text = std::move(line);
+        t.exit = std::move(answered);
+      }
     } else {
       t.exit = receiver_->Wait();  // the command ended instead of answering: how
     }
@@ -414,52 +460,40 @@ absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epo
     return absl::Status(code, absl::StrCat(who, "sending failed: ", t.sent.message()));
   }
   const RemoteExit& exit = *t.exit;
-  if (!exit.ok()) {
+  const absl::StatusOr<ReceiveVerdict> verdict = VerdictIn(exit.stdout_text);
+  if (!exit.ok() || (verdict.ok() && !verdict->received())) {
     end_receiver();
-    if (t.session_started && exit.exit_status == 2 &&
-        absl::StrContains(exit.stderr_text, "--session")) {
-      // A receive command from before sessions refused the option it was started with: one
-      // command per block from now on.
-      session_refused_ = true;
-      return absl::AbortedError(absl::StrCat(
-          "replica ", target_.id, ": its receive command refused --session (",
-          absl::StripTrailingAsciiWhitespace(exit.stderr_text),
-          "); shipping one block per command from now on"));
-    }
-    std::string why = absl::StrCat("replica ", target_.id, " refused ", step.block.name, " (exit ",
-                                   exit.exit_status, "): ", exit.stderr_text);
-    if (absl::StrContains(exit.stderr_text, "is not held here") && step.parent) {
+    if (verdict.ok() && verdict->refusal == ReceiveRefusal::kParentNotHeld &&
+        ReceiveExitFromStatus(exit.exit_status) == ReceiveExit::kRefused && step.parent) {
       // The replica lost the parent we planned with: forget it so the next plan picks an older
       // common block or a full send.
       std::erase(view_.verified_blocks, step.parent->name);
     }
-    return exit.exit_status == 3 ? absl::DataLossError(why) : absl::AbortedError(why);
+    return ReceiveFailure(absl::StrCat("replica ", target_.id, " refused ", step.block.name), exit,
+                          verdict);
   }
   if (!t.sent.ok()) {
     end_receiver();
     return t.sent;
   }
+  if (!verdict.ok() || verdict->block != step.block.name) {
+    end_receiver();
+    return absl::DataLossError(
+        absl::StrCat("replica ", target_.id, " answered without confirming ", step.block.name, ": ",
+                     verdict.ok() ? absl::StrCat("its verdict names ", verdict->block)
+                                  : std::string(verdict.status().message())));
+  }
   ShipResult result{step.block,
                     step.parent,
                     t.stream_bytes,
-                    0,
+                    verdict->events_verified,
                     absl::Nanoseconds(clock_->MonotonicNanos() - start),
                     t.wire_bytes,
-                    {}};
-  nlohmann::json reply = nlohmann::json::parse(exit.stdout_text, nullptr, false);
-  if (reply.is_discarded() || reply.value("block", "") != step.block.name) {
-    end_receiver();
-    return absl::DataLossError(absl::StrCat("replica ", target_.id, " answered without confirming ",
-                                            step.block.name, ": ", exit.stdout_text));
-  }
-  result.events_verified = reply.value("events_verified", uint64_t{0});
-  result.phases = t.phases;
-  if (const auto seconds = reply.find("seconds"); seconds != reply.end() && seconds->is_object()) {
-    result.phases.replica_stream = seconds->value("stream", 0.0);
-    result.phases.replica_verify = seconds->value("verify", 0.0);
-    result.phases.replica_promote = seconds->value("promote", 0.0);
-    result.phases.replica_process = seconds->value("process", 0.0);
-  }
+                    t.phases};
+  result.phases.replica_stream = verdict->seconds.stream;
+  result.phases.replica_verify = verdict->seconds.verify;
+  result.phases.replica_promote = verdict->seconds.promote;
+  result.phases.replica_process = verdict->seconds.process;
   view_.verified_blocks.push_back(step.block.name);
   return result;
 }

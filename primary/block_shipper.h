@@ -39,9 +39,8 @@ struct ReplicaTarget {
   // Level 1 on 2 zstd worker threads: on 2 vCPUs that overlapped compression with libssh's
   // encryption and beat compressing on the shipping thread (bench/README.md).
   ZstdOptions zstd = {.level = 1, .workers = 2};
-  // One receive command takes block after block (`--session`, common/transport/receive_session.h)
-  // instead of one command per block. A replica whose receive command refuses --session gets
-  // one command per block from then on (until the primary restarts).
+  // One receive command takes block after block (`--session`,
+  // common/transport/receive_session.h); false: one command per block.
   bool receive_session = true;
 };
 
@@ -84,9 +83,12 @@ struct BlockShipperOptions {
 //   "trust"         PermissionDenied, Unauthenticated: host key or authentication refused;
 //   "conflict"      FailedPrecondition: the plan found diverged or ahead history;
 //   "verification"  DataLoss: the replica refused the block as not verifying (or answered
-//                   without confirming it);
-//   "refused"       Aborted: the replica's receive command failed otherwise or stopped
-//                   reading (bad arguments, parent not held, lock held, stream error);
+//                   without confirming it: a verdict for another block, or an answer that is
+//                   no verdict, common/transport/receive_protocol.h);
+//   "refused"       Aborted: the replica's receive command refused the block (a
+//                   ReceiveRefusal: bad request, parent not held, lock held, ...), failed
+//                   otherwise (a transfer failure), stopped reading, or exited with a code
+//                   its verdict contradicts;
 //   "network"       Unavailable: connect, channel or transfer failed on the network;
 //   "local"         anything else: the primary's own side (btrfs send, a missing head file,
 //                   compression), and OK, which is no shipping failure.
@@ -151,7 +153,6 @@ class BlockShipper {
   absl::Status SendStream(const SendStep& step, ByteSink& channel, uint64_t* stream_bytes);
   // The receive command's transfer options for `step` (--block ... --head-hash ...).
   std::string TransferOptions(const SendStep& step, const HeadRecord& head, uint64_t epoch) const;
-  bool UseSession() const { return target_.receive_session && !session_refused_; }
 
   Btrfs& btrfs_;
   SshTransport& transport_;
@@ -168,7 +169,6 @@ class BlockShipper {
   // The receive session's command, between transfers (shipper's thread only; reset before
   // session_, which owns its channel).
   RemoteCommandPtr receiver_;
-  bool session_refused_ = false;  // the replica's receive command refused --session
   std::atomic<uint64_t> transfer_bytes_{0};
   std::atomic<uint64_t> commands_started_{0};
 };

@@ -8,13 +8,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/ledger/block_maker.h"
 #include "common/base/byte_stream.h"
+#include "common/ledger/block_maker.h"
 #include "common/ledger/event_log.h"
-#include "common/testing/memory_btrfs.h"
 #include "common/ops/metrics.h"
-#include "common/transport/receive_session.h"
+#include "common/testing/memory_btrfs.h"
 #include "common/testing/temp_dir.h"
+#include "common/transport/receive_protocol.h"
+#include "common/transport/receive_session.h"
 
 namespace snapledger {
 namespace {
@@ -48,9 +49,12 @@ TEST(ShipFailureReason, EveryLabelIsAMetricsReason) {
 // What the fake replica does, and what it saw.
 struct FakeReplica {
   int session_ends_after = -1;          // verdicts a session gives before it ends (-1: never)
-  bool refuses_sessions = false;        // a receive command from before sessions
   std::set<std::string> not_verifying;  // blocks refused with exit 3
+  std::set<std::string> lost;           // blocks it does not hold as a delta's parent
   std::string verdict_names;            // when set, every verdict names this block instead
+  // When set, every block is answered with this stdout line (no '\n' added) and exit status.
+  std::optional<std::string> raw_answer;
+  int raw_exit = 0;
   std::vector<std::string> commands;    // every command line exec'ed
   std::vector<std::string> requests;    // every block asked for: a session's request lines,
                                         // or a one-block command's options
@@ -65,17 +69,22 @@ std::string OptionValue(const std::string& line, std::string_view option) {
   return "";
 }
 
+RemoteExit Exited(int status) {
+  RemoteExit exit;
+  exit.exit_status = status;
+  return exit;
+}
+
 // One receive command on the fake replica: with `session`, it reads request lines and framed
-// streams (common/transport/receive_session.h) and answers each block with a verdict line; otherwise it
-// takes one block, whose options are in its command line, and answers when its stdin ends.
+// streams (common/transport/receive_session.h) and answers each block with a verdict line
+// (common/transport/receive_protocol.h); otherwise it takes one block, whose options are in its
+// command line, and answers when its stdin ends. A failed block's verdict ends the command with
+// the verdict's exit code, as the real command does.
 class FakeReceiveCommand : public RemoteCommand {
  public:
   FakeReceiveCommand(FakeReplica& replica, bool session, std::string options)
       : replica_(replica), session_(session), options_(std::move(options)) {
     ++replica_.live_commands;
-    if (session_ && replica_.refuses_sessions)
-      End(2, "snapledger-receive: refused command: The following argument was not expected: "
-             "--session\n");
   }
 
   ~FakeReceiveCommand() override { --replica_.live_commands; }
@@ -90,7 +99,7 @@ class FakeReceiveCommand : public RemoteCommand {
     eof_ = true;
     return absl::OkStatus();
   }
-  absl::StatusOr<std::optional<std::string>> ReadLine(size_t) override {
+  absl::StatusOr<std::optional<std::string>> ReadLine(size_t max) override {
     if (!session_ || ended_) return std::nullopt;
     // Everything of the block has been written by now: the shipper reads the verdict after
     // the stream's end marker.
@@ -106,37 +115,62 @@ class FakeReceiveCommand : public RemoteCommand {
     }
     if (!reader.StreamEnded()) return End(1, "stream not ended\n");
     consumed_ = input_.size();  // one block at a time: all that was written was this block
-    std::optional<std::string> verdict = Answer(**request);
-    if (verdict && ++verdicts_ == replica_.session_ends_after) ended_ = true;
-    return verdict;
+    std::string verdict = Answer(**request);
+    const size_t line_end = verdict.find('\n');
+    if (line_end == std::string::npos) {  // a line cut short: stdout ends inside it
+      End(exit_.exit_status, exit_.stderr_text);
+      exit_.stdout_text = verdict;
+      return std::nullopt;
+    }
+    std::string line = verdict.substr(0, line_end);
+    if (line.size() > max) return absl::DataLossError("fake stdout: the line is too long");
+    if (++verdicts_ == replica_.session_ends_after) ended_ = true;
+    return line;
   }
   bool Open() override { return !ended_ && !eof_; }
   absl::StatusOr<RemoteExit> Wait() override {
     eof_ = true;
     if (!session_ && !ended_) {
       RemoteExit exit;
-      if (std::optional<std::string> verdict = Answer(options_)) {
-        exit.exit_status = 0;
-        exit.stdout_text = *verdict + "\n";
-        return exit;
-      }
+      exit.stdout_text = Answer(options_);
+      exit.exit_status = exit_.exit_status;
+      exit.stderr_text = exit_.stderr_text;
+      ended_ = true;
+      return exit;
     }
-    if (!ended_) End(0, "");
+    ended_ = true;
     return exit_;
   }
   uint64_t bytes_written() const override { return written_; }
 
  private:
-  // The verdict line for a block asked for with `request`, or nullopt when it is refused.
-  std::optional<std::string> Answer(const std::string& request) {
+  // What the command writes on stdout for the block asked for with `request`; a failure also
+  // ends the command (exit_).
+  std::string Answer(const std::string& request) {
     replica_.requests.push_back(request);
     const std::string block = OptionValue(request, "--block");
-    if (replica_.not_verifying.contains(block)) {
-      End(3, absl::StrCat("snapledger-receive: receive ", block, " refused: does not verify\n"));
-      return std::nullopt;
+    const std::string parent = OptionValue(request, "--parent");
+    if (replica_.raw_answer) {
+      if (replica_.raw_exit != 0) End(replica_.raw_exit, "snapledger-receive: raw answer\n");
+      return *replica_.raw_answer;
     }
-    const std::string named = replica_.verdict_names.empty() ? block : replica_.verdict_names;
-    return absl::StrCat("{\"block\":\"", named, "\",\"events_verified\":1}");
+    if (replica_.not_verifying.contains(block)) {
+      const std::string why = absl::StrCat("block ", block, " does not verify");
+      End(3, absl::StrCat("snapledger-receive: receive ", block, " refused: ", why, "\n"));
+      return WriteReceiveVerdict(FailedVerdict(ReceiveExit::kNotVerified, block, why)) + "\n";
+    }
+    if (!parent.empty() && replica_.lost.contains(parent)) {
+      const std::string why = absl::StrCat("parent ", parent, " is not held here");
+      End(2, absl::StrCat("snapledger-receive: receive ", block, " refused: ", why, "\n"));
+      return WriteReceiveVerdict(
+                 FailedVerdict(ReceiveExit::kRefused, block, why, ReceiveRefusal::kParentNotHeld)) +
+             "\n";
+    }
+    ReceiveVerdict v;
+    v.block = replica_.verdict_names.empty() ? block : replica_.verdict_names;
+    v.events_verified = 1;
+    v.seconds.verify = 0.5;
+    return WriteReceiveVerdict(v) + "\n";
   }
   std::nullopt_t End(int status, std::string stderr_text) {
     ended_ = true;
@@ -153,7 +187,7 @@ class FakeReceiveCommand : public RemoteCommand {
   uint64_t written_ = 0;
   int verdicts_ = 0;
   bool ended_ = false, eof_ = false;
-  RemoteExit exit_;
+  RemoteExit exit_ = Exited(0);
 };
 
 class FakeSession : public SshSession {
@@ -302,23 +336,164 @@ TEST_F(BlockShipperSessionTest, AVerdictForAnotherBlockIsDataLossAndEndsTheSessi
   EXPECT_EQ(shipper.ReceiveCommandsStarted(), 2u);
 }
 
-TEST_F(BlockShipperSessionTest, AReplicaThatRefusesSessionsGetsOneCommandPerBlock) {
-  replica_.refuses_sessions = true;
+// Verdict lines that are valid JSON, or not, but no verdict (common/transport/receive_protocol.h).
+const char* const kMalformedVerdicts[] = {
+    "42",
+    "[1]",
+    "{\"block\":5}",
+    "\"x\"",
+    "null",
+    "{}",
+    "{\"verdict\":\"received\",\"block\":\"block-0000",
+    "{\"verdict\":\"received\",\"block\":7,\"seq\":1}",
+    "{\"verdict\":\"received\",\"block\":\"b\",\"seq\":\"1\",\"hash\":\"h\"}",
+    "{\"verdict\":\"refused\",\"refusal\":\"disk_full\",\"error\":\"e\"}",
+    "{\"verdict\":\"promoted\"}",
+    "not json at all",
+};
+
+TEST_F(BlockShipperSessionTest, EachMalformedVerdictIsAFailedTransferNotACrash) {
+  for (bool session : {true, false}) {
+    for (const char* answer : kMalformedVerdicts) {
+      SCOPED_TRACE(absl::StrCat(session ? "session: " : "one command: ", answer));
+      BlockShipper shipper = Shipper(session);
+      std::vector<BlockInfo> blocks = NewBlock();
+      replica_.raw_answer = absl::StrCat(answer, "\n");
+      auto r = shipper.ShipOnce(blocks, 1);
+      ASSERT_FALSE(r.ok());
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+      EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("without confirming"));
+      EXPECT_TRUE(shipper.view().verified_blocks.empty());
+      replica_.raw_answer.reset();
+      auto again = shipper.ShipOnce(blocks, 1);
+      EXPECT_TRUE(again.ok()) << again.status();
+    }
+  }
+}
+
+TEST_F(BlockShipperSessionTest, AVerdictCutShortIsAFailedTransfer) {
+  for (bool session : {true, false}) {
+    SCOPED_TRACE(session ? "session" : "one command");
+    BlockShipper shipper = Shipper(session);
+    std::vector<BlockInfo> blocks = NewBlock();
+    replica_.raw_answer = "{\"verdict\":\"received\",\"block\":";  // no end of line
+    auto r = shipper.ShipOnce(blocks, 1);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+    EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("cut short"));
+    replica_.raw_answer.reset();
+  }
+}
+
+TEST_F(BlockShipperSessionTest, AnOverlongVerdictIsAFailedTransfer) {
+  for (bool session : {true, false}) {
+    SCOPED_TRACE(session ? "session" : "one command");
+    BlockShipper shipper = Shipper(session);
+    std::vector<BlockInfo> blocks = NewBlock();
+    replica_.raw_answer = std::string(kMaxVerdictLine + 10, ' ') + "{}\n";
+    auto r = shipper.ShipOnce(blocks, 1);
+    ASSERT_FALSE(r.ok());
+    // On a session the line is refused as it is read (the command misbehaves: "refused");
+    // from a one-block command's output, as no verdict.
+    EXPECT_EQ(r.status().code(), session ? absl::StatusCode::kAborted : absl::StatusCode::kDataLoss)
+        << r.status();
+    EXPECT_TRUE(shipper.view().verified_blocks.empty());
+    replica_.raw_answer.reset();
+  }
+}
+
+TEST_F(BlockShipperSessionTest, OutputAfterTheVerdictLineIsAFailedTransfer) {
+  BlockShipper shipper = Shipper(/*receive_session=*/false);
+  std::vector<BlockInfo> blocks = NewBlock();
+  ReceiveVerdict v;
+  v.block = blocks.back().name;
+  replica_.raw_answer = WriteReceiveVerdict(v) + "\nmore\n";
+  auto r = shipper.ShipOnce(blocks, 1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("after its verdict line"));
+}
+
+TEST_F(BlockShipperSessionTest, AFailedCommandWithoutAVerdictIsClassifiedByItsExitCode) {
+  for (bool session : {true, false}) {
+    for (const auto& [exit, code] :
+         std::vector<std::pair<int, absl::StatusCode>>{{1, absl::StatusCode::kAborted},
+                                                       {2, absl::StatusCode::kAborted},
+                                                       {3, absl::StatusCode::kDataLoss},
+                                                       {255, absl::StatusCode::kAborted}}) {
+      SCOPED_TRACE(absl::StrCat(session ? "session: exit " : "one command: exit ", exit));
+      BlockShipper shipper = Shipper(session);
+      std::vector<BlockInfo> blocks = NewBlock();
+      replica_.raw_answer = "";
+      replica_.raw_exit = exit;
+      auto r = shipper.ShipOnce(blocks, 1);
+      ASSERT_FALSE(r.ok());
+      EXPECT_EQ(r.status().code(), code) << r.status();
+      EXPECT_THAT(std::string(r.status().message()),
+                  ::testing::HasSubstr(absl::StrCat("(exit ", exit, "): ")));
+      replica_.raw_answer.reset();
+      replica_.raw_exit = 0;
+    }
+  }
+}
+
+TEST_F(BlockShipperSessionTest, AMalformedVerdictOfAFailedCommandSaysSo) {
+  BlockShipper shipper = Shipper(/*receive_session=*/false);
+  std::vector<BlockInfo> blocks = NewBlock();
+  replica_.raw_answer = "[1]\n";
+  replica_.raw_exit = 2;
+  auto r = shipper.ShipOnce(blocks, 1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(ShipFailureReason(r.status()), "refused") << r.status();
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("is no verdict"));
+}
+
+TEST_F(BlockShipperSessionTest, AVerdictThatContradictsTheExitCodeIsRefused) {
+  BlockShipper shipper = Shipper(/*receive_session=*/false);
+  std::vector<BlockInfo> blocks = NewBlock();
+  ReceiveVerdict v;
+  v.block = blocks.back().name;
+  replica_.raw_answer = WriteReceiveVerdict(v) + "\n";  // received, but exit 3
+  replica_.raw_exit = 3;
+  auto r = shipper.ShipOnce(blocks, 1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAborted) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("but it exited with 3"));
+  EXPECT_TRUE(shipper.view().verified_blocks.empty());
+}
+
+TEST_F(BlockShipperSessionTest, AParentNotHeldIsForgottenAndTheNextPlanSendsInFull) {
+  for (bool session : {true, false}) {
+    SCOPED_TRACE(session ? "session" : "one command");
+    BlockShipper shipper = Shipper(session);
+    std::vector<BlockInfo> blocks = NewBlock();
+    shipper.SetView(ReplicaView{"r1", {blocks.back().name}});
+    replica_.lost.insert(blocks.back().name);
+    blocks = NewBlock();
+    auto refused = shipper.ShipOnce(blocks, 1);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(ShipFailureReason(refused.status()), "refused") << refused.status();
+    EXPECT_THAT(std::string(refused.status().message()),
+                ::testing::HasSubstr("refused parent_not_held"));
+    EXPECT_THAT(std::string(refused.status().message()), ::testing::HasSubstr("is not held here"));
+    EXPECT_TRUE(shipper.view().verified_blocks.empty()) << "the lost parent is forgotten";
+    auto full = shipper.ShipOnce(blocks, 1);
+    ASSERT_TRUE(full.ok()) << full.status();
+    ASSERT_TRUE(full->has_value());
+    EXPECT_FALSE((*full)->parent.has_value());
+    EXPECT_EQ(OptionValue(replica_.requests.back(), "--parent"), "");
+    replica_.lost.clear();
+  }
+}
+
+TEST_F(BlockShipperSessionTest, TheVerdictsFiguresReachTheResult) {
   BlockShipper shipper = Shipper();
   std::vector<BlockInfo> blocks = NewBlock();
-  auto refused = shipper.ShipOnce(blocks, 1);
-  ASSERT_FALSE(refused.ok());
-  EXPECT_EQ(ShipFailureReason(refused.status()), "refused");
-  EXPECT_THAT(std::string(refused.status().message()),
-              ::testing::HasSubstr("one block per command from now on"));
-  EXPECT_THAT(std::string(refused.status().message()), ::testing::Not(::testing::EndsWith("\n")));
-  auto first = shipper.ShipOnce(blocks, 1);
-  ASSERT_TRUE(first.ok()) << first.status();
-  ShipNewBlock(shipper);
-  ASSERT_EQ(replica_.commands.size(), 3u);
-  EXPECT_EQ(replica_.commands[0], "snapledger-receive --session");
-  for (size_t i = 1; i < 3; ++i)
-    EXPECT_THAT(replica_.commands[i], ::testing::StartsWith("snapledger-receive --block "));
+  auto r = shipper.ShipOnce(blocks, 1);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->has_value());
+  EXPECT_EQ((*r)->events_verified, 1u);
+  EXPECT_EQ((*r)->phases.replica_verify, 0.5);
 }
 
 TEST_F(BlockShipperSessionTest, WithoutSessionsEveryBlockHasItsOwnCommand) {

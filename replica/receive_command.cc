@@ -76,18 +76,11 @@ std::optional<ReceiveRefusal> ParseOriginal(const std::string& command, Transfer
   auto is = [](const std::string& word, std::string_view name) {
     return word == name || absl::EndsWith(word, absl::StrCat("/", std::string(name)));
   };
-  size_t skip = 0;
-  if (!words.empty() && is(words[0], "snapledger-receive")) {
-    skip = 1;
-  } else if (words.size() >= 2 && is(words[0], "snapledger-replica") && words[1] == "receive") {
-    skip = 2;
-  } else if (!words.empty() && words[0] == "receive") {
-    skip = 1;
-  } else {
+  if (words.empty() || !is(words[0], "snapledger-receive")) {
     *error = "this key may only run `snapledger-receive`";
     return ReceiveRefusal::kNotPermitted;
   }
-  words.erase(words.begin(), words.begin() + static_cast<long>(skip));
+  words.erase(words.begin());
   if (!ParseTransferWords(words, t, error) || !SessionStandsAlone(t, error))
     return ReceiveRefusal::kBadRequest;
   return std::nullopt;

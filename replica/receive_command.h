@@ -46,9 +46,7 @@ struct TransferArgs {
 };
 
 // Parses SSH_ORIGINAL_COMMAND: "snapledger-receive <transfer options>" or
-// "snapledger-receive --session" (the program may be
-// given by path; "snapledger-replica receive" and "receive" are accepted too, as primaries
-// configured before the command had its own executable send them) and nothing else. False
+// "snapledger-receive --session" (the program may be given by path) and nothing else. False
 // with `*error` saying why for anything else.
 bool ParseOriginalCommand(const std::string& command, TransferArgs& t, std::string* error);
 

@@ -6,6 +6,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -155,26 +156,31 @@ class TransferWatchdog {
   std::thread thread_;  // last: starts once everything above is initialized
 };
 
-}  // namespace
+// Marks a refusal for a parent the replica does not hold (ParentNotHeld); the payload is the
+// parent's name.
+constexpr char kParentNotHeldPayload[] = "type.snapledger/ParentNotHeld";
 
-std::string_view ShipFailureReason(const absl::Status& status) {
-  switch (status.code()) {
+// The codes Execute's contract gives to failures of the replica, the network and trust
+// (block_shipper.h); a failure on the primary's side must not carry one.
+bool IsRemoteFailureCode(absl::StatusCode code) {
+  switch (code) {
     case absl::StatusCode::kDeadlineExceeded:
-      return "watchdog";
     case absl::StatusCode::kPermissionDenied:
     case absl::StatusCode::kUnauthenticated:
-      return "trust";
     case absl::StatusCode::kFailedPrecondition:
-      return "conflict";
     case absl::StatusCode::kDataLoss:
-      return "verification";
     case absl::StatusCode::kAborted:
-      return "refused";
     case absl::StatusCode::kUnavailable:
-      return "network";
+      return true;
     default:
-      return "local";
+      return false;
   }
+}
+
+}  // namespace
+
+bool ParentNotHeld(const absl::Status& status) {
+  return status.GetPayload(kParentNotHeldPayload).has_value();
 }
 
 // What one transfer did, for Ship to classify once the watchdog has stopped.
@@ -204,23 +210,14 @@ BlockShipper::BlockShipper(Btrfs& btrfs, SshTransport& transport, ReplicaTarget 
       target_(std::move(target)),
       layout_(std::move(root)),
       options_(options),
-      clock_(clock) {
-  view_.id = target_.id;
-}
+      clock_(clock) {}
 
-absl::StatusOr<std::optional<ShipResult>> BlockShipper::ShipOnce(
-    const std::vector<BlockInfo>& primary_blocks, uint64_t epoch) {
+absl::StatusOr<ShipResult> BlockShipper::Execute(const SendStep& step, uint64_t epoch) {
   {
     absl::MutexLock lock(&abort_mu_);
     if (aborted_) return absl::CancelledError("the shipper was stopped");
   }
-  ReplicaPlan plan = PlanReplica(primary_blocks, view_);
-  if (std::holds_alternative<InSync>(plan)) return std::nullopt;
-  if (const auto* conflict = std::get_if<PlanConflict>(&plan))
-    return absl::FailedPreconditionError(
-        absl::StrCat("replica ", target_.id, ": ", conflict->detail));
-  ASSIGN_OR_RETURN(ShipResult result, Ship(std::get<SendStep>(plan), epoch));
-  return result;
+  return Ship(step, epoch);
 }
 
 absl::Status BlockShipper::EnsureSession() {
@@ -410,7 +407,7 @@ absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epo
     // The primary's side failed (btrfs send, compression); the replica only saw a cut stream.
     // Its code must classify as local (a `btrfs send` killed by a signal is Aborted).
     absl::StatusCode code =
-        ShipFailureReason(t.sent) == "local" ? t.sent.code() : absl::StatusCode::kInternal;
+        IsRemoteFailureCode(t.sent.code()) ? absl::StatusCode::kInternal : t.sent.code();
     return absl::Status(code, absl::StrCat(who, "sending failed: ", t.sent.message()));
   }
   const RemoteExit& exit = *t.exit;
@@ -428,12 +425,14 @@ absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epo
     }
     std::string why = absl::StrCat("replica ", target_.id, " refused ", step.block.name, " (exit ",
                                    exit.exit_status, "): ", exit.stderr_text);
+    absl::Status refused =
+        exit.exit_status == 3 ? absl::DataLossError(why) : absl::AbortedError(why);
     if (absl::StrContains(exit.stderr_text, "is not held here") && step.parent) {
-      // The replica lost the parent we planned with: forget it so the next plan picks an older
-      // common block or a full send.
-      std::erase(view_.verified_blocks, step.parent->name);
+      // The replica lost the parent we planned with: its driver forgets it, so the next plan
+      // picks an older common block or a full send.
+      refused.SetPayload(kParentNotHeldPayload, absl::Cord(step.parent->name));
     }
-    return exit.exit_status == 3 ? absl::DataLossError(why) : absl::AbortedError(why);
+    return refused;
   }
   if (!t.sent.ok()) {
     end_receiver();
@@ -460,7 +459,6 @@ absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epo
     result.phases.replica_promote = seconds->value("promote", 0.0);
     result.phases.replica_process = seconds->value("process", 0.0);
   }
-  view_.verified_blocks.push_back(step.block.name);
   return result;
 }
 

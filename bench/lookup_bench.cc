@@ -32,6 +32,7 @@
 #include "common/ledger/event_format.h"
 #include "common/base/posix_file.h"
 #include "common/ledger/head_file.h"
+#include "common/ledger/log_reader.h"
 #include "common/lookup/lookup_index.h"
 #include "common/testing/ovs_event_generator.h"
 #include "common/ledger/sha256.h"

@@ -1,16 +1,14 @@
 #include "primary/block_shipper.h"
 
 #include <algorithm>
-#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/ascii.h"
-#include "absl/strings/cord.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/ledger/head_file.h"
+#include "common/transport/receive_protocol.h"
 #include "common/transport/receive_session.h"
 #include "common/base/status_macros.h"
 
@@ -43,9 +41,6 @@ class ProgressSink : public ByteSink {
   uint64_t bytes_ = 0;
   bool failed_ = false;
 };
-
-// The longest verdict line a receive session may answer with.
-constexpr size_t kMaxVerdict = 64 << 10;
 
 // Counts the bytes written through it.
 class CountingSink : public ByteSink {
@@ -156,9 +151,50 @@ class TransferWatchdog {
   std::thread thread_;  // last: starts once everything above is initialized
 };
 
-// Marks a refusal for a parent the replica does not hold (ParentNotHeld); the payload is the
-// parent's name.
-constexpr char kParentNotHeldPayload[] = "type.snapledger/ParentNotHeld";
+// The verdict a receive command wrote on stdout (receive_protocol.h): one line, nothing after
+// it. InvalidArgument saying what is wrong otherwise.
+absl::StatusOr<ReceiveVerdict> VerdictIn(std::string_view stdout_text) {
+  if (stdout_text.empty()) return absl::InvalidArgumentError("it wrote no verdict");
+  const size_t end = stdout_text.find('\n');
+  if (end == std::string_view::npos)
+    return absl::InvalidArgumentError("its verdict line was cut short (no end of line)");
+  if (end + 1 != stdout_text.size())
+    return absl::InvalidArgumentError(absl::StrCat("it wrote ", stdout_text.size() - end - 1,
+                                                   " bytes more after its verdict line"));
+  return ParseReceiveVerdict(stdout_text.substr(0, end));
+}
+
+// The failure of a transfer whose receive command did not confirm the block: `exit` ended it,
+// and `verdict` is what it answered. Classified as Execute documents: DataLoss when the block
+// did not verify, Aborted when the command refused it (with the verdict's ReceiveRefusal
+// attached, WithRefusal) or failed otherwise (a verdict that contradicts the exit code, too).
+// Without a verdict (a command killed, or one that fails before it can answer) the exit code
+// alone decides.
+absl::Status ReceiveFailure(const std::string& who, const RemoteExit& exit,
+                            const absl::StatusOr<ReceiveVerdict>& verdict) {
+  const absl::string_view stderr_text = absl::StripTrailingAsciiWhitespace(exit.stderr_text);
+  if (!verdict.ok()) {
+    std::string why = absl::StrCat(who, " (exit ", exit.exit_status, "): ", stderr_text);
+    if (!exit.stdout_text.empty())
+      absl::StrAppend(&why, "; its answer is no verdict: ", verdict.status().message());
+    return exit.exit_status == static_cast<int>(ReceiveExit::kNotVerified)
+               ? absl::DataLossError(why)
+               : absl::AbortedError(why);
+  }
+  const ReceiveVerdict& v = *verdict;
+  if (ReceiveExitFromStatus(exit.exit_status) != v.verdict)
+    return absl::AbortedError(
+        absl::StrCat(who, ": its verdict says \"", std::string(ReceiveExitName(v.verdict)),
+                     "\" but it exited with ", exit.exit_status, ": ", v.error));
+  std::string why =
+      absl::StrCat(who, " (exit ", exit.exit_status, ", ", std::string(ReceiveExitName(v.verdict)));
+  if (v.refusal) absl::StrAppend(&why, " ", std::string(ReceiveRefusalName(*v.refusal)));
+  absl::StrAppend(&why, "): ", v.error);
+  if (v.verdict == ReceiveExit::kNotVerified) return absl::DataLossError(why);
+  // The driver acts on some refusals (a parent not held is forgotten before the next plan).
+  if (v.refusal) return WithRefusal(absl::AbortedError(why), *v.refusal);
+  return absl::AbortedError(why);
+}
 
 // The codes Execute's contract gives to failures of the replica, the network and trust
 // (block_shipper.h); a failure on the primary's side must not carry one.
@@ -179,18 +215,13 @@ bool IsRemoteFailureCode(absl::StatusCode code) {
 
 }  // namespace
 
-bool ParentNotHeld(const absl::Status& status) {
-  return status.GetPayload(kParentNotHeldPayload).has_value();
-}
-
 // What one transfer did, for Ship to classify once the watchdog has stopped.
 struct BlockShipper::Transfer {
-  absl::Status opened;           // Exec's error
-  RemoteCommandPtr remote;       // the transfer's own command (null with a receive session)
-  bool session = false;          // ran on the receive session (BlockShipper::receiver_)
-  bool session_started = false;  // ... whose command was started for this transfer
-  absl::Status sent;             // btrfs send (and compression) into the channel
-  bool channel_failed = false;   // the channel refused a write: the replica or the network
+  absl::Status opened;          // Exec's error
+  RemoteCommandPtr remote;      // the transfer's own command (null with a receive session)
+  bool session = false;         // ran on the receive session (BlockShipper::receiver_)
+  absl::Status sent;            // btrfs send (and compression) into the channel
+  bool channel_failed = false;  // the channel refused a write: the replica or the network
   absl::StatusOr<RemoteExit> exit = absl::UnknownError("the remote command was not waited for");
   uint64_t stream_bytes = 0;
   uint64_t wire_bytes = 0;
@@ -286,7 +317,7 @@ absl::Status BlockShipper::SendStream(const SendStep& step, ByteSink& channel,
 BlockShipper::Transfer BlockShipper::RunTransfer(const SendStep& step, const std::string& options) {
   Transfer t;
   transfer_bytes_.store(0, std::memory_order_relaxed);
-  if (UseSession()) {
+  if (target_.receive_session) {
     RunSessionTransfer(step, options, t);
     return t;
   }
@@ -333,7 +364,6 @@ void BlockShipper::RunSessionTransfer(const SendStep& step, const std::string& o
     }
     commands_started_.fetch_add(1, std::memory_order_relaxed);
     receiver_ = std::move(*remote);
-    t.session_started = true;
   }
   t.phases.open = lap.Lap();
   const uint64_t written_before = receiver_->bytes_written();
@@ -352,17 +382,25 @@ void BlockShipper::RunSessionTransfer(const SendStep& step, const std::string& o
     // where the block ends, so the command is ended and its exit collected.
     t.exit = receiver_->Wait();
   } else {
-    absl::StatusOr<std::optional<std::string>> verdict = receiver_->ReadLine(kMaxVerdict);
+    absl::StatusOr<std::optional<std::string>> verdict = receiver_->ReadLine(kMaxVerdictLine - 1);
     if (!verdict.ok()) {
-      // A line past kMaxVerdict is the replica's command misbehaving, not a bad block.
+      // A line past kMaxVerdictLine is the replica's command misbehaving, not a bad block.
       t.exit = absl::IsDataLoss(verdict.status())
                    ? absl::AbortedError(verdict.status().message())
                    : verdict.status();
     } else if (verdict->has_value()) {
-      RemoteExit answered;
-      answered.exit_status = 0;
-      answered.stdout_text = std::move(**verdict);
-      t.exit = std::move(answered);
+      std::string line = absl::StrCat(**verdict, "\n");
+      absl::StatusOr<ReceiveVerdict> answer = ParseReceiveVerdict(**verdict);
+      if (answer.ok() && !answer->received()) {
+        // A failed block ends the session: its exit code comes with the verdict.
+        t.exit = receiver_->Wait();
+        if (t.exit.ok()) t.exit->stdout_text = absl::StrCat(line, t.exit->stdout_text);
+      } else {
+        RemoteExit answered;
+        answered.exit_status = 0;
+        answered.stdout_text = std::move(line);
+        t.exit = std::move(answered);
+      }
     } else {
       t.exit = receiver_->Wait();  // the command ended instead of answering: how
     }
@@ -411,54 +449,34 @@ absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epo
     return absl::Status(code, absl::StrCat(who, "sending failed: ", t.sent.message()));
   }
   const RemoteExit& exit = *t.exit;
-  if (!exit.ok()) {
+  const absl::StatusOr<ReceiveVerdict> verdict = VerdictIn(exit.stdout_text);
+  if (!exit.ok() || (verdict.ok() && !verdict->received())) {
     end_receiver();
-    if (t.session_started && exit.exit_status == 2 &&
-        absl::StrContains(exit.stderr_text, "--session")) {
-      // A receive command from before sessions refused the option it was started with: one
-      // command per block from now on.
-      session_refused_ = true;
-      return absl::AbortedError(absl::StrCat(
-          "replica ", target_.id, ": its receive command refused --session (",
-          absl::StripTrailingAsciiWhitespace(exit.stderr_text),
-          "); shipping one block per command from now on"));
-    }
-    std::string why = absl::StrCat("replica ", target_.id, " refused ", step.block.name, " (exit ",
-                                   exit.exit_status, "): ", exit.stderr_text);
-    absl::Status refused =
-        exit.exit_status == 3 ? absl::DataLossError(why) : absl::AbortedError(why);
-    if (absl::StrContains(exit.stderr_text, "is not held here") && step.parent) {
-      // The replica lost the parent we planned with: its driver forgets it, so the next plan
-      // picks an older common block or a full send.
-      refused.SetPayload(kParentNotHeldPayload, absl::Cord(step.parent->name));
-    }
-    return refused;
+    return ReceiveFailure(absl::StrCat("replica ", target_.id, " refused ", step.block.name), exit,
+                          verdict);
   }
   if (!t.sent.ok()) {
     end_receiver();
     return t.sent;
   }
+  if (!verdict.ok() || verdict->block != step.block.name) {
+    end_receiver();
+    return absl::DataLossError(
+        absl::StrCat("replica ", target_.id, " answered without confirming ", step.block.name, ": ",
+                     verdict.ok() ? absl::StrCat("its verdict names ", verdict->block)
+                                  : std::string(verdict.status().message())));
+  }
   ShipResult result{step.block,
                     step.parent,
                     t.stream_bytes,
-                    0,
+                    verdict->events_verified,
                     absl::Nanoseconds(clock_->MonotonicNanos() - start),
                     t.wire_bytes,
-                    {}};
-  nlohmann::json reply = nlohmann::json::parse(exit.stdout_text, nullptr, false);
-  if (reply.is_discarded() || reply.value("block", "") != step.block.name) {
-    end_receiver();
-    return absl::DataLossError(absl::StrCat("replica ", target_.id, " answered without confirming ",
-                                            step.block.name, ": ", exit.stdout_text));
-  }
-  result.events_verified = reply.value("events_verified", uint64_t{0});
-  result.phases = t.phases;
-  if (const auto seconds = reply.find("seconds"); seconds != reply.end() && seconds->is_object()) {
-    result.phases.replica_stream = seconds->value("stream", 0.0);
-    result.phases.replica_verify = seconds->value("verify", 0.0);
-    result.phases.replica_promote = seconds->value("promote", 0.0);
-    result.phases.replica_process = seconds->value("process", 0.0);
-  }
+                    t.phases};
+  result.phases.replica_stream = verdict->seconds.stream;
+  result.phases.replica_verify = verdict->seconds.verify;
+  result.phases.replica_promote = verdict->seconds.promote;
+  result.phases.replica_process = verdict->seconds.process;
   return result;
 }
 

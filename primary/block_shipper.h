@@ -40,9 +40,8 @@ struct ReplicaTarget {
   // Level 1 on 2 zstd worker threads: on 2 vCPUs that overlapped compression with libssh's
   // encryption and beat compressing on the shipping thread (bench/README.md).
   ZstdOptions zstd = {.level = 1, .workers = 2};
-  // One receive command takes block after block (`--session`, common/transport/receive_session.h)
-  // instead of one command per block. A replica whose receive command refuses --session gets
-  // one command per block from then on (until the primary restarts).
+  // One receive command takes block after block (`--session`,
+  // common/transport/receive_session.h); false: one command per block.
   bool receive_session = true;
 };
 
@@ -80,11 +79,6 @@ struct BlockShipperOptions {
   absl::Duration verdict_timeout = absl::Minutes(10);
 };
 
-// True when `status` is Execute's failure for a replica that refused the step because it does
-// not hold the step's parent (the next plan must use an older common block or a full send).
-// Pure.
-bool ParentNotHeld(const absl::Status& status);
-
 class BlockShipper {
  public:
   // All borrowed; must outlive the shipper. Default options.
@@ -95,14 +89,21 @@ class BlockShipper {
                BlockShipperOptions options, Clock* clock = Clock::Real());
 
   // Ships `step` (one block, as a delta from its parent when set) with the primary's `epoch`,
-  // and returns what the replica verified. Errors: PermissionDenied or Unauthenticated for
-  // trust failures (host key, authentication); DataLoss when the replica refused the block as
-  // not verifying, or answered without confirming it; Aborted when the replica's receive
-  // command refused or failed otherwise (ParentNotHeld tells whether it lacked the parent);
-  // Unavailable for network failures; DeadlineExceeded when the watchdog aborted a stalled
-  // transfer (the session is reconnected by the next Execute); Cancelled once Abort() was
-  // called; Internal and others for failures on the primary's side (btrfs send, a missing
-  // head file, compression).
+  // and returns what the replica verified. The replica's answer is read as the receive
+  // protocol's verdict (common/transport/receive_protocol.h). Errors:
+  //   PermissionDenied or Unauthenticated: trust failures (host key, authentication);
+  //   DataLoss: the replica's verdict says the block did not verify, or it answered without
+  //     confirming it (a verdict for another block, or an answer that is no verdict);
+  //   Aborted: the replica's receive command refused the block (the verdict's ReceiveRefusal
+  //     is attached: RefusalOf(status), so kParentNotHeld says the replica lacks the step's
+  //     parent), failed otherwise (a transfer failure), stopped reading, or exited with a code
+  //     its verdict contradicts (no refusal attached then);
+  //   Unavailable: network failures;
+  //   DeadlineExceeded: the watchdog aborted a stalled transfer, or the verdict never came
+  //     (the session is reconnected by the next Execute);
+  //   Cancelled: once Abort() was called;
+  //   Internal and others: failures on the primary's side (btrfs send, a missing head file,
+  //     compression).
   absl::StatusOr<ShipResult> Execute(const SendStep& step, uint64_t epoch);
 
   // Bytes written into the channel so far in the current transfer (the last one's total
@@ -141,7 +142,6 @@ class BlockShipper {
   absl::Status SendStream(const SendStep& step, ByteSink& channel, uint64_t* stream_bytes);
   // The receive command's transfer options for `step` (--block ... --head-hash ...).
   std::string TransferOptions(const SendStep& step, const HeadRecord& head, uint64_t epoch) const;
-  bool UseSession() const { return target_.receive_session && !session_refused_; }
 
   Btrfs& btrfs_;
   SshTransport& transport_;
@@ -157,7 +157,6 @@ class BlockShipper {
   // The receive session's command, between transfers (shipper's thread only; reset before
   // session_, which owns its channel).
   RemoteCommandPtr receiver_;
-  bool session_refused_ = false;  // the replica's receive command refused --session
   std::atomic<uint64_t> transfer_bytes_{0};
   std::atomic<uint64_t> commands_started_{0};
 };

@@ -5,7 +5,6 @@
 #include <mutex>
 #include <thread>
 
-#include <prometheus/registry.h>
 #include <spdlog/spdlog.h>
 
 #include "absl/base/thread_annotations.h"
@@ -15,12 +14,9 @@
 #include "common/ledger/event_log.h"
 #include "common/lookup/event_query.h"
 #include "common/base/fmt_absl.h"
+#include "common/node/node_services.h"
 #include "common/ops/metrics.h"
-#include "common/rpc/grpc_server.h"
 #include "common/rpc/ledger_service.h"
-#include "common/index/index_follower.h"
-#include "common/rpc/query_service.h"
-#include "common/rpc/similarity_service.h"
 #include "common/base/status_macros.h"
 #include "primary/block_shipper.h"
 #include "primary/replica_driver.h"
@@ -79,8 +75,8 @@ class PrimaryDaemon::Impl {
   absl::Status Init();
   void Stop();
 
-  int grpc_port() const { return server_ ? server_->port() : 0; }
-  int metrics_port() const { return metrics_server_ ? metrics_server_->port() : 0; }
+  int grpc_port() const { return node_ ? node_->grpc_port() : 0; }
+  int metrics_port() const { return node_ ? node_->metrics_port() : 0; }
 
  private:
   struct ReplicaLink {
@@ -123,9 +119,8 @@ class PrimaryDaemon::Impl {
   const LedgerLayout layout_;
   const int64_t started_nanos_ = clock_->MonotonicNanos();
 
-  std::shared_ptr<prometheus::Registry> registry_;
+  NodeServicesPtr node_;  // registry, metrics endpoint, Query/Similarity/Admin, gRPC server
   std::unique_ptr<PrimaryMetrics> metrics_;
-  std::unique_ptr<MetricsServer> metrics_server_;
   EventLogPtr log_;
   BlockMakerPtr maker_;
   std::unique_ptr<ReplicationState> state_;
@@ -133,12 +128,6 @@ class PrimaryDaemon::Impl {
   std::unique_ptr<MetricsAppendObserver> observer_;
   std::unique_ptr<LedgerService> ledger_service_;
   std::unique_ptr<ReplicationService> replication_service_;
-  std::unique_ptr<QueryService> query_service_;
-  SimilarityIndexPtr similarity_;  // null when vector_index.enabled is false
-  std::unique_ptr<SimilarityService> similarity_service_;
-  std::unique_ptr<AdminService> admin_service_;
-  std::unique_ptr<IndexFollower> index_follower_;
-  GrpcServerPtr server_;
   std::vector<std::unique_ptr<ReplicaLink>> links_;
   std::vector<std::thread> threads_;
 
@@ -157,11 +146,15 @@ class PrimaryDaemon::Impl {
 
 absl::Status PrimaryDaemon::Impl::Init() {
   RETURN_IF_ERROR(ValidatePrimaryConfig(config_));
-  registry_ = std::make_shared<prometheus::Registry>();
-  metrics_ = std::make_unique<PrimaryMetrics>(*registry_);
-  if (!config_.metrics_listen.empty()) {
-    ASSIGN_OR_RETURN(metrics_server_, MetricsServer::Start(config_.metrics_listen, registry_));
-  }
+  node_ = std::make_unique<NodeServices>(NodeConfig{
+      .grpc_listen = config_.grpc_listen,
+      .metrics_listen = config_.metrics_listen,
+      .ledger_root = config_.ledger_root,
+      .index_dir = config_.index_dir,
+      .vector_index = config_.vector_index,
+  });
+  metrics_ = std::make_unique<PrimaryMetrics>(node_->registry());
+  RETURN_IF_ERROR(node_->StartMetricsServer());
 
   RETURN_IF_ERROR(InitializeLedgerRoot(btrfs_, config_.ledger_root));
   ASSIGN_OR_RETURN(log_, OpenOrCreateLog(layout_.live(), config_.epoch));
@@ -182,32 +175,20 @@ absl::Status PrimaryDaemon::Impl::Init() {
   }
   state_ = std::make_unique<ReplicationState>(ids, TrackerOptions{config_.stall_after});
 
-  std::string index_dir = config_.index_dir.empty()
-                              ? absl::StrCat(config_.ledger_root, "/index/lookup")
-                              : config_.index_dir;
-  query_ = std::make_unique<EventQuery>(layout_.live(), index_dir);
+  query_ = std::make_unique<EventQuery>(layout_.live(), node_->LookupIndexDir());
   observer_ = std::make_unique<MetricsAppendObserver>(*metrics_);
   ledger_service_ = std::make_unique<LedgerService>(*log_, 256, observer_.get());
   replication_service_ =
       std::make_unique<ReplicationService>(*state_, [this] { return Position(); }, clock_);
-  query_service_ = std::make_unique<QueryService>(*query_);
-  if (config_.vector_index.enabled) {
-    VectorIndexConfig vector_index = config_.vector_index;
-    ApplyVectorIndexDefaults(config_.ledger_root, &vector_index);
-    ASSIGN_OR_RETURN(similarity_, MakeSimilarityIndex(vector_index, layout_.live()));
-  }
-  similarity_service_ = std::make_unique<SimilarityService>(
-      [q = std::shared_ptr<EventQuery>(query_.get(), [](EventQuery*) {})] { return q; },
-      similarity_.get());
-  admin_service_ = std::make_unique<AdminService>(similarity_.get());
-  ASSIGN_OR_RETURN(server_, GrpcServer::Start(config_.grpc_listen,
-                                              {ledger_service_.get(), replication_service_.get(),
-                                               query_service_.get(), similarity_service_.get(),
-                                               admin_service_.get()}));
-  if (similarity_)
-    index_follower_ = std::make_unique<IndexFollower>(*similarity_, &metrics_->vector_index(),
-                                                      config_.vector_index.follow_interval,
-          config_.vector_index.follow_min_spacing);
+  RoleServing serving;
+  serving.services = {ledger_service_.get(), replication_service_.get()};
+  serving.events = [q = std::shared_ptr<EventQuery>(query_.get(), [](EventQuery*) {})] {
+    return q;
+  };
+  serving.indexed_ledger_dir = layout_.live();
+  serving.vector_index_metrics = &metrics_->vector_index();
+  RETURN_IF_ERROR(node_->StartServing(std::move(serving)));
+  node_->StartIndexFollower();
 
   for (const ReplicaTarget& target : config_.replicas) {
     auto link = std::make_unique<ReplicaLink>();
@@ -249,7 +230,7 @@ void PrimaryDaemon::Impl::Stop() {
 }
 
 void PrimaryDaemon::Impl::StopOnce() {
-  if (server_) server_->SetNotServing();
+  if (node_) node_->SetNotServing();
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
@@ -257,9 +238,9 @@ void PrimaryDaemon::Impl::StopOnce() {
   // Transfers in flight fail at once, and no new one starts while the server drains (up to
   // 2 s): shutdown never waits for a transfer or its watchdog.
   for (auto& link : links_) link->shipper->Abort();
-  if (index_follower_) index_follower_->Stop();  // also ends a requested rebuild in progress
-  if (similarity_) similarity_->Cancel();
-  server_.reset();  // drains calls in progress: acknowledged appends stay acknowledged
+  // The index follower stops, then the gRPC server drains calls in progress: acknowledged
+  // appends stay acknowledged.
+  if (node_) node_->Stop();
   for (std::thread& t : threads_) t.join();
   threads_.clear();
   if (log_) {
@@ -390,7 +371,7 @@ void PrimaryDaemon::Impl::CutAndRetain() {
       ++block_generation_;
       block_wanted_ = block_wanted_seen_ = false;
     }
-    if (index_follower_) index_follower_->Notify();  // the vector index follows every block
+    node_->NotifyNewBlock();  // the vector index follows every block
   }
 }
 

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/ledger/head_file.h"
+#include "common/transport/receive_protocol.h"
 
 namespace snapledger {
 namespace {
@@ -110,7 +111,7 @@ DriverPass ReplicaDriver::RunOnce(uint64_t epoch) {
   // parent could be pruned in between.
   if (shipped.ok()) {
     RecordVerified(*shipped);
-  } else if (ParentNotHeld(shipped.status()) && step.parent) {
+  } else if (RefusalOf(shipped.status()) == ReceiveRefusal::kParentNotHeld && step.parent) {
     // The replica lost the parent planned with: the next plan picks an older common block or
     // a full send.
     std::erase(view_.verified_blocks, step.parent->name);

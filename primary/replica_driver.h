@@ -8,7 +8,8 @@
 //
 // The driver is the one owner of the replica's view (the blocks it holds verified). The view
 // is fed by the replica's progress reports, taken from ReplicationState, and by transfers: a
-// verified block is added, a parent the replica says it does not hold is forgotten. After a
+// verified block is added, a parent the replica refuses as not held (the typed refusal
+// ReceiveRefusal::kParentNotHeld, common/transport/receive_protocol.h) is forgotten. After a
 // verified transfer the driver publishes the view to ReplicationState, and only then ends the
 // transfer's hold: retention then holds the shipped block as the replica's next parent.
 //
@@ -42,8 +43,10 @@ namespace snapledger {
 enum class ReplicationFailure {
   kNetwork,       // connect, channel or transfer failed on the network
   kTrust,         // host key or authentication refused
-  kRefused,       // the replica's receive command failed otherwise or stopped reading
-  kVerification,  // the replica refused the block as not verifying, or did not confirm it
+  kRefused,       // the replica's receive command refused the block (a ReceiveRefusal), failed
+                  // otherwise, stopped reading, or exited with a code its verdict contradicts
+  kVerification,  // the replica's verdict says the block did not verify, or it did not confirm
+                  // the block (a verdict for another block, or an answer that is no verdict)
   kConflict,      // the plan found diverged or ahead history: needs an operator
   kWatchdog,      // the transfer stalled, or the verdict never came
   kLocal,         // the primary's own side: btrfs send, a missing head file, compression

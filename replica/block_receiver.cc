@@ -17,6 +17,7 @@
 #include "common/ledger/head_file.h"
 #include "common/ledger/prefix_check.h"
 #include "common/base/status_macros.h"
+#include "common/transport/receive_protocol.h"
 #include "replica/receive_lock.h"
 #include "replica/stream_verifier.h"
 
@@ -164,7 +165,10 @@ absl::StatusOr<ReceiveResult> BlockReceiver::Receive(const ReceiveRequest& reque
   std::filesystem::create_directories(layout_.blocks(), ec);
   if (ec)
     return absl::InternalError(absl::StrCat("mkdir under ", layout_.root(), ": ", ec.message()));
-  ASSIGN_OR_RETURN(ReceiveLock lock, ReceiveLock::Acquire(layout_.root(), kReceiveLockPatience));
+  absl::StatusOr<ReceiveLock> lock = ReceiveLock::Acquire(layout_.root(), kReceiveLockPatience);
+  if (absl::IsFailedPrecondition(lock.status()))  // another receive held it all along
+    return WithRefusal(lock.status(), ReceiveRefusal::kReceiveInProgress);
+  if (!lock.ok()) return lock.status();
   return ReceiveLocked(request, block, stream);
 }
 
@@ -181,14 +185,18 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
     }
   }
   if (!held.empty() && held.back().seq >= block.seq)
-    return absl::FailedPreconditionError(
-        absl::StrCat("this replica already holds ", held.back().name, ", newer than ", block.name));
+    return WithRefusal(
+        absl::FailedPreconditionError(absl::StrCat("this replica already holds ", held.back().name,
+                                                   ", newer than ", block.name)),
+        ReceiveRefusal::kNewerBlockHeld);
   if (request.parent) {
     bool have_parent = false;
     for (const BlockInfo& b : held) have_parent |= b.name == *request.parent;
     if (!have_parent)
-      return absl::FailedPreconditionError(absl::StrCat(
-          "parent ", *request.parent, " is not held here; send ", block.name, " in full"));
+      return WithRefusal(
+          absl::FailedPreconditionError(absl::StrCat(
+              "parent ", *request.parent, " is not held here; send ", block.name, " in full")),
+          ReceiveRefusal::kParentNotHeld);
   }
   RETURN_IF_ERROR(DeleteLeftovers(unrecognized));
   // The trusted point the block continues: the newest verified block's head, or genesis.

@@ -80,7 +80,9 @@ class BlockReceiver {
   // FailedPrecondition. Errors say what failed (btrfs receive's stderr,
   // verification's first bad seq and why). DataLoss means the block did not verify; a stream
   // that is malformed or cut short is a failed transfer (Internal), as is `btrfs receive`
-  // failing.
+  // failing. A refusal before anything is received is FailedPrecondition carrying its
+  // ReceiveRefusal (RefusalOf, common/transport/receive_protocol.h): the parent is not held
+  // here, a newer block is, or the receive lock stayed held.
   absl::StatusOr<ReceiveResult> Receive(const ReceiveRequest& request, ByteSource& stream);
 
  private:

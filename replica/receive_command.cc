@@ -4,30 +4,30 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cerrno>
-#include <cstdlib>
-#include <iostream>
-#include <sstream>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/ledger/block.h"
-#include "common/btrfs/btrfs.h"
-#include "common/base/byte_stream.h"
-#include "common/base/clock.h"
 #include "common/ledger/head_file.h"
+#include "common/transport/receive_protocol.h"
 #include "common/transport/receive_session.h"
 #include "common/transport/zstd_stream.h"
 #include "replica/block_receiver.h"
 #include "replica/receive_journal.h"
 
 namespace snapledger {
+namespace {
 
+// Adds --block, --parent, --epoch, --head-seq, --head-hash, --compress and --session to `app`.
 void AddTransferOptions(CLI::App& app, TransferArgs& t) {
   app.add_option("--block", t.block, "the block being sent (block-<seq>-<hash12>)");
   app.add_option("--parent", t.parent, "the delta's parent block (omit for a full send)");
@@ -39,8 +39,6 @@ void AddTransferOptions(CLI::App& app, TransferArgs& t) {
                "receive block after block: each a request line and a framed stream on stdin "
                "(common/transport/receive_session.h)");
 }
-
-namespace {
 
 // Parses transfer options (`words`, without a program name) into `t`.
 bool ParseTransferWords(const std::vector<std::string>& words, TransferArgs& t,
@@ -70,9 +68,10 @@ bool SessionStandsAlone(const TransferArgs& t, std::string* error) {
   return false;
 }
 
-}  // namespace
-
-bool ParseOriginalCommand(const std::string& command, TransferArgs& t, std::string* error) {
+// Parses SSH_ORIGINAL_COMMAND as ParseOriginalCommand does: nullopt when it is taken, else
+// why not (`*error` says it for people).
+std::optional<ReceiveRefusal> ParseOriginal(const std::string& command, TransferArgs& t,
+                                            std::string* error) {
   std::vector<std::string> words = absl::StrSplit(command, ' ', absl::SkipEmpty());
   auto is = [](const std::string& word, std::string_view name) {
     return word == name || absl::EndsWith(word, absl::StrCat("/", std::string(name)));
@@ -86,10 +85,18 @@ bool ParseOriginalCommand(const std::string& command, TransferArgs& t, std::stri
     skip = 1;
   } else {
     *error = "this key may only run `snapledger-receive`";
-    return false;
+    return ReceiveRefusal::kNotPermitted;
   }
   words.erase(words.begin(), words.begin() + static_cast<long>(skip));
-  return ParseTransferWords(words, t, error) && SessionStandsAlone(t, error);
+  if (!ParseTransferWords(words, t, error) || !SessionStandsAlone(t, error))
+    return ReceiveRefusal::kBadRequest;
+  return std::nullopt;
+}
+
+}  // namespace
+
+bool ParseOriginalCommand(const std::string& command, TransferArgs& t, std::string* error) {
+  return !ParseOriginal(command, t, error).has_value();
 }
 
 bool ParseRequestLine(const std::string& line, TransferArgs& t, std::string* error) {
@@ -124,98 +131,8 @@ std::string FailureReason(const absl::Status& status, bool stream_failed) {
   }
 }
 
-// Appends the outcome of one attempt (exit `code`) to the receive journal.
-void Record(const std::string& root, const TransferArgs& t, int64_t start, int code,
-            ReceiveOutcome& outcome) {
-  outcome.block = t.block;
-  if (!t.parent.empty()) outcome.parent = t.parent;
-  outcome.ok = code == 0;
-  if (!outcome.ok && outcome.reason.empty()) outcome.reason = code == 2 ? "refused" : "local";
-  outcome.seconds = static_cast<double>(Clock::Real()->MonotonicNanos() - start) / 1e9;
-  if (absl::Status s = AppendReceiveOutcome(root, outcome); !s.ok())
-    std::cerr << "snapledger-receive: cannot record the outcome: " << s.message() << "\n";
-}
-
-// Receives the block `t` describes from `input`; on success sets `*verdict` to the JSON line
-// the primary reads (without its '\n'). `input_error`, when given, is the input's own failure
-// (a session's framing or its stdin), which makes a failed receive a transfer failure rather
-// than a refusal or a bad block.
-int ReceiveBlock(const std::string& root, const TransferArgs& t, ByteSource& input,
-                 const absl::Status* input_error, int64_t process_start,
-                 ReceiveOutcome& outcome, std::string* verdict) {
-  auto refuse = [&](const std::string& why) {
-    outcome.reason = "refused";
-    outcome.error = why;
-    std::cerr << "snapledger-receive: " << why << "\n";
-    return 2;
-  };
-  absl::StatusOr<StreamCompression> compression = ParseStreamCompression(t.compress);
-  if (!compression.ok())
-    return refuse(absl::StrCat("--compress: ", compression.status().message()));
-  ReceiveRequest request;
-  request.block = t.block;
-  if (!t.parent.empty()) request.parent = t.parent;
-  request.epoch = t.epoch;
-  if (!t.head_hash.empty()) request.announced = ChainHead{t.head_seq, t.head_hash, 0};
-  if (absl::Status st = ValidateReceiveRequest(request); !st.ok())
-    return refuse(std::string(st.message()));
-  BtrfsPtr btrfs = Btrfs::Linux();
-  BlockReceiver receiver(*btrfs, root);
-  ByteSource* stream = &input;
-  ZstdDecompressSourcePtr decompressed;
-  if (*compression == StreamCompression::kZstd) {
-    auto zstd = ZstdDecompressSource::Create(input);
-    if (!zstd.ok()) {
-      outcome.reason = "local";
-      outcome.error = std::string(zstd.status().message());
-      std::cerr << "snapledger-receive: " << zstd.status().message() << "\n";
-      return 1;
-    }
-    decompressed = std::move(*zstd);
-    stream = decompressed.get();
-  }
-  auto result = receiver.Receive(request, *stream);
-  if (!result.ok()) {
-    const bool input_failed = (input_error != nullptr && !input_error->ok()) ||
-                              (decompressed && !decompressed->error().ok());
-    outcome.reason = FailureReason(result.status(), input_failed);
-    outcome.error = std::string(result.status().message());
-    std::cerr << "snapledger-receive: receive " << t.block
-              << " refused: " << result.status().message() << "\n";
-    // A bad compressed stream (DataLoss from the decompressor) or a cut or garbled session
-    // input is a transfer failure, not a block that failed verification.
-    if (input_failed) return 1;
-    return absl::IsDataLoss(result.status()) ? 3 : 1;
-  }
-  outcome.already_held = result->already_held;
-  outcome.events_verified = result->events_verified;
-  outcome.log_bytes = result->log_bytes_added;
-  std::ostringstream line;
-  line << "{\"block\":\"" << result->block.name << "\",\"seq\":" << result->head.head.seq
-       << ",\"hash\":\"" << result->head.head.hash
-       << "\",\"events_verified\":" << result->events_verified
-       << ",\"prefix_bytes_shared\":" << result->prefix_bytes_shared
-       << ",\"prefix_bytes_compared\":" << result->prefix_bytes_compared
-       << ",\"bytes_verified_in_stream\":" << result->bytes_verified_in_stream
-       << ",\"already_held\":" << (result->already_held ? "true" : "false")
-       << ",\"seconds\":{\"stream\":" << result->timings.stream
-       << ",\"verify\":" << result->timings.verify << ",\"promote\":" << result->timings.promote
-       << ",\"process\":"
-       << static_cast<double>(Clock::Real()->MonotonicNanos() - process_start) / 1e9 << "}}";
-  *verdict = line.str();
-  return 0;
-}
-
-// Records an attempt that failed before a block could be received (`code` 1 or 2), saying
-// `why` on stderr; returns `code`.
-int FailBeforeReceiving(const std::string& root, int code, const std::string& why) {
-  ReceiveOutcome outcome;
-  outcome.ts_micros = Clock::Real()->NowMicros();
-  outcome.reason = code == 2 ? "refused" : "stream";
-  outcome.error = why;
-  std::cerr << "snapledger-receive: " << why << "\n";
-  Record(root, TransferArgs{}, Clock::Real()->MonotonicNanos(), code, outcome);
-  return code;
+double SecondsBetween(int64_t start_nanos, int64_t end_nanos) {
+  return static_cast<double>(end_nanos - start_nanos) / 1e9;
 }
 
 // Whether the program this process runs has been replaced on disk since it started (an
@@ -249,90 +166,241 @@ class ExecutableWatch {
   bool known_ = false;
 };
 
-// Block after block from stdin (common/transport/receive_session.h) until end of input or a failure.
-int ReceiveSession(const std::string& root) {
-  const ExecutableWatch program;
+// One run of the receive command on the ledger at `root`, through `env`.
+class ReceiveCommand {
+ public:
+  ReceiveCommand(const ReceiveEnv& env, std::string root) : env_(env), root_(std::move(root)) {}
+
+  // Receives the block `t` describes from env.in.
+  int ReceiveOne(const TransferArgs& t) {
+    const int64_t start = env_.clock->MonotonicNanos();
+    ReceiveOutcome outcome;
+    outcome.ts_micros = env_.clock->NowMicros();
+    ReceiveVerdict verdict = ReceiveBlock(t, *env_.in, nullptr, start, outcome);
+    return Answer(t, start, verdict, outcome);
+  }
+
+  // Block after block from env.in (common/transport/receive_session.h) until end of input or
+  // a failure.
+  int ReceiveSession();
+
+  // Answers `failure`, found before a block could be received, and records it with the
+  // journal's `reason`; says its error on stderr.
+  int FailBeforeReceiving(const ReceiveVerdict& failure, std::string reason) {
+    ReceiveOutcome outcome;
+    outcome.ts_micros = env_.clock->NowMicros();
+    outcome.reason = std::move(reason);
+    outcome.error = failure.error;
+    *env_.err << "snapledger-receive: " << failure.error << "\n";
+    return Answer(TransferArgs{}, env_.clock->MonotonicNanos(), failure, outcome);
+  }
+
+ private:
+  // Receives the block `t` describes from `input`. `input_error`, when given, is the input's
+  // own failure (a session's framing), which makes a failed receive a transfer failure rather
+  // than a refusal or a bad block. Says a failure on stderr.
+  ReceiveVerdict ReceiveBlock(const TransferArgs& t, ByteSource& input,
+                              const absl::Status* input_error, int64_t start,
+                              ReceiveOutcome& outcome);
+
+  // Records the attempt in the journal, writes its verdict line; returns its exit code.
+  int Answer(const TransferArgs& t, int64_t start, const ReceiveVerdict& verdict,
+             ReceiveOutcome& outcome) {
+    outcome.block = t.block;
+    if (!t.parent.empty()) outcome.parent = t.parent;
+    outcome.ok = verdict.received();
+    if (!outcome.ok && outcome.reason.empty())
+      outcome.reason = verdict.verdict == ReceiveExit::kRefused ? "refused" : "local";
+    if (!outcome.ok && outcome.error.empty()) outcome.error = verdict.error;
+    outcome.seconds = SecondsBetween(start, env_.clock->MonotonicNanos());
+    if (absl::Status s = AppendReceiveOutcome(root_, outcome); !s.ok())
+      *env_.err << "snapledger-receive: cannot record the outcome: " << s.message() << "\n";
+    *env_.out << WriteReceiveVerdict(verdict) << "\n" << std::flush;
+    return static_cast<int>(verdict.verdict);
+  }
+
+  const ReceiveEnv& env_;
+  const std::string root_;
+};
+
+ReceiveVerdict ReceiveCommand::ReceiveBlock(const TransferArgs& t, ByteSource& input,
+                                            const absl::Status* input_error, int64_t start,
+                                            ReceiveOutcome& outcome) {
+  auto fail = [&](ReceiveExit exit, std::string reason, std::string why,
+                  std::optional<ReceiveRefusal> refusal = std::nullopt) {
+    outcome.reason = std::move(reason);
+    outcome.error = why;
+    return FailedVerdict(exit, t.block, std::move(why), refusal);
+  };
+  auto refuse = [&](std::string why) {
+    *env_.err << "snapledger-receive: " << why << "\n";
+    return fail(ReceiveExit::kRefused, "refused", std::move(why), ReceiveRefusal::kBadRequest);
+  };
+  absl::StatusOr<StreamCompression> compression = ParseStreamCompression(t.compress);
+  if (!compression.ok())
+    return refuse(absl::StrCat("--compress: ", compression.status().message()));
+  ReceiveRequest request;
+  request.block = t.block;
+  if (!t.parent.empty()) request.parent = t.parent;
+  request.epoch = t.epoch;
+  if (!t.head_hash.empty()) request.announced = ChainHead{t.head_seq, t.head_hash, 0};
+  if (absl::Status st = ValidateReceiveRequest(request); !st.ok())
+    return refuse(std::string(st.message()));
+  BlockReceiver receiver(*env_.btrfs, root_);
+  ByteSource* stream = &input;
+  ZstdDecompressSourcePtr decompressed;
+  if (*compression == StreamCompression::kZstd) {
+    auto zstd = ZstdDecompressSource::Create(input);
+    if (!zstd.ok()) {
+      *env_.err << "snapledger-receive: " << zstd.status().message() << "\n";
+      return fail(ReceiveExit::kTransferFailed, "local", std::string(zstd.status().message()));
+    }
+    decompressed = std::move(*zstd);
+    stream = decompressed.get();
+  }
+  auto result = receiver.Receive(request, *stream);
+  if (!result.ok()) {
+    const absl::Status& st = result.status();
+    const bool input_failed = (input_error != nullptr && !input_error->ok()) ||
+                              (decompressed && !decompressed->error().ok());
+    *env_.err << "snapledger-receive: receive " << t.block << " refused: " << st.message() << "\n";
+    std::string reason = FailureReason(st, input_failed);
+    // A bad compressed stream (DataLoss from the decompressor) or a cut or garbled session
+    // input is a transfer failure, not a block that failed verification.
+    if (input_failed) return fail(ReceiveExit::kTransferFailed, reason, std::string(st.message()));
+    if (std::optional<ReceiveRefusal> refusal = RefusalOf(st))
+      return fail(ReceiveExit::kRefused, reason, std::string(st.message()), refusal);
+    return fail(absl::IsDataLoss(st) ? ReceiveExit::kNotVerified : ReceiveExit::kTransferFailed,
+                reason, std::string(st.message()));
+  }
+  outcome.already_held = result->already_held;
+  outcome.events_verified = result->events_verified;
+  outcome.log_bytes = result->log_bytes_added;
+  ReceiveVerdict v;
+  v.block = result->block.name;
+  v.seq = result->head.head.seq;
+  v.hash = result->head.head.hash;
+  v.events_verified = result->events_verified;
+  v.prefix_bytes_shared = result->prefix_bytes_shared;
+  v.prefix_bytes_compared = result->prefix_bytes_compared;
+  v.bytes_verified_in_stream = result->bytes_verified_in_stream;
+  v.already_held = result->already_held;
+  v.seconds = {result->timings.stream, result->timings.verify, result->timings.promote,
+               SecondsBetween(start, env_.clock->MonotonicNanos())};
+  return v;
+}
+
+int ReceiveCommand::ReceiveSession() {
   // Between blocks the command waits with its buffers (the stream forwarder's, the in-stream
   // verifier's: a few MiB) freed. Keeping them in the heap rather than returning them to the
-  // kernel means the next block writes to pages already mapped: first touches of fresh pages
-  // were the receive command's largest cost per block in a profile of the lag benchmark.
+  // kernel means the next block writes to pages already mapped (bench/README.md).
   ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
   ::mallopt(M_TRIM_THRESHOLD, 256 << 20);
-  FdSource stdin_source(UniqueFd(::dup(STDIN_FILENO)), "stdin");
-  SessionReader reader(stdin_source, "stdin");
+  SessionReader reader(*env_.in, "stdin");
   while (true) {
     absl::StatusOr<std::optional<std::string>> line = reader.ReadRequest();
     if (!line.ok()) {
-      // A line cut off by the end of input is a transfer that stopped (the primary went away);
-      // an overlong one, a request this command does not take.
-      return FailBeforeReceiving(root, absl::IsDataLoss(line.status()) ? 1 : 2,
-                                 absl::StrCat("session: ", line.status().message()));
+      // An overlong line is a request this command does not take; a line cut off by the end of
+      // input, a transfer that stopped (the primary went away).
+      const std::string why = absl::StrCat("session: ", line.status().message());
+      if (absl::IsInvalidArgument(line.status()))
+        return FailBeforeReceiving(
+            FailedVerdict(ReceiveExit::kRefused, "", why, ReceiveRefusal::kBadRequest), "refused");
+      return FailBeforeReceiving(FailedVerdict(ReceiveExit::kTransferFailed, "", why), "stream");
     }
     if (!line->has_value()) return 0;  // the primary ended the session
     TransferArgs t;
     std::string error;
     if (!ParseRequestLine(**line, t, &error))
-      return FailBeforeReceiving(root, 2, absl::StrCat("refused request: ", error));
-    const int64_t start = Clock::Real()->MonotonicNanos();
+      return FailBeforeReceiving(
+          FailedVerdict(ReceiveExit::kRefused, "", absl::StrCat("refused request: ", error),
+                        ReceiveRefusal::kBadRequest),
+          "refused");
+    const int64_t start = env_.clock->MonotonicNanos();
     ReceiveOutcome outcome;
-    outcome.ts_micros = Clock::Real()->NowMicros();
-    std::string verdict;
-    int code = ReceiveBlock(root, t, reader.Stream(), &reader.StreamError(), start, outcome,
-                            &verdict);
-    if (code == 0 && !reader.StreamEnded()) {
+    outcome.ts_micros = env_.clock->NowMicros();
+    ReceiveVerdict verdict =
+        ReceiveBlock(t, reader.Stream(), &reader.StreamError(), start, outcome);
+    if (verdict.received() && !reader.StreamEnded()) {
       // Promoted (or already held) before the stream's end marker was read: whatever is left
       // of the stream must go before the next request can be found. Bytes there that are not
-      // frames end the session without a verdict; the block itself is fine (held here).
+      // frames end the session as a failed transfer; the block itself is fine (held here).
       char sink[64 << 10];
       while (true) {
         absl::StatusOr<size_t> n = reader.Stream().Read(sink, sizeof sink);
         if (!n.ok()) {
           outcome.reason = "stream";
           outcome.error = absl::StrCat("after ", t.block, ": ", n.status().message());
-          std::cerr << "snapledger-receive: session: " << outcome.error << "\n";
-          code = 1;
+          *env_.err << "snapledger-receive: session: " << outcome.error << "\n";
+          verdict = FailedVerdict(ReceiveExit::kTransferFailed, t.block, outcome.error);
           break;
         }
         if (*n == 0) break;
       }
     }
-    Record(root, t, start, code, outcome);
-    if (code != 0) return code;
-    std::cout << verdict << "\n" << std::flush;
-    if (program.Replaced()) {
-      // The primary sees the channel close after this verdict and starts the new program for
-      // its next block.
-      std::cerr << "snapledger-receive: session: " << program.path()
-                << " was replaced; ending the session so that the next one runs it\n";
-      return 0;
+    if (const int code = Answer(t, start, verdict, outcome); code != 0) return code;
+    if (env_.program_replaced) {
+      if (std::optional<std::string> program = env_.program_replaced()) {
+        // The primary sees the channel close after this verdict and starts the new program
+        // for its next block.
+        *env_.err << "snapledger-receive: session: " << *program
+                  << " was replaced; ending the session so that the next one runs it\n";
+        return 0;
+      }
     }
   }
 }
 
 }  // namespace
 
-int RunReceiveCommand(const std::string& root, TransferArgs t) {
-  if (const char* original = std::getenv("SSH_ORIGINAL_COMMAND")) {
+std::function<std::optional<std::string>()> WatchOwnExecutable() {
+  return [watch = ExecutableWatch()]() -> std::optional<std::string> {
+    if (watch.Replaced()) return watch.path();
+    return std::nullopt;
+  };
+}
+
+int RunReceiveCommand(int argc, const char* const* argv, const ReceiveEnv& env) {
+  CLI::App app{
+      "snapledger-receive: receive one block on stdin (a btrfs send stream), verify it, "
+      "promote it; with --session, block after block; the forced command of the primary's key "
+      "on a replica",
+      "snapledger-receive"};
+  std::string root;
+  TransferArgs t;
+  app.add_option("--root", root, "the replica's ledger root on btrfs")->required();
+  AddTransferOptions(app, t);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (app.exit(e, *env.out, *env.err) == 0) return 0;  // --help
+    // Without a root there is no journal to record it in.
+    *env.out << WriteReceiveVerdict(
+                    FailedVerdict(ReceiveExit::kRefused, "", e.what(), ReceiveRefusal::kBadRequest))
+             << "\n"
+             << std::flush;
+    return static_cast<int>(ReceiveExit::kRefused);
+  }
+  ReceiveCommand command(env, root);
+  if (env.original_command) {
+    if (t.session || HasTransferArgs(t))
+      return command.FailBeforeReceiving(
+          FailedVerdict(ReceiveExit::kRefused, "",
+                        "transfer arguments come from the primary, not the forced command",
+                        ReceiveRefusal::kForcedCommand),
+          "refused");
     std::string error;
-    if (t.session || HasTransferArgs(t)) {
-      error = "transfer arguments come from the primary, not the forced command";
-    } else if (!ParseOriginalCommand(original, t, &error)) {
-      error = absl::StrCat("refused command: ", error);
-    }
-    if (!error.empty()) return FailBeforeReceiving(root, 2, error);
+    if (std::optional<ReceiveRefusal> refusal = ParseOriginal(*env.original_command, t, &error))
+      return command.FailBeforeReceiving(
+          FailedVerdict(ReceiveExit::kRefused, "", absl::StrCat("refused command: ", error),
+                        *refusal),
+          "refused");
   }
   if (std::string error; !SessionStandsAlone(t, &error))
-    return FailBeforeReceiving(root, 2, error);
-  if (t.session) return ReceiveSession(root);
-  FdSource stdin_source(UniqueFd(::dup(STDIN_FILENO)), "stdin");
-  const int64_t start = Clock::Real()->MonotonicNanos();
-  ReceiveOutcome outcome;
-  outcome.ts_micros = Clock::Real()->NowMicros();
-  std::string verdict;
-  int code = ReceiveBlock(root, t, stdin_source, nullptr, start, outcome, &verdict);
-  Record(root, t, start, code, outcome);
-  if (code == 0) std::cout << verdict << "\n" << std::flush;
-  return code;
+    return command.FailBeforeReceiving(
+        FailedVerdict(ReceiveExit::kRefused, "", error, ReceiveRefusal::kBadRequest), "refused");
+  if (t.session) return command.ReceiveSession();
+  return command.ReceiveOne(t);
 }
 
 }  // namespace snapledger

@@ -8,24 +8,31 @@
 // it, parsed without a shell and validated; the root always comes from the forced command.
 // With `--compress zstd` stdin is a zstd stream, decompressed before `btrfs receive`.
 //
-// With `--session` it takes block after block on stdin (common/transport/receive_session.h), so sshd
-// starts it once per SSH session rather than once per block.
+// With `--session` it takes block after block on stdin (common/transport/receive_session.h),
+// so sshd starts it once per SSH session rather than once per block.
 //
 // It is its own small executable, not a subcommand of the daemon's: sshd starts it for every
 // session (and, without sessions, every block), and loading the daemon's libraries (gRPC,
-// FAISS, ...) took about twice as long as everything else it does before `btrfs receive`
-// starts. It links only what receiving needs.
+// FAISS, ...) would dominate its start-up (bench/README.md). It links only what receiving
+// needs.
 //
-// Exit codes: 0 promoted (or already held), 1 error (including a corrupt or truncated
-// compressed stream), 2 bad arguments, 3 the block did not verify. Every attempt is appended
-// to the receive journal (replica/receive_journal.h), from which the daemon counts metrics.
-// On success one JSON line goes to stdout: the block, its head, what verification did and
-// where the time went ("seconds": stream, verify, promote, process).
+// It answers with the receive protocol (common/transport/receive_protocol.h): one verdict line
+// per block on stdout, received or failed (a refusal names its ReceiveRefusal), and an exit code
+// that matches it (ReceiveExit: 0 received or already held, 1 the transfer failed, including a
+// corrupt or truncated compressed stream, 2 refused, 3 the block did not verify). A failure
+// also says what was wrong in one line on stderr, for people. Every attempt is appended to the
+// receive journal (replica/receive_journal.h), from which the daemon counts metrics.
 #pragma once
 
-#include <CLI/CLI.hpp>
 #include <cstdint>
+#include <functional>
+#include <iosfwd>
+#include <optional>
 #include <string>
+
+#include "common/base/byte_stream.h"
+#include "common/base/clock.h"
+#include "common/btrfs/btrfs.h"
 
 namespace snapledger {
 
@@ -35,11 +42,8 @@ struct TransferArgs {
   uint64_t head_seq = 0;
   std::string head_hash;
   std::string compress = "none";
-  bool session = false;  // --session: block after block on stdin (common/transport/receive_session.h)
+  bool session = false;  // --session: block after block on stdin (receive_session.h)
 };
-
-// Adds --block, --parent, --epoch, --head-seq, --head-hash, --compress and --session to `app`.
-void AddTransferOptions(CLI::App& app, TransferArgs& t);
 
 // Parses SSH_ORIGINAL_COMMAND: "snapledger-receive <transfer options>" or
 // "snapledger-receive --session" (the program may be
@@ -52,17 +56,40 @@ bool ParseOriginalCommand(const std::string& command, TransferArgs& t, std::stri
 // them). False with `*error` saying why otherwise.
 bool ParseRequestLine(const std::string& line, TransferArgs& t, std::string* error);
 
-// Receives one block from stdin into the ledger at `root`; returns the exit code above. When
-// SSH_ORIGINAL_COMMAND is set, the transfer arguments come from it and `t` must not carry
-// any (a forced command with transfer arguments is refused).
+// Everything the receive command reaches outside its ledger root's files (which it reads and
+// writes directly: head files, the receive lock, the journal). Borrowed; all must outlive
+// RunReceiveCommand.
+struct ReceiveEnv {
+  Btrfs* btrfs;
+  Clock* clock;       // the journal's timestamps and the verdict's seconds
+  ByteSource* in;     // stdin: one block's stream, or a session's requests and frames
+  std::ostream* out;  // stdout: verdict lines
+  std::ostream* err;  // stderr: one line per failure, for people
+  // SSH_ORIGINAL_COMMAND, when sshd set it (the command the primary asked for).
+  std::optional<std::string> original_command;
+  // After each verdict of a session: the path of this program when it has been replaced on
+  // disk since the command started (then the session ends), nullopt otherwise. Empty: never.
+  std::function<std::optional<std::string>()> program_replaced;
+};
+
+// Watches this process's executable (/proc/self/exe) from the call on, for
+// ReceiveEnv::program_replaced: an upgrade renames a new file over it. Never replaced when the
+// executable cannot be identified. The result is thread-compatible.
+std::function<std::optional<std::string>()> WatchOwnExecutable();
+
+// Parses argv (`--root` and the transfer options above) and receives one block from env.in
+// into the ledger at the root; returns the exit code (ReceiveExit). When
+// env.original_command is set, the transfer arguments come from it and argv must not carry
+// any (a forced command with transfer arguments is refused). Never throws.
 //
-// With --session (common/transport/receive_session.h), blocks follow one another on stdin, each a
-// request line and a framed stream, each answered with its verdict line and recorded in the
-// journal on its own. The exit code is 0 when the input ends between blocks; a block that
-// fails ends the session with that block's exit code. A bad request line is refused (2); input
-// cut or garbled inside a stream is a transfer failure (1). After a block's verdict, a session
-// whose executable has been replaced on disk (an upgrade) exits 0, so that the next block runs
-// the new program.
-int RunReceiveCommand(const std::string& root, TransferArgs t);
+// With --session (common/transport/receive_session.h), blocks follow one another on env.in,
+// each a request line and a framed stream, each answered with its verdict line and recorded in
+// the journal on its own. The exit code is 0 when the input ends between blocks; a block that
+// fails ends the session with that block's verdict and exit code. A bad or overlong request
+// line is refused (2, bad_request); input cut or garbled inside a stream, or a request line
+// cut by the end of input, is a transfer failure (1). After a block's verdict, a session whose
+// program has been replaced (env.program_replaced) exits 0, so that the next block runs the
+// new program.
+int RunReceiveCommand(int argc, const char* const* argv, const ReceiveEnv& env);
 
 }  // namespace snapledger

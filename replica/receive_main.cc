@@ -1,28 +1,33 @@
 // snapledger-receive: receives one block on stdin (or, with --session, block after block),
 // verifies it and promotes it (replica/receive_command.h says how sshd runs it and what it
-// answers).
-#include <CLI/CLI.hpp>
+// answers). Wires the real environment: stdin, stdout, stderr, the real clock and btrfs, and
+// SSH_ORIGINAL_COMMAND.
+#include <unistd.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <optional>
 #include <string>
 
+#include "common/base/byte_stream.h"
+#include "common/base/clock.h"
 #include "common/base/signals.h"
+#include "common/btrfs/btrfs.h"
 #include "replica/receive_command.h"
 
 int main(int argc, char** argv) {
   snapledger::BlockTerminationSignals();
-  CLI::App app{
-      "snapledger-receive: receive one block on stdin (a btrfs send stream), verify it, "
-      "promote it; with --session, block after block; the forced command of the primary's key "
-      "on a replica",
-      "snapledger-receive"};
-  std::string root;
-  snapledger::TransferArgs transfer;
-  app.add_option("--root", root, "the replica's ledger root on btrfs")->required();
-  snapledger::AddTransferOptions(app, transfer);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int code = app.exit(e);
-    return code == 0 ? 0 : 2;
-  }
-  return snapledger::RunReceiveCommand(root, transfer);
+  snapledger::BtrfsPtr btrfs = snapledger::Btrfs::Linux();
+  // Not buffered: with one block, `btrfs receive` may be handed the fd itself.
+  snapledger::FdSource in(snapledger::UniqueFd(::dup(STDIN_FILENO)), "stdin");
+  std::optional<std::string> original_command;
+  if (const char* c = std::getenv("SSH_ORIGINAL_COMMAND")) original_command = c;
+  const snapledger::ReceiveEnv env{btrfs.get(),
+                                   snapledger::Clock::Real(),
+                                   &in,
+                                   &std::cout,
+                                   &std::cerr,
+                                   std::move(original_command),
+                                   snapledger::WatchOwnExecutable()};
+  return snapledger::RunReceiveCommand(argc, argv, env);
 }

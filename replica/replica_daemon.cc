@@ -5,7 +5,6 @@
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
-#include <prometheus/registry.h>
 #include <spdlog/spdlog.h>
 
 #include "absl/base/thread_annotations.h"
@@ -17,11 +16,9 @@
 #include "common/base/posix_file.h"
 #include "common/base/fmt_absl.h"
 #include "common/ledger/head_file.h"
+#include "common/node/node_services.h"
 #include "common/ops/metrics.h"
-#include "common/rpc/grpc_server.h"
-#include "common/index/index_follower.h"
 #include "common/rpc/query_service.h"
-#include "common/rpc/similarity_service.h"
 #include "common/base/status_macros.h"
 #include "replica/receive_journal.h"
 #include "replica/receive_lock.h"
@@ -38,8 +35,8 @@ class ReplicaDaemon::Impl {
 
   absl::Status Init();
   void Stop() { std::call_once(stop_once_, [this] { StopOnce(); }); }
-  int grpc_port() const { return server_ ? server_->port() : 0; }
-  int metrics_port() const { return metrics_server_ ? metrics_server_->port() : 0; }
+  int grpc_port() const { return node_ ? node_->grpc_port() : 0; }
+  int metrics_port() const { return node_ ? node_->metrics_port() : 0; }
 
  private:
   void StopOnce();
@@ -58,16 +55,10 @@ class ReplicaDaemon::Impl {
   const LedgerLayout layout_;
   ReceiveJournalReader journal_;  // watch thread only
 
-  std::shared_ptr<prometheus::Registry> registry_;
+  // Registry, metrics endpoint, Query/Similarity/Admin, gRPC server; its index follower starts
+  // when the first verified block is served (FollowNewest).
+  NodeServicesPtr node_;
   std::unique_ptr<ReplicaMetrics> metrics_;
-  std::unique_ptr<MetricsServer> metrics_server_;
-  std::unique_ptr<QueryService> query_service_;
-  SimilarityIndexPtr similarity_;  // null when vector_index.enabled is false
-  std::unique_ptr<SimilarityService> similarity_service_;
-  std::unique_ptr<AdminService> admin_service_;
-  // Started when the first verified block is served (watch thread; joined in StopOnce).
-  std::unique_ptr<IndexFollower> index_follower_;
-  GrpcServerPtr server_;
   std::unique_ptr<v1::Replication::Stub> primary_;
   std::thread watcher_;
   std::once_flag stop_once_;
@@ -87,41 +78,38 @@ class ReplicaDaemon::Impl {
 
 absl::Status ReplicaDaemon::Impl::Init() {
   RETURN_IF_ERROR(ValidateReplicaConfig(config_));
-  registry_ = std::make_shared<prometheus::Registry>();
-  metrics_ = std::make_unique<ReplicaMetrics>(*registry_);
-  if (!config_.metrics_listen.empty()) {
-    ASSIGN_OR_RETURN(metrics_server_, MetricsServer::Start(config_.metrics_listen, registry_));
-  }
+  node_ = std::make_unique<NodeServices>(NodeConfig{
+      .grpc_listen = config_.grpc_listen,
+      .metrics_listen = config_.metrics_listen,
+      .ledger_root = config_.ledger_root,
+      .index_dir = config_.index_dir,
+      .vector_index = config_.vector_index,
+  });
+  metrics_ = std::make_unique<ReplicaMetrics>(node_->registry());
+  RETURN_IF_ERROR(node_->StartMetricsServer());
   std::error_code ec;
   std::filesystem::create_directories(layout_.blocks(), ec);
   std::filesystem::create_directories(layout_.incoming(), ec);
   if (ec)
     return absl::FailedPreconditionError(
         absl::StrCat("cannot create ", layout_.blocks(), ": ", ec.message()));
-  query_service_ = std::make_unique<QueryService>([this] { return CurrentQuery(); });
-  if (config_.vector_index.enabled) {
-    VectorIndexConfig vector_index = config_.vector_index;
-    ApplyVectorIndexDefaults(config_.ledger_root, &vector_index);
-    // Follows the newest verified block once there is one (FollowNewest), and waits while a
-    // block is being received: the next block's verification comes first.
-    auto receiving = [root = layout_.root(), last_error = std::string()]() mutable {
-      absl::StatusOr<bool> busy = ReceiveInProgress(root);
-      if (busy.ok()) return *busy;
-      // Cannot tell: index on (once logged per distinct error), as without the lock.
-      if (std::string error(busy.status().message()); error != last_error) {
-        spdlog::warn("vector index: cannot tell whether a block is being received: {}", error);
-        last_error = std::move(error);
-      }
-      return false;
-    };
-    ASSIGN_OR_RETURN(similarity_, MakeSimilarityIndex(vector_index, "", std::move(receiving)));
-  }
-  similarity_service_ =
-      std::make_unique<SimilarityService>([this] { return CurrentQuery(); }, similarity_.get());
-  admin_service_ = std::make_unique<AdminService>(similarity_.get());
-  ASSIGN_OR_RETURN(server_, GrpcServer::Start(config_.grpc_listen,
-                                              {query_service_.get(), similarity_service_.get(),
-                                               admin_service_.get()}));
+  // The vector index follows the newest verified block once there is one (FollowNewest), and
+  // waits while a block is being received: the next block's verification comes first.
+  auto receiving = [root = layout_.root(), last_error = std::string()]() mutable {
+    absl::StatusOr<bool> busy = ReceiveInProgress(root);
+    if (busy.ok()) return *busy;
+    // Cannot tell: index on (once logged per distinct error), as without the lock.
+    if (std::string error(busy.status().message()); error != last_error) {
+      spdlog::warn("vector index: cannot tell whether a block is being received: {}", error);
+      last_error = std::move(error);
+    }
+    return false;
+  };
+  RoleServing serving;
+  serving.events = [this] { return CurrentQuery(); };
+  serving.give_way = std::move(receiving);
+  serving.vector_index_metrics = &metrics_->vector_index();
+  RETURN_IF_ERROR(node_->StartServing(std::move(serving)));
   if (!config_.primary_grpc.empty())
     primary_ = v1::Replication::NewStub(
         grpc::CreateChannel(config_.primary_grpc, grpc::InsecureChannelCredentials()));
@@ -134,15 +122,13 @@ absl::Status ReplicaDaemon::Impl::Init() {
 }
 
 void ReplicaDaemon::Impl::StopOnce() {
-  if (server_) server_->SetNotServing();
+  if (node_) node_->SetNotServing();
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
   if (watcher_.joinable()) watcher_.join();
-  if (index_follower_) index_follower_->Stop();  // also ends a requested rebuild in progress
-  if (similarity_) similarity_->Cancel();
-  server_.reset();
+  if (node_) node_->Stop();  // the index follower stops, then the gRPC server drains
   spdlog::info("replica {} stopped", config_.node_id);
 }
 
@@ -222,10 +208,7 @@ absl::Status ReplicaDaemon::Impl::FollowNewest(const std::vector<BlockInfo>& blo
   if (query) {
     query->SetLedgerDir(dir);
   } else {
-    std::string index_dir = config_.index_dir.empty()
-                                ? absl::StrCat(config_.ledger_root, "/index/lookup")
-                                : config_.index_dir;
-    query = std::make_shared<EventQuery>(dir, index_dir);
+    query = std::make_shared<EventQuery>(dir, node_->LookupIndexDir());
     absl::MutexLock lock(&mu_);
     query_ = query;
   }
@@ -234,15 +217,9 @@ absl::Status ReplicaDaemon::Impl::FollowNewest(const std::vector<BlockInfo>& blo
     if (absl::StatusOr<std::string> line = query->Get(head->head.seq); !line.ok())
       spdlog::warn("lookup index catch-up on {}: {}", newest.name, line.status());
   }
-  if (similarity_) {
-    similarity_->SetLedgerDir(dir);
-    if (!index_follower_) {
-      index_follower_ = std::make_unique<IndexFollower>(
-          *similarity_, &metrics_->vector_index(), config_.vector_index.follow_interval,
-          config_.vector_index.follow_min_spacing);
-    }
-    index_follower_->Notify();  // the vector index follows every verified block
-  }
+  node_->FollowLedgerDir(dir);
+  node_->StartIndexFollower();  // once there is a block to follow
+  node_->NotifyNewBlock();      // the vector index follows every verified block
   newest_ = newest;
   head_ = *head;
   last_error_.clear();

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/ledger/event_format.h"
+#include "common/ledger/log_reader.h"
 #include "common/lookup/lookup_index.h"
 #include "common/base/status_macros.h"
 #include "spdlog/spdlog.h"

@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/base/fmt_absl.h"
 #include "common/ledger/head_file.h"
+#include "common/ledger/log_reader.h"
 #include "common/base/status_macros.h"
 
 namespace snapledger {

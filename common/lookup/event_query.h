@@ -16,11 +16,6 @@
 // damaged (rebuilt as above) and the query is answered by scan. A rebuild that fails is logged
 // as an error and not retried automatically until the log changes (or RebuildIndex is called).
 //
-// Measured on 1,000,000 events (233 MiB log; event_query_test
-// AnswersFromTheIndexWithoutReadingTheWholeLog, SNAPLEDGER_QUERY_BENCH_EVENTS=1000000): a Get,
-// a GetByHash and a 33-event Range together take ~110 us from the index (checks included),
-// ~1 s by scan.
-//
 // Errors: NotFound when no such event exists; InvalidArgument for a malformed request;
 // DataLoss naming the line ("events.jsonl line N (seq N): ...") when a line of the log that
 // the query reads (or that catching up reads) is malformed or out of order — lines are never

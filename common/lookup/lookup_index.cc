@@ -2,11 +2,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <lmdb.h>
 #include <signal.h>
-#include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,184 +17,15 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "common/ledger/chain_verifier.h"
-#include "common/ledger/head_file.h"
 #include "common/base/status_macros.h"
+#include "common/ledger/head_file.h"
+#include "common/lookup/lmdb_txn.h"
 
 namespace snapledger {
 namespace fs = std::filesystem;
 
 // ---------------------------------------------------------------------------------------------
-// LogFile and ScanEvents
-
-LogRegion::~LogRegion() {
-  if (addr_ != nullptr) ::munmap(addr_, map_length_);
-}
-
-LogRegion::LogRegion(LogRegion&& o) noexcept
-    : addr_(std::exchange(o.addr_, nullptr)),
-      map_length_(std::exchange(o.map_length_, 0)),
-      data_(std::exchange(o.data_, {})),
-      base_(std::exchange(o.base_, 0)) {}
-
-LogRegion& LogRegion::operator=(LogRegion&& o) noexcept {
-  if (this != &o) {
-    if (addr_ != nullptr) ::munmap(addr_, map_length_);
-    addr_ = std::exchange(o.addr_, nullptr);
-    map_length_ = std::exchange(o.map_length_, 0);
-    data_ = std::exchange(o.data_, {});
-    base_ = std::exchange(o.base_, 0);
-  }
-  return *this;
-}
-
-namespace {
-constexpr size_t kFirstReadBytes = 1024;
-}  // namespace
-
-absl::StatusOr<LogFile> LogFile::Open(const std::string& ledger_dir) {
-  LogFile log;
-  log.path_ = absl::StrCat(ledger_dir, "/", kEventsFile);
-  ASSIGN_OR_RETURN(log.fd_, OpenFile(log.path_, O_RDONLY));
-  struct stat st;
-  if (::fstat(log.fd_.get(), &st) != 0) return ErrnoStatus(absl::StrCat("stat ", log.path_), errno);
-  // Complete lines end at the last '\n': search backwards in growing chunks.
-  uint64_t end = static_cast<uint64_t>(st.st_size);
-  for (size_t chunk = kFirstReadBytes; end > 0; chunk *= 2) {
-    uint64_t from = end > chunk ? end - chunk : 0;
-    ASSIGN_OR_RETURN(std::string bytes, log.ReadAt(from, end - from));
-    if (const void* nl = memrchr(bytes.data(), '\n', bytes.size()); nl != nullptr) {
-      log.size_ = from + (static_cast<const char*>(nl) - bytes.data()) + 1;
-      break;
-    }
-    end = from;
-  }
-  return log;
-}
-
-absl::StatusOr<std::string> LogFile::ReadAt(uint64_t offset, size_t length) const {
-  std::string out(length, '\0');
-  size_t done = 0;
-  while (done < length) {
-    ssize_t n = ::pread(fd_.get(), out.data() + done, length - done, offset + done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus(absl::StrCat("read ", path_), errno);
-    if (n == 0) break;  // truncated meanwhile
-    done += static_cast<size_t>(n);
-  }
-  out.resize(done);
-  return out;
-}
-
-absl::StatusOr<std::string> LogFile::Read(uint64_t offset, size_t length) const {
-  if (offset > size_ || length > size_ - offset)
-    return absl::OutOfRangeError(absl::StrCat("bytes [", offset, ", ", offset + length, ") of ",
-                                              path_, " are beyond its ", size_, " bytes"));
-  ASSIGN_OR_RETURN(std::string bytes, ReadAt(offset, length));
-  if (bytes.size() != length) return absl::DataLossError(absl::StrCat(path_, " shrank"));
-  return bytes;
-}
-
-absl::StatusOr<std::optional<std::string>> LogFile::LineStartingAt(uint64_t offset,
-                                                                   size_t expected_length) const {
-  if (offset >= size_) return std::optional<std::string>();
-  // Read from the byte before `offset` (which must be '\n') through the line's '\n'.
-  uint64_t from = offset > 0 ? offset - 1 : 0;
-  size_t want = expected_length > 0 ? expected_length + 2 : kFirstReadBytes;
-  while (true) {
-    size_t length = static_cast<size_t>(std::min<uint64_t>(want, size_ - from));
-    ASSIGN_OR_RETURN(std::string bytes, ReadAt(from, length));
-    if (bytes.size() != length) return absl::DataLossError(absl::StrCat(path_, " shrank"));
-    size_t start = offset - from;
-    if (start == 1 && bytes[0] != '\n') return std::optional<std::string>();
-    size_t nl = bytes.find('\n', start);
-    if (nl != std::string::npos) return std::optional<std::string>(bytes.substr(start, nl - start));
-    if (from + length >= size_) return std::optional<std::string>();  // cannot happen: ends in \n
-    want *= 2;
-  }
-}
-
-absl::StatusOr<std::optional<std::string>> LogFile::LineEndingAt(uint64_t end) const {
-  if (end == 0 || end > size_) return std::optional<std::string>();
-  for (size_t chunk = kFirstReadBytes;; chunk *= 2) {
-    uint64_t from = end > chunk ? end - chunk : 0;
-    ASSIGN_OR_RETURN(std::string bytes, ReadAt(from, end - from));
-    if (bytes.size() != end - from) return absl::DataLossError(absl::StrCat(path_, " shrank"));
-    if (bytes.back() != '\n') return std::optional<std::string>();
-    size_t prev = bytes.size() >= 2 ? bytes.rfind('\n', bytes.size() - 2) : std::string::npos;
-    if (prev != std::string::npos || from == 0) {
-      size_t start = prev == std::string::npos ? 0 : prev + 1;
-      return std::optional<std::string>(bytes.substr(start, bytes.size() - 1 - start));
-    }
-  }
-}
-
-absl::StatusOr<LogRegion> LogFile::Map(uint64_t from) const {
-  LogRegion region;
-  region.base_ = std::min(from, size_);
-  if (region.base_ == size_) return region;
-  static const uint64_t kPage = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  uint64_t aligned = region.base_ / kPage * kPage;
-  region.map_length_ = size_ - aligned;
-  void* addr = ::mmap(nullptr, region.map_length_, PROT_READ, MAP_PRIVATE, fd_.get(), aligned);
-  if (addr == MAP_FAILED) return ErrnoStatus(absl::StrCat("mmap ", path_), errno);
-  ::madvise(addr, region.map_length_, MADV_SEQUENTIAL);
-  region.addr_ = addr;
-  region.data_ = std::string_view(static_cast<const char*>(addr) + (region.base_ - aligned),
-                                  size_ - region.base_);
-  return region;
-}
-
-namespace {
-
-absl::Status LineError(uint64_t line_no, absl::string_view what) {
-  return absl::DataLossError(
-      absl::StrCat(kEventsFile, " line ", line_no, " (seq ", line_no, "): ", what));
-}
-
-// Checks that `ev`, on line `line_no`, follows the event with `prev_hash` and `prev_ts`.
-absl::Status CheckLink(const EventView& ev, uint64_t line_no, std::string_view prev_hash,
-                       std::optional<int64_t> prev_ts) {
-  if (ev.seq != line_no)
-    return LineError(line_no, absl::StrCat("found seq ", ev.seq,
-                                           " (a line is missing, "
-                                           "duplicated or out of order)"));
-  if (ev.prev != prev_hash)
-    return LineError(line_no,
-                     absl::StrCat("prev ", std::string(ev.prev), " does not equal the hash of seq ",
-                                  line_no - 1, " (", std::string(prev_hash), ")"));
-  if (prev_ts.has_value() && ev.ts < *prev_ts)
-    return LineError(line_no, absl::StrCat("ts ", ev.ts, " is before the ts of seq ", line_no - 1,
-                                           " (", *prev_ts, ")"));
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-absl::Status ScanEvents(std::string_view data, const ChainHead& from, uint64_t base_offset,
-                        const std::function<bool(const EventView&, uint64_t offset)>& fn) {
-  absl::Status status;
-  std::string_view prev_hash = from.hash;
-  std::optional<int64_t> prev_ts;
-  if (from.seq > 0) prev_ts = from.ts;
-  ForEachLine(data, from.seq + 1, base_offset,
-              [&](uint64_t line_no, uint64_t offset, std::string_view line) {
-                auto ev = ParseEventLine(line);
-                if (!ev.ok()) {
-                  status = LineError(line_no, ev.status().message());
-                  return false;
-                }
-                status = CheckLink(*ev, line_no, prev_hash, prev_ts);
-                if (!status.ok()) return false;
-                prev_hash = ev->hash;
-                prev_ts = ev->ts;
-                return fn(*ev, offset);
-              });
-  return status;
-}
-
-// ---------------------------------------------------------------------------------------------
-// LMDB handles and encodings
+// LMDB databases and encodings
 
 namespace {
 
@@ -209,72 +37,10 @@ constexpr std::string_view kCoverageKey = "coverage";
 constexpr std::string_view kRunsKey = "runs";
 constexpr unsigned kMaxReaders = 512;
 
-struct EnvCloser {
-  void operator()(MDB_env* env) const { mdb_env_close(env); }
-};
-using EnvHandle = std::unique_ptr<MDB_env, EnvCloser>;
-
-absl::Status LmdbError(const std::string& dir, absl::string_view what, int rc) {
-  std::string msg = absl::StrCat("lookup index ", dir, ": ", what, ": ", mdb_strerror(rc));
-  if (rc == MDB_MAP_FULL) return absl::ResourceExhaustedError(msg);
-  return absl::InternalError(msg);
-}
-
-// An LMDB transaction, aborted on destruction unless committed. Move-only.
-class Txn {
- public:
-  static absl::StatusOr<Txn> Begin(MDB_env* env, const std::string& dir, bool write) {
-    MDB_txn* txn = nullptr;
-    int rc = mdb_txn_begin(env, nullptr, write ? 0 : MDB_RDONLY, &txn);
-    if (rc != 0) return LmdbError(dir, "mdb_txn_begin", rc);
-    return Txn(txn, dir);
-  }
-  Txn(Txn&& o) noexcept : txn_(std::exchange(o.txn_, nullptr)), dir_(o.dir_) {}
-  Txn& operator=(Txn&& o) noexcept {
-    if (this != &o) {
-      Abort();
-      txn_ = std::exchange(o.txn_, nullptr);
-      dir_ = o.dir_;
-    }
-    return *this;
-  }
-  ~Txn() { Abort(); }
-
-  MDB_txn* get() const { return txn_; }
-  absl::Status Commit() {
-    int rc = mdb_txn_commit(std::exchange(txn_, nullptr));
-    return rc == 0 ? absl::OkStatus() : LmdbError(*dir_, "mdb_txn_commit", rc);
-  }
-
- private:
-  Txn(MDB_txn* txn, const std::string& dir) : txn_(txn), dir_(&dir) {}
-  void Abort() {
-    if (txn_ != nullptr) mdb_txn_abort(std::exchange(txn_, nullptr));
-  }
-  MDB_txn* txn_ = nullptr;
-  const std::string* dir_;
-};
-
-// A cursor, closed on destruction: declare it after its Txn, and in a write transaction let
-// it go before the commit (which frees the transaction's cursors). Move-only.
-class Cursor {
- public:
-  explicit Cursor(MDB_cursor* c) : cursor_(c) {}
-  ~Cursor() {
-    if (cursor_ != nullptr) mdb_cursor_close(cursor_);
-  }
-  Cursor(Cursor&& o) noexcept : cursor_(std::exchange(o.cursor_, nullptr)) {}
-  Cursor& operator=(Cursor&&) = delete;
-  Cursor(const Cursor&) = delete;
-  Cursor& operator=(const Cursor&) = delete;
-  MDB_cursor* get() const { return cursor_; }
-
- private:
-  MDB_cursor* cursor_;
-};
-
-MDB_val Val(const void* data, size_t size) { return MDB_val{size, const_cast<void*>(data)}; }
-MDB_val Val(std::string_view s) { return Val(s.data(), s.size()); }
+using lmdb::Cursor;
+using lmdb::EnvHandle;
+using lmdb::Txn;
+using lmdb::Val;
 
 using SeqKey = std::array<char, 8>;
 SeqKey EncodeSeqKey(uint64_t seq) {
@@ -437,15 +203,15 @@ class LookupIndex::Impl {
   // Opens the environment (creating its files if absent) with `flags` beyond MDB_NOTLS.
   absl::Status OpenEnv(unsigned flags) {
     MDB_env* env = nullptr;
-    if (int rc = mdb_env_create(&env); rc != 0) return LmdbError(dir_, "mdb_env_create", rc);
+    if (int rc = mdb_env_create(&env); rc != 0) return lmdb::Error(dir_, "mdb_env_create", rc);
     env_.reset(env);
-    if (int rc = mdb_env_set_maxdbs(env, 3); rc != 0) return LmdbError(dir_, "maxdbs", rc);
+    if (int rc = mdb_env_set_maxdbs(env, 3); rc != 0) return lmdb::Error(dir_, "maxdbs", rc);
     if (int rc = mdb_env_set_maxreaders(env, kMaxReaders); rc != 0)
-      return LmdbError(dir_, "maxreaders", rc);
+      return lmdb::Error(dir_, "maxreaders", rc);
     if (int rc = mdb_env_set_mapsize(env, options_.map_size); rc != 0)
-      return LmdbError(dir_, "mapsize", rc);
+      return lmdb::Error(dir_, "mapsize", rc);
     if (int rc = mdb_env_open(env, dir_.c_str(), MDB_NOTLS | MDB_NORDAHEAD | flags, 0644); rc != 0)
-      return LmdbError(dir_, "mdb_env_open", rc);
+      return lmdb::Error(dir_, "mdb_env_open", rc);
     int dead = 0;
     mdb_reader_check(env, &dead);  // frees reader slots of crashed processes
     return RecordIdentity();
@@ -458,7 +224,7 @@ class LookupIndex::Impl {
       int rc = mdb_dbi_open(txn.get(), name, flags, dbi);
       if (rc == MDB_NOTFOUND)
         return absl::DataLossError(absl::StrCat("no \"", name, "\" database"));
-      if (rc != 0) return LmdbError(dir_, absl::StrCat("open database ", name), rc);
+      if (rc != 0) return lmdb::Error(dir_, absl::StrCat("open database ", name), rc);
     }
     return absl::OkStatus();
   }
@@ -504,7 +270,7 @@ class LookupIndex::Impl {
     MDB_val key = Val(kFormatKey), val;
     int rc = mdb_get(txn.get(), meta_, &key, &val);
     if (rc == MDB_NOTFOUND) return absl::DataLossError("no format version record");
-    if (rc != 0) return LmdbError(dir_, "read format", rc);
+    if (rc != 0) return lmdb::Error(dir_, "read format", rc);
     uint32_t version = 0;
     if (val.mv_size == sizeof version) memcpy(&version, val.mv_data, sizeof version);
     if (version != kLookupIndexFormatVersion)
@@ -516,7 +282,7 @@ class LookupIndex::Impl {
   absl::StatusOr<IndexCoverage> ReadCoverage(const Txn& txn) const {
     MDB_val key = Val(kCoverageKey), val;
     int rc = mdb_get(txn.get(), meta_, &key, &val);
-    if (rc != 0 && rc != MDB_NOTFOUND) return LmdbError(dir_, "read coverage", rc);
+    if (rc != 0 && rc != MDB_NOTFOUND) return lmdb::Error(dir_, "read coverage", rc);
     std::optional<IndexCoverage> cov;
     if (rc == 0) cov = DecodeCoverage(val);
     if (!cov.has_value())
@@ -528,7 +294,7 @@ class LookupIndex::Impl {
   absl::Status CheckCounts(const Txn& txn, const IndexCoverage& cov) const {
     for (auto [name, dbi] : {std::pair{kSeqDb, seq_}, {kHashDb, hash_}}) {
       MDB_stat st;
-      if (int rc = mdb_stat(txn.get(), dbi, &st); rc != 0) return LmdbError(dir_, "mdb_stat", rc);
+      if (int rc = mdb_stat(txn.get(), dbi, &st); rc != 0) return lmdb::Error(dir_, "mdb_stat", rc);
       if (st.ms_entries != cov.indexed_through)
         return absl::DataLossError(absl::StrCat("\"", name, "\" has ", st.ms_entries,
                                                 " entries, coverage says ", cov.indexed_through));
@@ -543,7 +309,7 @@ class LookupIndex::Impl {
     uint32_t version = kLookupIndexFormatVersion;
     MDB_val key = Val(kFormatKey), val = Val(&version, sizeof version);
     if (int rc = mdb_put(txn.get(), meta_, &key, &val, 0); rc != 0)
-      return LmdbError(dir_, "write format", rc);
+      return lmdb::Error(dir_, "write format", rc);
     RETURN_IF_ERROR(WriteRuns(txn, {}));
     return WriteCoverage(txn, IndexCoverage{});
   }
@@ -551,7 +317,7 @@ class LookupIndex::Impl {
   absl::StatusOr<std::vector<HashRun>> ReadRuns(const Txn& txn) const {
     MDB_val key = Val(kRunsKey), val;
     int rc = mdb_get(txn.get(), meta_, &key, &val);
-    if (rc != 0 && rc != MDB_NOTFOUND) return LmdbError(dir_, "read runs", rc);
+    if (rc != 0 && rc != MDB_NOTFOUND) return lmdb::Error(dir_, "read runs", rc);
     std::optional<std::vector<HashRun>> runs;
     if (rc == 0) runs = DecodeRuns(val);
     if (!runs.has_value())
@@ -563,7 +329,7 @@ class LookupIndex::Impl {
     std::string bytes = EncodeRuns(runs);
     MDB_val key = Val(kRunsKey), val = Val(bytes);
     int rc = mdb_put(txn.get(), meta_, &key, &val, 0);
-    return rc == 0 ? absl::OkStatus() : LmdbError(dir_, "write runs", rc);
+    return rc == 0 ? absl::OkStatus() : lmdb::Error(dir_, "write runs", rc);
   }
 
   // Appends `batch` (the digests of the events after runs->back(), in seq order) as a new run,
@@ -597,7 +363,7 @@ class LookupIndex::Impl {
     auto bytes = EncodeCoverage(cov);
     MDB_val key = Val(kCoverageKey), val = Val(bytes.data(), bytes.size());
     int rc = mdb_put(txn.get(), meta_, &key, &val, 0);
-    return rc == 0 ? absl::OkStatus() : LmdbError(dir_, "write coverage", rc);
+    return rc == 0 ? absl::OkStatus() : lmdb::Error(dir_, "write coverage", rc);
   }
 
   // Adds `loc` to "seq" (its digest goes to a run: AddHashRun).
@@ -606,7 +372,7 @@ class LookupIndex::Impl {
     auto v = EncodeLocation(loc);
     MDB_val key = Val(k.data(), k.size()), val = Val(v.data(), v.size());
     if (int rc = mdb_put(txn.get(), seq_, &key, &val, MDB_APPEND); rc != 0)
-      return LmdbError(dir_, absl::StrCat("index seq ", loc.seq), rc);
+      return lmdb::Error(dir_, absl::StrCat("index seq ", loc.seq), rc);
     return absl::OkStatus();
   }
 
@@ -615,7 +381,7 @@ class LookupIndex::Impl {
     MDB_val key = Val(k.data(), k.size()), val;
     int rc = mdb_get(txn.get(), seq_, &key, &val);
     if (rc == MDB_NOTFOUND) return std::optional<EventLocation>();
-    if (rc != 0) return LmdbError(dir_, absl::StrCat("read seq ", seq), rc);
+    if (rc != 0) return lmdb::Error(dir_, absl::StrCat("read seq ", seq), rc);
     auto loc = DecodeLocation(seq, val);
     if (!loc.has_value())
       return absl::InternalError(Damaged(absl::StrCat("bad entry for seq ", seq)));
@@ -637,7 +403,7 @@ class LookupIndex::Impl {
       MDB_val key = Val(k.data(), k.size()), val;
       int rc = mdb_get(txn.get(), hash_, &key, &val);
       if (rc == MDB_NOTFOUND) continue;
-      if (rc != 0) return LmdbError(dir_, "read hash", rc);
+      if (rc != 0) return lmdb::Error(dir_, "read hash", rc);
       uint64_t seq = 0;
       if (val.mv_size == sizeof seq) memcpy(&seq, val.mv_data, sizeof seq);
       if (seq < run->first_seq || seq > run->last_seq)
@@ -677,7 +443,7 @@ class LookupIndex::Impl {
       if (loc->ts > to_ts) break;
       out->push_back(*loc);
     }
-    if (rc != 0 && rc != MDB_NOTFOUND) return LmdbError(dir_, "mdb_cursor_get", rc);
+    if (rc != 0 && rc != MDB_NOTFOUND) return lmdb::Error(dir_, "mdb_cursor_get", rc);
     return absl::OkStatus();
   }
 
@@ -726,10 +492,7 @@ class LookupIndex::Impl {
   }
 
   absl::StatusOr<Cursor> OpenCursor(const Txn& txn, MDB_dbi dbi) const {
-    MDB_cursor* c = nullptr;
-    if (int rc = mdb_cursor_open(txn.get(), dbi, &c); rc != 0)
-      return LmdbError(dir_, "mdb_cursor_open", rc);
-    return Cursor(c);
+    return Cursor::Open(txn, dbi, dir_);
   }
 
   // Appends (run_id, digest) -> seq; the key must sort after every key of "hash".
@@ -737,7 +500,7 @@ class LookupIndex::Impl {
     HashKey k = EncodeHashKey(run_id, d);
     MDB_val key = Val(k.data(), k.size()), val = Val(&seq, sizeof seq);
     if (int rc = mdb_cursor_put(out.get(), &key, &val, MDB_APPEND); rc != 0)
-      return LmdbError(dir_, absl::StrCat("index hash of seq ", seq), rc);
+      return lmdb::Error(dir_, absl::StrCat("index hash of seq ", seq), rc);
     return absl::OkStatus();
   }
 
@@ -759,7 +522,7 @@ class LookupIndex::Impl {
       // Positions `s` on its next entry (`op`), or marks it exhausted past its run.
       auto step = [&](Source& s, MDB_cursor_op op) -> absl::Status {
         int rc = mdb_cursor_get(s.cursor.get(), &s.key, &s.val, op);
-        if (rc != 0 && rc != MDB_NOTFOUND) return LmdbError(dir_, "mdb_cursor_get", rc);
+        if (rc != 0 && rc != MDB_NOTFOUND) return lmdb::Error(dir_, "mdb_cursor_get", rc);
         s.live = rc == 0 && s.key.mv_size == sizeof(HashKey) &&
                  memcmp(s.key.mv_data, s.prefix.data(), 8) == 0;
         return absl::OkStatus();
@@ -813,11 +576,11 @@ class LookupIndex::Impl {
     while (rc == 0 && key.mv_size == sizeof(HashKey) &&
            memcmp(key.mv_data, prefix.data(), 8) == 0) {
       if (rc = mdb_cursor_del(c.get(), 0); rc != 0)
-        return LmdbError(dir_, absl::StrCat("delete hash run ", id), rc);
+        return lmdb::Error(dir_, absl::StrCat("delete hash run ", id), rc);
       // After a delete the cursor stands on the entry that followed.
       rc = mdb_cursor_get(c.get(), &key, &val, MDB_GET_CURRENT);
     }
-    if (rc != 0 && rc != MDB_NOTFOUND) return LmdbError(dir_, "mdb_cursor_get", rc);
+    if (rc != 0 && rc != MDB_NOTFOUND) return lmdb::Error(dir_, "mdb_cursor_get", rc);
     return absl::OkStatus();
   }
 
@@ -938,7 +701,7 @@ absl::Status LookupIndex::BuildCompactIndex(const std::string& scratch, const st
   std::string data = fresh + "/data.mdb";
   ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(data, O_WRONLY | O_CREAT | O_EXCL));
   if (int rc = mdb_env_copyfd2(index.impl_->env(), fd.get(), MDB_CP_COMPACT); rc != 0)
-    return LmdbError(fresh, "mdb_env_copyfd2", rc);
+    return lmdb::Error(fresh, "mdb_env_copyfd2", rc);
   if (::fsync(fd.get()) != 0) return ErrnoStatus(absl::StrCat("fsync ", data), errno);
   return SyncDir(fresh);
 }
@@ -1062,7 +825,7 @@ absl::StatusOr<uint64_t> LookupIndex::CatchUp(const LogFile& log, const std::ato
   absl::Status scan =
       ScanEvents(tail.data(), from, cov.end_offset, [&](const EventView& ev, uint64_t offset) {
         if (ev.line.size() > UINT32_MAX) {
-          write_status = LineError(ev.seq, "line longer than 4 GiB");
+          write_status = EventLineError(ev.seq, "line longer than 4 GiB");
           return false;
         }
         EventLocation loc{ev.seq, offset, static_cast<uint32_t>(ev.line.size()), ev.ts};
@@ -1159,3 +922,4 @@ std::optional<std::pair<size_t, size_t>> PlanHashRunMerge(const std::vector<Hash
 }
 
 }  // namespace snapledger
+

@@ -14,10 +14,7 @@
 // Every write transaction updates "coverage" together with the entries it adds, so at any
 // commit the index holds exactly events 1..indexed_through of one ledger.
 //
-// "hash" is log-structured. Digests are random, so inserting them one by one into a single
-// B-tree puts each on its own leaf page: on a replica that catches up after every block of a
-// few hundred events, every event cost a copied and fsynced 4 KiB page (~5.5 KB written per
-// event, measured). Instead each catch-up transaction sorts its digests and appends them as a
+// "hash" is log-structured: each catch-up transaction sorts its digests and appends them as a
 // new run under a run id greater than every existing one (sequential pages, MDB_APPEND), and
 // runs of similar size are merged into a new run in the same transaction (PlanHashRunMerge):
 // each digest is rewritten about log4(run size it ends in) times, at most ~10. Runs of
@@ -35,13 +32,6 @@
 //
 // Time ranges are found by a binary search by ts over "seq" (ts is non-decreasing in seq):
 // about log2(n) point reads in one read transaction, no extra key space and no extra writes.
-//
-// Measured (snapledger-bench-lookup --events 1000000 --blocks 300, on a loop-mounted btrfs;
-// 2 cores, Debian 12, RelWithDebInfo): 1,000,000 events (410 MB of log) rebuilt in 1.3 s,
-// ~4x a bare ScanEvents of the log; a catch-up of an 800-event block onto them p50 5-7 ms,
-// writing ~320 bytes per event with the merges (against 47-62 ms and ~5,500 bytes per event
-// with a single "hash" B-tree, same runs); SeqOfHash p50 ~6 us, Locate ~1.4 us (each in its
-// own read transaction); data.mdb 133 MB allocated.
 #pragma once
 
 #include <atomic>
@@ -57,7 +47,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/ledger/event_format.h"
-#include "common/base/posix_file.h"
+#include "common/ledger/log_reader.h"
 
 namespace snapledger {
 
@@ -88,77 +78,6 @@ inline constexpr size_t kMaxOpenHashRuns = 32;
 // until it returns nullopt after each new run, each digest is rewritten about
 // log4(size of the run it ends in) times, whatever the sizes of the new runs. Pure.
 std::optional<std::pair<size_t, size_t>> PlanHashRunMerge(const std::vector<HashRun>& runs);
-
-// A log region mapped read-only (mmap): bytes [base(), base() + data().size()) of events.jsonl,
-// complete lines only. Move-only; unmapped on destruction.
-class LogRegion {
- public:
-  LogRegion() = default;
-  ~LogRegion();
-  LogRegion(LogRegion&& o) noexcept;
-  LogRegion& operator=(LogRegion&& o) noexcept;
-  LogRegion(const LogRegion&) = delete;
-  LogRegion& operator=(const LogRegion&) = delete;
-
-  std::string_view data() const { return data_; }
-  uint64_t base() const { return base_; }
-
- private:
-  friend class LogFile;
-  void* addr_ = nullptr;
-  size_t map_length_ = 0;
-  std::string_view data_;
-  uint64_t base_ = 0;
-};
-
-// A read-only view of <ledger_dir>/events.jsonl through its last complete line, as it was when
-// opened: lines appended later are not seen and an incomplete last line (being written, or a
-// torn tail) is never exposed, so it is safe to open while the log is appended. Every read
-// goes to the file opened by Open, even if the path is replaced meanwhile.
-//
-// Single lines are read with pread, regions for scans are mapped (Map): on these VMs a fresh
-// mapping costs ~30 us per page touched plus ~56 us to unmap, a pread ~2 us. A mapped region
-// faults (SIGBUS) if the file is truncated below it while mapped; the log only ever loses an
-// incomplete tail (which is never mapped), so keep regions short-lived.
-// Move-only. Const methods may be called from any thread.
-class LogFile {
- public:
-  // NotFound if <ledger_dir>/events.jsonl does not exist.
-  static absl::StatusOr<LogFile> Open(const std::string& ledger_dir);
-
-  // Bytes of complete lines (each ending in '\n').
-  uint64_t size() const { return size_; }
-  const std::string& path() const { return path_; }
-
-  // The line (without '\n') starting exactly at byte `offset`; nullopt unless `offset` is the
-  // start of a complete line. `expected_length` (if known) lets one pread do.
-  absl::StatusOr<std::optional<std::string>> LineStartingAt(uint64_t offset,
-                                                            size_t expected_length = 0) const;
-  // The line (without '\n') whose '\n' is byte `end` - 1; nullopt if no line ends there.
-  absl::StatusOr<std::optional<std::string>> LineEndingAt(uint64_t end) const;
-  // Bytes [offset, offset + length), which must lie within size() (else OutOfRange).
-  absl::StatusOr<std::string> Read(uint64_t offset, size_t length) const;
-  // Maps the complete lines from byte `from` (<= size()) to the end.
-  absl::StatusOr<LogRegion> Map(uint64_t from = 0) const;
-
- private:
-  // Reads up to `length` bytes at `offset` (fewer only at the end of the file).
-  absl::StatusOr<std::string> ReadAt(uint64_t offset, size_t length) const;
-
-  std::string path_;
-  UniqueFd fd_;
-  uint64_t size_ = 0;
-};
-
-// Calls `fn(event, offset)` for each complete line of `data`, which starts at byte
-// `base_offset` of events.jsonl just after the event `from` (seq 0 for the start of the log),
-// until `fn` returns false. Each line must parse (ParseEventLine) and carry seq from.seq+1,
-// from.seq+2, ... (seq is the line number), prev equal to the previous event's hash, and a ts
-// not before the previous event's. Hashes are not recomputed (that is ChainVerifier's job).
-// Errors: DataLoss "events.jsonl line N (seq N): <what>" for the first line that fails; lines
-// are never skipped. Pure; thread-safe.
-absl::Status ScanEvents(std::string_view data, const ChainHead& from, uint64_t base_offset,
-                        const std::function<bool(const EventView&, uint64_t offset)>& fn);
 
 struct LookupIndexOptions {
   // Address space reserved for the LMDB map: the largest the index may grow (~120 bytes per

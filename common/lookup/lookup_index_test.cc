@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/ledger/event_log.h"
+#include "common/ledger/log_reader.h"
 #include "common/base/posix_file.h"
 #include "common/testing/temp_dir.h"
 #include "common/testing/test_ledger.h"
@@ -240,26 +241,6 @@ TEST(LookupIndex, MalformedLogLineIsAnErrorNamingItsLineAndEarlierEventsStayInde
   EXPECT_NE(added.status().message().find("line 7 (seq 7)"), absl::string_view::npos)
       << added.status();
   EXPECT_EQ((*index)->Coverage()->indexed_through, 6u);
-}
-
-TEST(LookupIndex, OutOfOrderLineIsAnErrorNamingItsLine) {
-  TempDir tmp;
-  Ledger ledger(tmp.Sub("live"));
-  ledger.Append(4);
-  ledger.Close();
-  auto text = ReadFileToString(ledger.events_path());
-  auto ref = Reference(ledger.dir());
-  // Swap lines 2 and 3.
-  std::string swapped =
-      text->substr(0, ref[1].offset) + text->substr(ref[2].offset, ref[2].length + 1) +
-      text->substr(ref[1].offset, ref[1].length + 1) + text->substr(ref[3].offset);
-  ASSERT_TRUE(WriteFileAtomic(ledger.events_path(), swapped).ok());
-  auto all = OpenLog(ledger.dir()).Map();
-  ASSERT_TRUE(all.ok());
-  absl::Status st =
-      ScanEvents(all->data(), ChainHead{}, 0, [](const EventView&, uint64_t) { return true; });
-  EXPECT_TRUE(absl::IsDataLoss(st));
-  EXPECT_NE(st.message().find("line 2 (seq 2)"), absl::string_view::npos) << st;
 }
 
 TEST(LookupIndex, MissingIndexIsNotFound) {

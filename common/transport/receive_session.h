@@ -1,7 +1,6 @@
 // The receive session: one receive command on a replica takes block after block over one SSH
 // channel, instead of sshd starting a new command (a fork of sshd, the login shell, the
-// receive command and its set-up) for every block. Under load that start-up was about a
-// third of a small block's transfer time (docs/REPLICATION.md).
+// receive command and its set-up) for every block (docs/REPLICATION.md says what that saves).
 //
 // The primary execs `snapledger-receive --session`; then, per block, on the channel's stdin:
 //
@@ -12,11 +11,10 @@
 //                             u32 big-endian length L (1 <= L <= kMaxFrame), then L bytes
 //   u32 0                     the end of this block's stream
 //
-// and the command answers on stdout with one line per block: the same JSON verdict a one-block
-// command prints. A block that fails ends the session: the command exits with the one-block
-// command's exit code and message (stderr), so the primary handles it exactly as before and
-// opens a new session for its next attempt. End of input between blocks ends the session
-// cleanly (exit 0).
+// and the command answers on stdout with one verdict line per block (receive_protocol.h), as a
+// one-block command does. A block that fails ends the session: after its failure verdict the
+// command exits with the verdict's exit code, and the primary opens a new session for its next
+// attempt. End of input between blocks ends the session cleanly (exit 0).
 //
 // This file holds the framing, shared by both sides. Pure apart from the byte streams they
 // are given; not thread-safe.

@@ -19,6 +19,7 @@
 #include "common/base/posix_file.h"
 #include "common/ledger/head_file.h"
 #include "common/base/process.h"
+#include "common/transport/receive_protocol.h"
 #include "common/transport/receive_session.h"
 #include "common/base/status_macros.h"
 #include "common/testing/temp_dir.h"
@@ -413,7 +414,14 @@ TEST_F(ReplicaReceiveTest, SessionEndsAtABlockThatDoesNotVerify) {
                            std::nullopt));
   ASSERT_TRUE(session.Verdict().has_value());
   (void)session.Send(*btrfs_, Request(second, first), PrimaryBlock(second), PrimaryBlock(first));
-  EXPECT_EQ(session.Verdict(), std::nullopt) << "no verdict for a block that does not verify";
+  // No received verdict for a block that does not verify: its failure verdict, then the end.
+  std::optional<std::string> verdict = session.Verdict();
+  ASSERT_TRUE(verdict.has_value()) << session.Finish().err;
+  absl::StatusOr<ReceiveVerdict> failed = ParseReceiveVerdict(*verdict);
+  ASSERT_TRUE(failed.ok()) << failed.status() << ": " << *verdict;
+  EXPECT_EQ(failed->verdict, ReceiveExit::kNotVerified) << *verdict;
+  EXPECT_EQ(failed->block, second.name);
+  EXPECT_EQ(session.Verdict(), std::nullopt) << "nothing after the failure verdict";
   Outcome end = session.Finish();
   EXPECT_EQ(end.exit.code, 3) << end.err;
   EXPECT_THAT(end.err, HasSubstr("line 450 (seq 450)"));

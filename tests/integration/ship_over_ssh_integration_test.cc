@@ -171,6 +171,8 @@ TEST_F(ShipOverSshTest, ParentMissingOnTheReplicaFallsBackToAFullSend) {
   blocks = CutAndList();
   DriverPass refused = driver->RunOnce(1);
   ASSERT_EQ(refused.outcome, DriverPass::Outcome::kFailed);
+  EXPECT_EQ(refused.failure, ReplicationFailure::kRefused);
+  EXPECT_THAT(refused.error, HasSubstr("parent_not_held"));
   EXPECT_THAT(refused.error, HasSubstr("is not held here"));
   DriverPass full = driver->RunOnce(1);
   ASSERT_EQ(full.outcome, DriverPass::Outcome::kShipped) << full.error;
@@ -199,39 +201,6 @@ TEST_F(ShipOverSshTest, WithoutReceiveSessionsEachBlockHasItsOwnCommand) {
                               "/events.jsonl"),
             *ReadFileToString(LedgerLayout(primary_fs_->mount_point()).block(blocks.back()) +
                               "/events.jsonl"));
-}
-
-TEST_F(ShipOverSshTest, AReceiveCommandWithoutSessionsGetsOneCommandPerBlock) {
-  // A replica still running a receive command from before sessions: like it, this forced
-  // command refuses `--session` (exit 2, naming the option) and receives one block otherwise.
-  // (No double quotes: it goes into authorized_keys' command="...".)
-  testing::TestSshdPtr old;
-  ASSIGN_TEST_SSHD_OR_SKIP(
-      old, absl::StrCat("case $SSH_ORIGINAL_COMMAND in *--session*) echo 'snapledger-receive: "
-                        "refused command: The following argument was not expected: --session' "
-                        ">&2; exit 2;; esac; exec ",
-                        SNAPLEDGER_RECEIVE_BIN, " --root ", replica_fs_->mount_point()));
-  BlockShipper shipper(*btrfs_, *SshTransport::Libssh(),
-                       ReplicaTarget{"old-replica", old->Endpoint()}, primary_fs_->mount_point());
-  Append(100);
-  auto blocks = CutAndList();
-  auto refused = shipper.Execute(SendStep{blocks.back(), std::nullopt}, 1);
-  ASSERT_FALSE(refused.ok());
-  EXPECT_EQ(Label(refused.status()), "refused");
-  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("refused --session"));
-  std::optional<BlockInfo> parent;
-  for (int i = 0; i < 2; ++i) {
-    auto r = shipper.Execute(SendStep{blocks.back(), parent}, 1);
-    ASSERT_TRUE(r.ok()) << r.status();
-    parent = blocks.back();
-    Append(50);
-    blocks = CutAndList();
-  }
-  // The refused session, then one command for each of the two blocks.
-  EXPECT_EQ(shipper.ReceiveCommandsStarted(), 3u);
-  auto held = ListBlocks(*btrfs_, LedgerLayout(replica_fs_->mount_point()));
-  ASSERT_TRUE(held.ok()) << held.status();
-  EXPECT_EQ(held->size(), 2u);
 }
 
 TEST_F(ShipOverSshTest, ZstdCompressedFullSendThenDeltaPutLessOnTheWire) {

@@ -1,60 +1,28 @@
 // FaissVectorStore: the embedded backend of the derived similarity index (VectorStore,
 // vector_index.h), and the default. The index lives in one directory (e.g.
-// <index_root>/vectors/) as files FAISS never reads unchecked.
+// <index_root>/vectors/) as files FAISS never reads unchecked (their format: vector_files.h;
+// how an index is held in memory and searched: faiss_vector_index.h).
 //
-// In memory
-//   - Identical vectors are folded: one FAISS entry per distinct vector (byte equality of the
-//     floats), each entry owning the ascending list of seqs that have it. Entry ids are
-//     assigned in order of first appearance, so entry order is seq order of first occurrence.
-//   - Exact search (faiss::IndexFlatIP) while there are fewer than exact_below distinct
-//     vectors. When an Add brings the count to exact_below, a faiss::IndexIVFFlat (inner
-//     product, nlist lists) is trained with k-means (fixed seed, spherical centroids) on the
-//     first min(train_size, exact_below) entries and every entry is moved into it in entry
-//     order; later entries are appended. Vectors are assigned to lists by this file's own
-//     argmax kernel, which sums in one fixed order on every CPU path, so an index depends only
-//     on the vectors and their order: the same events added in one Add or in many Adds of any
-//     sizes (incremental indexing or a full rebuild) give the same index, byte for byte once
-//     persisted, and the same answers. (FAISS itself is not promised bit-identical across
-//     FAISS builds or CPU models.)
-//   - Search scores the entries of the nprobe lists nearest the query (all entries while
-//     exact), expands the best of them into seqs (more and more of them, then more lists, up
-//     to the whole index) until the k best hits passing the filter are known, and orders hits
-//     by score descending, then seq ascending. Entries none of whose seqs lie in the filter's
-//     seq range are skipped while scanning; a seq range shorter than about a quarter of what
-//     the probed lists hold is instead scored event by event, exactly. Field matches go
-//     through filter.accept_fields, asked best candidate first and at most once per seq per
-//     call. A filter that few events pass can cost a full scan.
-//   - FAISS stores the lists, trains the k-means quantizer and serializes the index; this file
-//     computes inner products itself (AVX2 when the CPU has it, the same summation order
-//     otherwise), because Debian's FAISS build scores with a scalar loop and reference BLAS:
-//     list assignment ~8x and list scans several times slower (bench/README.md).
-//   - Memory: about 4 x dimension bytes per distinct vector (FAISS's copy) plus ~40 bytes per
-//     event (seq lists, hash map, seq -> entry). OpenPublished reads and checks the whole base
-//     (~4 s for 1,000,000 events / 504 MB here) and gives every list 1/8 headroom, so the first
-//     Add after opening does not copy the lists while searches wait.
+// What callers see
+//   - Hits are ordered by score (inner product) descending, then seq ascending. Below
+//     exact_below distinct vectors search is exact; above, approximate (IVF, nprobe lists,
+//     widened until the k best hits passing the filter are known). Identical vectors are
+//     stored once and every seq that has them is returned.
+//   - An index depends only on the vectors and their order: the same events added in one Add
+//     or in many Adds of any sizes (incremental indexing or a full rebuild) give the same
+//     index, byte for byte once persisted, and the same answers, on any CPU.
+//   - A filter's field matches go through filter.accept_fields, asked best candidate first and
+//     at most once per seq per call. A filter that few events pass can cost a full scan.
+//   - Memory: about 4 x dimension bytes per distinct vector plus ~40 bytes per event.
+//     OpenPublished reads and checks the whole base.
 //
-// On disk (all integers little-endian), in the store's directory:
+// Files, in the store's directory:
 //   vectors.index    the published base: everything up to its last seq.
-//     "SLVECIDX" | u32 version=1 | u32 0 | u64 total file length
-//     | u32 n + embedder id | u32 dimension
-//     | u64 exact_below | u32 nlist | u64 train_size | u64 kmeans_seed | u32 kmeans_iterations
-//     | u64 last seq | u64 entries | u32 kind (0 exact, 1 IVF)
-//     | per entry: u32 n + n x u64 seq | u64 m + m bytes of faiss::write_index output
-//     | SHA-256 of every byte before it (32 bytes)
-//     Magic, version, length and checksum are checked before any byte reaches FAISS.
 //   vectors.journal  what was added since that base, appended by Persist() (one record per
-//     call, then fdatasync):
-//     header: "SLVECJNL" | u32 version=1 | u32 0 | SHA-256 of the base it extends (32 bytes)
-//             | first 8 bytes of SHA-256 of the 48 bytes before
-//     record: u32 0x524a4c53 | u32 payload length L | u32 L ^ 0xa5a5a5a5 | payload
-//             | first 8 bytes of SHA-256 of the 12 + L bytes before
-//     payload: u64 first seq | u32 events | u32 new entries | events x u32 entry id
-//              | new entries x dimension x f32 (the new entries' vectors, in entry order)
-//     A journal naming another base is stale (left by a compaction or Publish that crashed
-//     before removing it) and ignored. A last record cut short (the file ends inside it, or
-//     only zero bytes follow its start: a crash during the append) is ignored: the index is
-//     derived, LastSeq() says how far it got, and the caller re-adds the rest from the log; the
-//     next Persist overwrites it. Any other damage is DataLoss.
+//     call, then fdatasync). A journal naming another base is stale (left by a compaction or
+//     Publish that crashed before removing it) and ignored. A last record cut short (a crash
+//     during the append) is ignored: the index is derived, LastSeq() says how far it got, and
+//     the caller re-adds the rest from the log; the next Persist overwrites it.
 //   Persist() appends a record; when the journal would grow past compact_fraction of the base
 //   (or compact_min_bytes, whichever is larger), it instead writes a new base
 //   (vectors.tmp-<pid>-<n>, fsync, rename over vectors.index, fsync the directory) and
@@ -77,7 +45,7 @@
 // that do not continue LastSeq() one by one, a wrong number of floats, or a non-finite float;
 // nothing is added then. Persist on a published index: NotFound if vectors.index was deleted
 // meanwhile, FailedPrecondition if another index was published over it; I/O errors as
-// file_util.h reports them.
+// posix_file.h reports them.
 //
 // Thread safety: every method may be called from any thread. An index's Search, LastSeq and
 // Identity run concurrently with one another and with Add and Persist; they wait only while
@@ -102,9 +70,8 @@
 
 namespace snapledger {
 
-// Defaults measured by bench/index_bench.cc on 1,000,000 generated events (931,430 distinct
-// FeatureHashEmbedder vectors of 128 dims; bench/README.md): recall@10 0.997 at nprobe 16 with
-// query p99 ~7 ms; a 50,000-vector k-means sample gave no better recall than 20,000.
+// How the store shapes and searches the indexes it creates. The defaults were chosen with
+// bench/index_bench.cc (bench/README.md).
 struct EmbeddedIndexOptions {
   // Below this many distinct vectors: exact search (IndexFlatIP). At least nlist.
   size_t exact_below = 20000;
@@ -116,9 +83,7 @@ struct EmbeddedIndexOptions {
   // Persist writes a new base instead of appending once the journal would exceed
   // max(compact_fraction x base size, compact_min_bytes). Each vector is written once to the
   // journal and then again with every base it is part of: about 1 + (1 + f) / f times in all
-  // for fraction f (3x at 1.0; 6x at 0.25, which under a replica's steady appends rewrote a
-  // base of hundreds of MB every 10-20 s on the disk that receives blocks). Reopening replays
-  // at most f x base of journal.
+  // for fraction f (3x at 1.0). Reopening replays at most f x base of journal.
   double compact_fraction = 1.0;
   uint64_t compact_min_bytes = 4u << 20;
 };

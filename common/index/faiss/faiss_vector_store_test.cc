@@ -131,7 +131,7 @@ void WriteAll(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
 }
 
-// The entry count recorded in a base file (format in faiss_vector_store.h).
+// The entry count recorded in a base file (format in vector_files.h).
 uint64_t EntriesInBase(const std::string& path) {
   std::string b = ReadAll(path);
   size_t pos = 24;

@@ -4,7 +4,7 @@
 // over the cluster's bridge (veth -> bridge -> veth), the replica side is the replica's own
 // sshd in its namespace, writing to its own loop-mounted btrfs. Cases, rotating within a run:
 //
-//   snapledger        BlockShipper::ShipOnce over one persistent libssh session to the
+//   snapledger        BlockShipper::Execute over one persistent libssh session to the
 //                     replica's sshd, whose authorized_keys forces the primary's key to the real
 //                     `snapledger-receive --root <replica ledger root>`: timed to the
 //                     block received, fully verified and promoted.
@@ -296,26 +296,23 @@ absl::Status NetnsBench::ClearReplica() {
 }
 
 absl::StatusOr<Transfer> NetnsBench::RunSnapledger(BlockShipper& shipper) {
-  shipper.SetView(ReplicaView{kReplica, {}});  // the replica is empty again
-  // The (re)connect, if any, happens inside ShipOnce: from the primary's namespace.
+  // The (re)connect, if any, happens inside Execute: from the primary's namespace.
   ASSIGN_OR_RETURN(std::unique_ptr<NetnsScope> ns, NetnsScope::Enter(netns_));
   int64_t start = NowNanos();
-  auto shipped = shipper.ShipOnce(blocks_, /*epoch=*/1);
+  auto shipped = shipper.Execute(SendStep{blocks_.back(), std::nullopt}, /*epoch=*/1);
   int64_t end = NowNanos();
   if (absl::IsUnavailable(shipped.status())) {
     // The session died although IdleSessionKeeper answered the sshd's probes (e.g. the
-    // replica's sshd was restarted). The shipper reconnects on the next ShipOnce; that attempt
+    // replica's sshd was restarted). The shipper reconnects on the next Execute; that attempt
     // is the timed one (it includes the ssh handshake).
     fmt::print(" [libssh session dropped while idle; reconnected]");
-    shipper.SetView(ReplicaView{kReplica, {}});
     start = NowNanos();
-    shipped = shipper.ShipOnce(blocks_, /*epoch=*/1);
+    shipped = shipper.Execute(SendStep{blocks_.back(), std::nullopt}, /*epoch=*/1);
     end = NowNanos();
   }
   ns.reset();
   if (!shipped.ok()) return shipped.status();
-  if (!shipped->has_value()) return absl::InternalError("ShipOnce found the replica in sync");
-  const ShipResult& r = **shipped;
+  const ShipResult& r = *shipped;
   if (r.parent || r.events_verified != events_ || r.stream_bytes != stream_bytes_)
     return absl::InternalError(absl::StrCat("unexpected transfer: ", r.events_verified, " of ",
                                             events_, " events verified, ", r.stream_bytes, " of ",

@@ -3,9 +3,9 @@
 // block is replicated in full to a second loop-mounted btrfs (the replica) over SSH on
 // 127.0.0.1, alternately by
 //
-//   snapledger  BlockShipper::ShipOnce over one persistent libssh session to a test sshd whose
+//   snapledger  BlockShipper::Execute over one persistent libssh session to a test sshd whose
 //               authorized_keys forces the real `snapledger-receive --root <replica>`:
-//               timed from ShipOnce's start to its return, i.e. to the block received, fully
+//               timed from Execute's start to its return, i.e. to the block received, fully
 //               verified by the replica (VerifyLedgerDir, 2 threads) and promoted. The moment
 //               the last byte of the stream was handed to the channel is also recorded (the
 //               "stream phase": transfer without the replica's verification).
@@ -418,7 +418,7 @@ struct Options {
 
 // One timed transfer.
 struct Transfer {
-  double seconds = 0;         // wall: snapledger to ShipOnce's return; OpenSSH the pipeline
+  double seconds = 0;         // wall: snapledger to Execute's return; OpenSSH the pipeline
   double stream_seconds = 0;  // snapledger: to the last byte handed to the channel
   double write_seconds = 0;   // snapledger: time inside the channel's Write calls
   double verify_seconds = 0;  // OpenSSH: the separate VerifyLedgerDir afterwards
@@ -473,19 +473,16 @@ absl::Status Bench::ClearReplica() {
 absl::StatusOr<Transfer> Bench::RunSnapledger(BlockShipper& shipper) {
   RETURN_IF_ERROR(ClearReplica());
   RETURN_IF_ERROR(watchdog_.status());
-  shipper.SetView(ReplicaView{kReplicaId, {}});  // the replica is empty again
   double sender0 = SelfAndReapedChildrenCpu();
   double receiver0 = TreeCpuSeconds(sshd_pid_);
   watchdog_.SetStepDeadline(o_.max_transfer_seconds);
   int64_t start = NowNanos();
-  auto shipped = shipper.ShipOnce(blocks_, /*epoch=*/1);
+  auto shipped = shipper.Execute(SendStep{blocks_.back(), std::nullopt}, /*epoch=*/1);
   int64_t end = NowNanos();
   watchdog_.SetStepDeadline(0);
   RETURN_IF_ERROR(watchdog_.status());
   if (!shipped.ok()) return shipped.status();
-  if (!shipped->has_value())
-    return absl::InternalError("ShipOnce found the replica in sync; it was emptied");
-  const ShipResult& r = **shipped;
+  const ShipResult& r = *shipped;
   if (r.parent || r.events_verified != events_ || r.stream_bytes != stream_bytes_)
     return absl::InternalError(
         absl::StrCat("unexpected transfer: parent ", r.parent ? r.parent->name : "none", ", ",

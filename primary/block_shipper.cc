@@ -165,10 +165,11 @@ absl::StatusOr<ReceiveVerdict> VerdictIn(std::string_view stdout_text) {
 }
 
 // The failure of a transfer whose receive command did not confirm the block: `exit` ended it,
-// and `verdict` is what it answered. Classified as ShipFailureReason documents: DataLoss when
-// the block did not verify, Aborted when the command refused it or failed otherwise (a verdict
-// that contradicts the exit code, too). Without a verdict (a command killed, or one that fails
-// before it can answer) the exit code alone decides.
+// and `verdict` is what it answered. Classified as Execute documents: DataLoss when the block
+// did not verify, Aborted when the command refused it (with the verdict's ReceiveRefusal
+// attached, WithRefusal) or failed otherwise (a verdict that contradicts the exit code, too).
+// Without a verdict (a command killed, or one that fails before it can answer) the exit code
+// alone decides.
 absl::Status ReceiveFailure(const std::string& who, const RemoteExit& exit,
                             const absl::StatusOr<ReceiveVerdict>& verdict) {
   const absl::string_view stderr_text = absl::StripTrailingAsciiWhitespace(exit.stderr_text);
@@ -189,40 +190,38 @@ absl::Status ReceiveFailure(const std::string& who, const RemoteExit& exit,
       absl::StrCat(who, " (exit ", exit.exit_status, ", ", std::string(ReceiveExitName(v.verdict)));
   if (v.refusal) absl::StrAppend(&why, " ", std::string(ReceiveRefusalName(*v.refusal)));
   absl::StrAppend(&why, "): ", v.error);
-  return v.verdict == ReceiveExit::kNotVerified ? absl::DataLossError(why)
-                                                : absl::AbortedError(why);
+  if (v.verdict == ReceiveExit::kNotVerified) return absl::DataLossError(why);
+  // The driver acts on some refusals (a parent not held is forgotten before the next plan).
+  if (v.refusal) return WithRefusal(absl::AbortedError(why), *v.refusal);
+  return absl::AbortedError(why);
+}
+
+// The codes Execute's contract gives to failures of the replica, the network and trust
+// (block_shipper.h); a failure on the primary's side must not carry one.
+bool IsRemoteFailureCode(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kUnauthenticated:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kUnavailable:
+      return true;
+    default:
+      return false;
+  }
 }
 
 }  // namespace
 
-std::string_view ShipFailureReason(const absl::Status& status) {
-  switch (status.code()) {
-    case absl::StatusCode::kDeadlineExceeded:
-      return "watchdog";
-    case absl::StatusCode::kPermissionDenied:
-    case absl::StatusCode::kUnauthenticated:
-      return "trust";
-    case absl::StatusCode::kFailedPrecondition:
-      return "conflict";
-    case absl::StatusCode::kDataLoss:
-      return "verification";
-    case absl::StatusCode::kAborted:
-      return "refused";
-    case absl::StatusCode::kUnavailable:
-      return "network";
-    default:
-      return "local";
-  }
-}
-
 // What one transfer did, for Ship to classify once the watchdog has stopped.
 struct BlockShipper::Transfer {
-  absl::Status opened;           // Exec's error
-  RemoteCommandPtr remote;       // the transfer's own command (null with a receive session)
-  bool session = false;          // ran on the receive session (BlockShipper::receiver_)
-  bool session_started = false;  // ... whose command was started for this transfer
-  absl::Status sent;             // btrfs send (and compression) into the channel
-  bool channel_failed = false;   // the channel refused a write: the replica or the network
+  absl::Status opened;          // Exec's error
+  RemoteCommandPtr remote;      // the transfer's own command (null with a receive session)
+  bool session = false;         // ran on the receive session (BlockShipper::receiver_)
+  absl::Status sent;            // btrfs send (and compression) into the channel
+  bool channel_failed = false;  // the channel refused a write: the replica or the network
   absl::StatusOr<RemoteExit> exit = absl::UnknownError("the remote command was not waited for");
   uint64_t stream_bytes = 0;
   uint64_t wire_bytes = 0;
@@ -242,23 +241,14 @@ BlockShipper::BlockShipper(Btrfs& btrfs, SshTransport& transport, ReplicaTarget 
       target_(std::move(target)),
       layout_(std::move(root)),
       options_(options),
-      clock_(clock) {
-  view_.id = target_.id;
-}
+      clock_(clock) {}
 
-absl::StatusOr<std::optional<ShipResult>> BlockShipper::ShipOnce(
-    const std::vector<BlockInfo>& primary_blocks, uint64_t epoch) {
+absl::StatusOr<ShipResult> BlockShipper::Execute(const SendStep& step, uint64_t epoch) {
   {
     absl::MutexLock lock(&abort_mu_);
     if (aborted_) return absl::CancelledError("the shipper was stopped");
   }
-  ReplicaPlan plan = PlanReplica(primary_blocks, view_);
-  if (std::holds_alternative<InSync>(plan)) return std::nullopt;
-  if (const auto* conflict = std::get_if<PlanConflict>(&plan))
-    return absl::FailedPreconditionError(
-        absl::StrCat("replica ", target_.id, ": ", conflict->detail));
-  ASSIGN_OR_RETURN(ShipResult result, Ship(std::get<SendStep>(plan), epoch));
-  return result;
+  return Ship(step, epoch);
 }
 
 absl::Status BlockShipper::EnsureSession() {
@@ -374,7 +364,6 @@ void BlockShipper::RunSessionTransfer(const SendStep& step, const std::string& o
     }
     commands_started_.fetch_add(1, std::memory_order_relaxed);
     receiver_ = std::move(*remote);
-    t.session_started = true;
   }
   t.phases.open = lap.Lap();
   const uint64_t written_before = receiver_->bytes_written();
@@ -456,19 +445,13 @@ absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epo
     // The primary's side failed (btrfs send, compression); the replica only saw a cut stream.
     // Its code must classify as local (a `btrfs send` killed by a signal is Aborted).
     absl::StatusCode code =
-        ShipFailureReason(t.sent) == "local" ? t.sent.code() : absl::StatusCode::kInternal;
+        IsRemoteFailureCode(t.sent.code()) ? absl::StatusCode::kInternal : t.sent.code();
     return absl::Status(code, absl::StrCat(who, "sending failed: ", t.sent.message()));
   }
   const RemoteExit& exit = *t.exit;
   const absl::StatusOr<ReceiveVerdict> verdict = VerdictIn(exit.stdout_text);
   if (!exit.ok() || (verdict.ok() && !verdict->received())) {
     end_receiver();
-    if (verdict.ok() && verdict->refusal == ReceiveRefusal::kParentNotHeld &&
-        ReceiveExitFromStatus(exit.exit_status) == ReceiveExit::kRefused && step.parent) {
-      // The replica lost the parent we planned with: forget it so the next plan picks an older
-      // common block or a full send.
-      std::erase(view_.verified_blocks, step.parent->name);
-    }
     return ReceiveFailure(absl::StrCat("replica ", target_.id, " refused ", step.block.name), exit,
                           verdict);
   }
@@ -494,7 +477,6 @@ absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epo
   result.phases.replica_verify = verdict->seconds.verify;
   result.phases.replica_promote = verdict->seconds.promote;
   result.phases.replica_process = verdict->seconds.process;
-  view_.verified_blocks.push_back(step.block.name);
   return result;
 }
 

@@ -1,11 +1,12 @@
-// Ships blocks to one replica: plans the next transfer (replication_plan.h), runs
-// `btrfs send [-p parent] block` into a channel of a persistent SSH session that execs the
-// replica's receive command, and records what the replica verified.
+// Executes one planned transfer to one replica: runs `btrfs send [-p parent] block` for a
+// SendStep (replication_plan.h) into a channel of a persistent SSH session that execs the
+// replica's receive command, and returns what the replica verified. It neither plans nor keeps
+// a view of the replica: the replica driver (replica_driver.h) plans, holds the blocks it
+// planned, classifies the outcome and decides retries and backoff.
 //
-// One BlockShipper per replica; not thread-safe (the daemon runs each in its own thread),
-// except TransferBytes(). Retries and backoff are the caller's: ShipOnce does one step and
-// classifies its failure (see ShipOnce, ShipFailureReason). A transfer that stalls is aborted
-// by the shipper's own watchdog (BlockShipperOptions).
+// One BlockShipper per replica; not thread-safe (its driver runs it on one thread), except
+// TransferBytes(), ReceiveCommandsStarted() and Abort(). A transfer that stalls is aborted by
+// the shipper's own watchdog (BlockShipperOptions).
 #pragma once
 
 #include <atomic>
@@ -69,7 +70,7 @@ struct ShipResult {
 struct BlockShipperOptions {
   // A transfer that moves no bytes into the channel for this long (from the channel's opening,
   // or the last write that moved some) is aborted: the session is broken with
-  // SshSession::Abort, `btrfs send` killed and reaped, and ShipOnce returns DeadlineExceeded.
+  // SshSession::Abort, `btrfs send` killed and reaped, and Execute returns DeadlineExceeded.
   // Progress is seen per channel write (up to 1 MiB), so this must be well above the time one
   // MiB takes on the slowest link.
   absl::Duration watchdog = absl::Seconds(30);
@@ -77,23 +78,6 @@ struct BlockShipperOptions {
   // answer takes longer than this the transfer is aborted the same way.
   absl::Duration verdict_timeout = absl::Minutes(10);
 };
-
-// The `reason` label of a ShipOnce failure, for metrics (kReplicationFailureReasons):
-//   "watchdog"      DeadlineExceeded: the transfer stalled or the verdict never came;
-//   "trust"         PermissionDenied, Unauthenticated: host key or authentication refused;
-//   "conflict"      FailedPrecondition: the plan found diverged or ahead history;
-//   "verification"  DataLoss: the replica refused the block as not verifying (or answered
-//                   without confirming it: a verdict for another block, or an answer that is
-//                   no verdict, common/transport/receive_protocol.h);
-//   "refused"       Aborted: the replica's receive command refused the block (a
-//                   ReceiveRefusal: bad request, parent not held, lock held, ...), failed
-//                   otherwise (a transfer failure), stopped reading, or exited with a code
-//                   its verdict contradicts;
-//   "network"       Unavailable: connect, channel or transfer failed on the network;
-//   "local"         anything else: the primary's own side (btrfs send, a missing head file,
-//                   compression), and OK, which is no shipping failure.
-// Pure; the strings are static.
-std::string_view ShipFailureReason(const absl::Status& status);
 
 class BlockShipper {
  public:
@@ -104,19 +88,26 @@ class BlockShipper {
   BlockShipper(Btrfs& btrfs, SshTransport& transport, ReplicaTarget target, std::string root,
                BlockShipperOptions options, Clock* clock = Clock::Real());
 
-  // Plans against `primary_blocks` (sorted by seq) and, unless the replica is in sync, ships
-  // one block. Returns nullopt when in sync. Errors (see ShipFailureReason): FailedPrecondition
-  // for a planning conflict (permanent: do not retry), PermissionDenied for trust failures
-  // (host key, auth; do not retry blindly), DataLoss when the replica refused the block as not
-  // verifying, Aborted when the replica's receive command refused or failed otherwise,
-  // Unavailable for network failures, DeadlineExceeded when the watchdog aborted a stalled
-  // transfer (retry those with backoff; the session is reconnected); Internal and others for
-  // failures on the primary's side.
-  absl::StatusOr<std::optional<ShipResult>> ShipOnce(const std::vector<BlockInfo>& primary_blocks,
-                                                     uint64_t epoch);
+  // Ships `step` (one block, as a delta from its parent when set) with the primary's `epoch`,
+  // and returns what the replica verified. The replica's answer is read as the receive
+  // protocol's verdict (common/transport/receive_protocol.h). Errors:
+  //   PermissionDenied or Unauthenticated: trust failures (host key, authentication);
+  //   DataLoss: the replica's verdict says the block did not verify, or it answered without
+  //     confirming it (a verdict for another block, or an answer that is no verdict);
+  //   Aborted: the replica's receive command refused the block (the verdict's ReceiveRefusal
+  //     is attached: RefusalOf(status), so kParentNotHeld says the replica lacks the step's
+  //     parent), failed otherwise (a transfer failure), stopped reading, or exited with a code
+  //     its verdict contradicts (no refusal attached then);
+  //   Unavailable: network failures;
+  //   DeadlineExceeded: the watchdog aborted a stalled transfer, or the verdict never came
+  //     (the session is reconnected by the next Execute);
+  //   Cancelled: once Abort() was called;
+  //   Internal and others: failures on the primary's side (btrfs send, a missing head file,
+  //     compression).
+  absl::StatusOr<ShipResult> Execute(const SendStep& step, uint64_t epoch);
 
   // Bytes written into the channel so far in the current transfer (the last one's total
-  // between transfers; 0 before the first). Thread-safe: for progress reports while ShipOnce
+  // between transfers; 0 before the first). Thread-safe: for progress reports while Execute
   // runs on another thread.
   uint64_t TransferBytes() const { return transfer_bytes_.load(std::memory_order_relaxed); }
 
@@ -131,14 +122,12 @@ class BlockShipper {
   }
 
   // Stops the shipper for good: a transfer in progress fails at once (its session is broken
-  // with SshSession::Abort) and every later ShipOnce returns Cancelled. Thread-safe: for a
-  // daemon shutting down while ShipOnce runs on the shipper's thread.
+  // with SshSession::Abort) and every later Execute returns Cancelled. Thread-safe: for a
+  // daemon shutting down while Execute runs on the shipper's thread.
   void Abort();
 
-  // What this shipper knows the replica holds verified.
-  const ReplicaView& view() const { return view_; }
-  // Replaces it (for example from the replica's progress report).
-  void SetView(ReplicaView view) { view_ = std::move(view); }
+  // The replica this shipper ships to.
+  const std::string& replica_id() const { return target_.id; }
 
  private:
   struct Transfer;
@@ -160,7 +149,6 @@ class BlockShipper {
   LedgerLayout layout_;
   BlockShipperOptions options_;
   Clock* clock_;
-  ReplicaView view_;
   // Guards the session pointer against Abort() from another thread; the session itself is
   // used only by the shipper's thread (Abort on it is thread-safe).
   absl::Mutex abort_mu_;

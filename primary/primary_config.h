@@ -23,7 +23,7 @@ struct ShippingConfig {
   absl::Duration verdict_timeout = absl::Minutes(10);
   absl::Duration backoff_initial = absl::Milliseconds(200);
   absl::Duration backoff_max = absl::Seconds(30);
-  // How long a shipper waits for a replica it knows nothing about to report what it holds
+  // How long a replica's driver waits for a replica it knows nothing about to report what it holds
   // before it plans (a full send) without that report.
   absl::Duration initial_report_wait = absl::Seconds(3);
 };

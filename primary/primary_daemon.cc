@@ -19,14 +19,17 @@
 #include "common/rpc/ledger_service.h"
 #include "common/base/status_macros.h"
 #include "primary/block_shipper.h"
+#include "primary/replica_driver.h"
 #include "primary/replication_service.h"
 #include "primary/replication_state.h"
 
 namespace snapledger {
 namespace {
 
-// How often an idle shipper re-plans without being woken (a report may have changed its view).
+// How often an idle driver re-plans without being woken (a report may have changed its view).
 constexpr absl::Duration kIdlePoll = absl::Milliseconds(200);
+// How often a driver awaiting its replica's first report looks again.
+constexpr absl::Duration kReportPoll = absl::Milliseconds(50);
 constexpr absl::Duration kFreshBlockWait = absl::Milliseconds(500);
 
 class MetricsAppendObserver final : public AppendObserver {
@@ -79,14 +82,15 @@ class PrimaryDaemon::Impl {
   struct ReplicaLink {
     ReplicaTarget target;
     std::unique_ptr<BlockShipper> shipper;
+    std::unique_ptr<ReplicaDriver> driver;  // runs `shipper`
   };
 
   void StopOnce();
   void BlockLoop();
   void CutAndRetain();
   void PublishLag();
-  void ShipperLoop(ReplicaLink& link);
-  void RecordShipped(ReplicaLink& link, const ShipResult& result);
+  // One replica's thread: runs its driver, and waits between passes.
+  void DriverLoop(ReplicaDriver& driver);
   absl::Status RefreshBlocks() ABSL_EXCLUSIVE_LOCKS_REQUIRED(retention_mu_);
   PrimaryPosition Position();
   // True while some replica has not reported since this start and initial_report_wait has not
@@ -95,9 +99,9 @@ class PrimaryDaemon::Impl {
   // Waits up to `timeout`, or until a new block is cut when `seen_generation` is given.
   // False once the daemon is stopping.
   bool Wait(uint64_t* seen_generation, absl::Duration timeout);
-  // A shipper's replica is free for a block: wakes the block loop, which then cuts as soon as
+  // A driver's replica is free for a block: wakes the block loop, which then cuts as soon as
   // the policy's on-demand spacing allows (BlockPolicy); nothing when that is off. The request stands until a block is
-  // cut. Shippers call it at most once per transfer or idle poll, so the loop cannot spin.
+  // cut. Drivers call it at most once per transfer or idle poll, so the loop cannot spin.
   void WantBlock();
   // After a transfer: unless a block was cut within the on-demand spacing or nothing waits,
   // asks for a block (WantBlock) and waits for it (up to kFreshBlockWait), so the replica's
@@ -127,7 +131,7 @@ class PrimaryDaemon::Impl {
   std::vector<std::unique_ptr<ReplicaLink>> links_;
   std::vector<std::thread> threads_;
 
-  // Held while retention is planned and applied, and while a shipper plans and registers its
+  // Held while retention is planned and applied, and while a driver plans and registers its
   // transfer, so a block being shipped is never pruned between the two.
   absl::Mutex retention_mu_;
 
@@ -200,10 +204,22 @@ absl::Status PrimaryDaemon::Impl::Init() {
     options.verdict_timeout = config_.shipping.verdict_timeout;
     link->shipper = std::make_unique<BlockShipper>(btrfs_, transport_, link->target,
                                                    config_.ledger_root, options, clock_);
+    ReplicaDriverOptions driver_options;
+    driver_options.backoff_initial = config_.shipping.backoff_initial;
+    driver_options.backoff_max = config_.shipping.backoff_max;
+    driver_options.initial_report_wait = config_.shipping.initial_report_wait;
+    link->driver = std::make_unique<ReplicaDriver>(
+        *link->shipper, *state_, *metrics_, retention_mu_,
+        [this] {
+          absl::MutexLock lock(&mu_);
+          return blocks_;
+        },
+        config_.ledger_root, driver_options, clock_);
     links_.push_back(std::move(link));
   }
   threads_.emplace_back([this] { BlockLoop(); });
-  for (auto& link : links_) threads_.emplace_back([this, l = link.get()] { ShipperLoop(*l); });
+  for (auto& link : links_)
+    threads_.emplace_back([this, d = link->driver.get()] { DriverLoop(*d); });
   spdlog::info("primary {} serving gRPC on port {}, metrics on port {}, {} replica(s); head seq {}",
                config_.node_id, grpc_port(), metrics_port(), links_.size(), log_->Head().head.seq);
   return absl::OkStatus();
@@ -376,72 +392,29 @@ void PrimaryDaemon::Impl::PublishLag() {
   }
 }
 
-void PrimaryDaemon::Impl::ShipperLoop(ReplicaLink& link) {
-  const std::string& id = link.target.id;
-  BlockShipper& shipper = *link.shipper;
-  uint64_t seen_report = 0, seen_blocks = 0;
-  int failures = 0;
-  uint64_t commands_counted = 0;  // shipper.ReceiveCommandsStarted() already in the metric
-  bool shipped = false;
+void PrimaryDaemon::Impl::DriverLoop(ReplicaDriver& driver) {
+  uint64_t seen_blocks = 0;
   while (true) {
-    if (std::optional<ReplicaView> view = state_->TakeReportedView(id, shipper.view(), &seen_report))
-      shipper.SetView(*std::move(view));
-    // A replica the primary has not heard from may already hold blocks: give its report a
-    // moment before falling back to a full send.
-    if (!shipped && !state_->HasReported(id) &&
-        absl::Nanoseconds(clock_->MonotonicNanos() - started_nanos_) <
-            config_.shipping.initial_report_wait) {
-      if (!Wait(nullptr, absl::Milliseconds(50))) return;
-      continue;
+    const DriverPass pass = driver.RunOnce(log_->Head().epoch);
+    bool go_on = false;
+    switch (pass.outcome) {
+      case DriverPass::Outcome::kAwaitingReport:
+        go_on = Wait(nullptr, kReportPoll);
+        break;
+      case DriverPass::Outcome::kInSync:
+        WantBlock();  // events appended since the newest block may be cut now
+        go_on = Wait(&seen_blocks, kIdlePoll);
+        break;
+      case DriverPass::Outcome::kShipped:
+        go_on = AwaitFreshBlock();
+        break;
+      case DriverPass::Outcome::kFailed:
+        go_on = Wait(nullptr, pass.retry_after);
+        break;
+      case DriverPass::Outcome::kStopped:
+        break;
     }
-    std::vector<BlockInfo> blocks;
-    {
-      absl::MutexLock retention(&retention_mu_);
-      blocks = Position().blocks;
-      ReplicaPlan plan = PlanReplica(blocks, shipper.view());
-      if (const auto* step = std::get_if<SendStep>(&plan)) {
-        Transfer transfer{step->block.name, std::nullopt};
-        if (step->parent) transfer.parent = step->parent->name;
-        state_->BeginTransfer(id, std::move(transfer));
-      }
-    }
-    absl::StatusOr<std::optional<ShipResult>> r = shipper.ShipOnce(blocks, log_->Head().epoch);
-    if (const uint64_t started = shipper.ReceiveCommandsStarted(); started > commands_counted) {
-      metrics_->ForReplica(id).receive_commands.Increment(
-          static_cast<double>(started - commands_counted));
-      commands_counted = started;
-    }
-    // The transfer's hold ends only once the shipped block is in the view retention holds for
-    // this replica (RecordShipped): ended before, the block the replica now needs as its next
-    // parent could be pruned in between.
-    if (r.ok() && r->has_value()) {
-      shipped = true;
-      RecordShipped(link, **r);
-    }
-    state_->EndTransfer(id);
-    if (absl::IsCancelled(r.status())) return;  // stopping
-    if (!r.ok()) {
-      ++failures;
-      std::string_view reason = ShipFailureReason(r.status());
-      metrics_->CountFailure(id, reason);
-      state_->RecordFailure(id, std::string(r.status().message()), clock_->NowMicros());
-      absl::Duration delay =
-          reason == "conflict"
-              ? config_.shipping.backoff_max
-              : RetryDelay(failures, config_.shipping.backoff_initial, config_.shipping.backoff_max);
-      spdlog::warn("replica {}: transfer failed ({}; attempt {}, retrying in {}): {}", id, reason,
-                   failures, absl::FormatDuration(delay), r.status().message());
-      if (!Wait(nullptr, delay)) return;
-      continue;
-    }
-    failures = 0;
-    if (!r->has_value()) {
-      WantBlock();          // in sync: events appended since the newest block may be cut now
-      shipper.KeepAlive();  // and keep the session warm for the next block
-      if (!Wait(&seen_blocks, kIdlePoll)) return;
-      continue;
-    }
-    if (!AwaitFreshBlock()) return;
+    if (!go_on) return;
   }
 }
 
@@ -460,34 +433,6 @@ bool PrimaryDaemon::Impl::AwaitFreshBlock() {
   if (maker_->SinceLastCut() < spacing) return true;  // the newest block is fresh enough
   WantBlock();
   return Wait(&generation, kFreshBlockWait);
-}
-
-void PrimaryDaemon::Impl::RecordShipped(ReplicaLink& link, const ShipResult& result) {
-  const std::string& id = link.target.id;
-  PrimaryMetrics::Replica& m = metrics_->ForReplica(id);
-  m.wire_bytes_sent.Increment(static_cast<double>(result.wire_bytes));
-  m.stream_bytes_sent.Increment(static_cast<double>(result.stream_bytes));
-  m.transfers.Increment();
-  m.transfer_duration.Observe(absl::ToDoubleSeconds(result.elapsed));
-  absl::StatusOr<std::optional<HeadRecord>> head = ReadHeadFile(layout_.block(result.block));
-  if (head.ok() && *head) {
-    state_->RecordVerified(id, result.block, **head, clock_->NowMicros());
-  } else {
-    // The block was pruned meanwhile; the replica's next report carries its head.
-    spdlog::warn("replica {}: cannot read the head of {} just shipped: {}", id, result.block.name,
-                 head.ok() ? "no head file" : head.status().ToString());
-  }
-  state_->SetShipperView(id, link.shipper->view());
-  const TransferPhases& p = result.phases;
-  spdlog::info(
-      "replica {}: {} verified ({}{} bytes, {} events, {}; open {:.3f} s, stream {:.3f} s, "
-      "verdict {:.3f} s; replica: receive {:.3f} s, verify {:.3f} s, promote {:.3f} s, "
-      "command {:.3f} s)",
-      id, result.block.name,
-      result.parent ? absl::StrCat("delta from ", result.parent->name, ", ") : "full, ",
-      result.wire_bytes, result.events_verified, absl::FormatDuration(result.elapsed), p.open,
-      p.stream, p.verdict, p.replica_stream, p.replica_verify, p.replica_promote,
-      p.replica_process);
 }
 
 PrimaryDaemon::PrimaryDaemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -5,8 +5,9 @@
 //   HTTP /metrics:   PrimaryMetrics (docs/METRICS.md)
 //   block loop:      cuts a block when the policy says so, applies retention (holds for
 //                    every replica's parent and every transfer in flight), refreshes lag
-//   one shipper thread per replica: plans (PlanReplica), ships one block at a time over its
-//                    persistent SSH session, retries failures with capped exponential backoff
+//   one thread per replica runs its ReplicaDriver: plans (PlanReplica), holds the planned
+//                    blocks, ships one block at a time over the replica's persistent SSH
+//                    session (BlockShipper), retries failures with capped exponential backoff
 //
 // Ownership: the daemon owns everything it starts; the Btrfs and SshTransport are borrowed.
 // Thread-safe: Stop() may be called from any thread (e.g. a signal-handling one).
@@ -40,7 +41,7 @@ class PrimaryDaemon {
   PrimaryDaemon(const PrimaryDaemon&) = delete;
   PrimaryDaemon& operator=(const PrimaryDaemon&) = delete;
 
-  // Health turns NOT_SERVING, the gRPC server drains, the shippers finish or abort their
+  // Health turns NOT_SERVING, the gRPC server drains, the drivers finish or abort their
   // transfer, the block loop stops, and the log is synced. Idempotent.
   void Stop();
 

@@ -1,6 +1,7 @@
 // Replication planning: pure functions from the primary's blocks and each replica's reported
 // state to what to send (block, parent) and what the primary may prune. Nothing here touches
-// btrfs, ssh or the clock; the shipper executes the plan and decides retries.
+// btrfs, ssh or the clock; the replica driver (replica_driver.h) has the shipper execute the
+// plan's steps and decides retries.
 #pragma once
 
 #include <cstdint>
@@ -32,7 +33,7 @@ struct SendStep {
 };
 
 // Why no step can be planned. The replica must be looked at (or re-bootstrapped) by an
-// operator; the shipper does not retry a conflict.
+// operator; the driver classifies a conflict as permanent (ReplicationFailure::kConflict).
 struct PlanConflict {
   enum class Kind {
     // The replica holds a block at a seq the primary also has, under another name: the two
@@ -78,7 +79,7 @@ PrimaryRetentionPlan PlanPrimaryRetention(const std::vector<BlockInfo>& primary_
                                           const std::vector<ReplicaView>& replicas,
                                           const RetentionLimits& limits);
 
-// How long a shipper waits after its `failures`-th consecutive failure (1 for the first):
+// How long a driver waits after its `failures`-th consecutive failure (1 for the first):
 // initial, 2x, 4x ... capped at `max`.
 absl::Duration RetryDelay(int failures, absl::Duration initial, absl::Duration max);
 

@@ -37,7 +37,7 @@ ReplicationState::ReplicationState(const std::vector<std::string>& replica_ids,
                                    TrackerOptions options)
     : tracker_(options) {
   for (const std::string& id : replica_ids) {
-    replicas_[id].view.id = id;
+    replicas_[id].driver_view.id = id;
     tracker_.AddReplica(id);
   }
 }
@@ -57,10 +57,8 @@ absl::Status ReplicationState::ApplyReport(const ReplicaReport& report, int64_t 
   std::optional<BlockInfo> newest = NewestBlock(report.verified_blocks);
   r.report = report;
   ++r.report_generation;
-  // Retention holds for this view: keep what the shipper delivered after the report was sent.
-  r.view.verified_blocks = MergeReported(report.verified_blocks, r.view.verified_blocks);
   // A heartbeat repeating the same newest block is not a new success, nor is a report of the
-  // block the shipper already recorded: either would move last success past a later failure.
+  // block the driver already recorded: either would move last success past a later failure.
   if (newest && (!r.recorded || BlockSeqLess(*r.recorded, *newest))) {
     tracker_.RecordVerified(report.replica_id, *newest, report.head, now_micros);
     r.recorded = newest;
@@ -69,7 +67,7 @@ absl::Status ReplicationState::ApplyReport(const ReplicaReport& report, int64_t 
 }
 
 std::optional<ReplicaView> ReplicationState::TakeReportedView(const std::string& id,
-                                                              const ReplicaView& shipper_view,
+                                                              const ReplicaView& driver_view,
                                                               uint64_t* seen_generation) {
   absl::MutexLock lock(&mu_);
   auto it = replicas_.find(id);
@@ -77,10 +75,14 @@ std::optional<ReplicaView> ReplicationState::TakeReportedView(const std::string&
       it->second.report_generation == *seen_generation)
     return std::nullopt;
   *seen_generation = it->second.report_generation;
-  ReplicaView view{id, MergeReported(it->second.report->verified_blocks,
-                                      shipper_view.verified_blocks)};
-  it->second.view = view;
-  return view;
+  return ReplicaView{
+      id, MergeReported(it->second.report->verified_blocks, driver_view.verified_blocks)};
+}
+
+ReplicaView ReplicationState::RetentionView(const std::string& id, const Replica& r) {
+  if (!r.report) return r.driver_view;
+  return ReplicaView{id,
+                     MergeReported(r.report->verified_blocks, r.driver_view.verified_blocks)};
 }
 
 bool ReplicationState::HasReported(const std::string& id) {
@@ -113,21 +115,21 @@ void ReplicationState::RecordFailure(const std::string& id, const std::string& e
   tracker_.RecordFailure(id, error, now_micros);
 }
 
-void ReplicationState::SetShipperView(const std::string& id, const ReplicaView& view) {
+void ReplicationState::SetDriverView(const std::string& id, const ReplicaView& view) {
   absl::MutexLock lock(&mu_);
-  replicas_[id].view = view;
+  replicas_[id].driver_view = view;
 }
 
 ReplicationState::Retention ReplicationState::PlanRetention(
     const std::vector<BlockInfo>& primary_blocks, const RetentionLimits& limits) {
   absl::MutexLock lock(&mu_);
   std::vector<ReplicaView> views;
-  for (const auto& [id, r] : replicas_) views.push_back(r.view);
+  for (const auto& [id, r] : replicas_) views.push_back(RetentionView(id, r));
   Retention out;
   out.plan = PlanPrimaryRetention(primary_blocks, views, limits);
   for (const std::string& id : out.plan.dropped_holds) {
     Replica& r = replicas_[id];
-    std::optional<BlockInfo> parent = ReplicaParent(primary_blocks, r.view);
+    std::optional<BlockInfo> parent = ReplicaParent(primary_blocks, RetentionView(id, r));
     if (parent && r.dropped_holds.insert(parent->name).second)
       out.newly_dropped_holds.push_back(id);
   }

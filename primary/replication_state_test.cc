@@ -47,15 +47,15 @@ TEST(ReplicationState, ReportWithABadBlockNameIsRejected) {
 TEST(ReplicationState, ReportedViewIsTakenOnceAndKeepsNewerShippedBlocks) {
   ReplicationState state({"r1"}, {});
   uint64_t seen = 0;
-  ReplicaView shipper{"r1", {Block(100).name, Block(200).name, Block(300).name}};
-  EXPECT_FALSE(state.TakeReportedView("r1", shipper, &seen).has_value());
+  ReplicaView driver{"r1", {Block(100).name, Block(200).name, Block(300).name}};
+  EXPECT_FALSE(state.TakeReportedView("r1", driver, &seen).has_value());
   ASSERT_TRUE(state.ApplyReport(Report("r1", {100, 200}), 0).ok());
-  std::optional<ReplicaView> view = state.TakeReportedView("r1", shipper, &seen);
+  std::optional<ReplicaView> view = state.TakeReportedView("r1", driver, &seen);
   ASSERT_TRUE(view.has_value());
   // 300 was shipped after the report was sent: kept. Nothing older than the report is added.
   EXPECT_EQ(view->verified_blocks,
             (std::vector<std::string>{Block(100).name, Block(200).name, Block(300).name}));
-  EXPECT_FALSE(state.TakeReportedView("r1", shipper, &seen).has_value());
+  EXPECT_FALSE(state.TakeReportedView("r1", driver, &seen).has_value());
 }
 
 TEST(ReplicationState, RetentionHoldsTransfersInFlight) {
@@ -96,8 +96,8 @@ TEST(ReplicationState, HeartbeatDoesNotMoveLastSuccess) {
 TEST(ReplicationState, AReportSentBeforeAShipmentDoesNotDropItsHold) {
   ReplicationState state({"r1"}, {});
   RetentionLimits limits{.keep_newest = 1, .max_blocks_behind = 100};
-  // The shipper delivered 300; a report the replica sent before that arrives afterwards.
-  state.SetShipperView("r1", {"r1", {Block(100).name, Block(200).name, Block(300).name}});
+  // The driver shipped 300; a report the replica sent before that arrives afterwards.
+  state.SetDriverView("r1", {"r1", {Block(100).name, Block(200).name, Block(300).name}});
   ASSERT_TRUE(state.ApplyReport(Report("r1", {100, 200}), 0).ok());
   auto retention = state.PlanRetention(Chain({100, 200, 300, 400, 500}), limits);
   EXPECT_TRUE(retention.plan.holds.contains(Block(300).name));
@@ -106,11 +106,21 @@ TEST(ReplicationState, AReportSentBeforeAShipmentDoesNotDropItsHold) {
             0);
 }
 
+TEST(ReplicationState, AReportIsHeldBeforeItsDriverTakesIt) {
+  ReplicationState state({"r1"}, {});
+  RetentionLimits limits{.keep_newest = 1, .max_blocks_behind = 100};
+  state.SetDriverView("r1", {"r1", {Block(100).name}});
+  ASSERT_TRUE(state.ApplyReport(Report("r1", {100, 200}), 0).ok());
+  auto retention = state.PlanRetention(Chain({100, 200, 300, 400}), limits);
+  EXPECT_TRUE(retention.plan.holds.contains(Block(200).name));
+  EXPECT_FALSE(retention.plan.holds.contains(Block(100).name));
+}
+
 TEST(ReplicationState, AReportOfAnAlreadyRecordedBlockDoesNotHideALaterFailure) {
   ReplicationState state({"r1"}, {});
   state.RecordVerified("r1", Block(100), HeadAt(100), 1'000'000);
   state.RecordFailure("r1", "replica r1 refused block 200: does not verify", 2'000'000);
-  // The replica's report of 100 (which the shipper already recorded) arrives late.
+  // The replica's report of 100 (which the driver already recorded) arrives late.
   ASSERT_TRUE(state.ApplyReport(Report("r1", {100}), 3'000'000).ok());
   auto lags = state.Evaluate(HeadAt(200), Chain({100, 200}), 3'000'000);
   ASSERT_EQ(lags.size(), 1u);

@@ -69,8 +69,10 @@ std::string_view ReceiveRefusalName(ReceiveRefusal refusal);
 // The refusal named `name`; InvalidArgument naming it otherwise.
 absl::StatusOr<ReceiveRefusal> ParseReceiveRefusal(std::string_view name);
 
-// Carries a refusal inside an absl::Status from where it is found (the block receiver) to the
-// command that writes the verdict: `status` (not OK) with `refusal` attached as a payload.
+// Carries a refusal inside an absl::Status: on the replica from where it is found (the block
+// receiver) to the command that writes the verdict; on the primary from the shipper that read
+// the verdict to the replica driver that acts on it. `status` (not OK) with `refusal` attached
+// as a payload.
 absl::Status WithRefusal(absl::Status status, ReceiveRefusal refusal);
 // The refusal attached to `status` by WithRefusal, if any.
 std::optional<ReceiveRefusal> RefusalOf(const absl::Status& status);

@@ -1,10 +1,13 @@
 // End to end over real SSH: a primary ledger on one loop-mounted btrfs, a replica on another,
 // an OpenSSH sshd whose authorized_keys restricts the primary's key to the real
 // `snapledger-receive`, and the BlockShipper streaming `btrfs send -p` deltas through
-// one persistent libssh session; the same compressed with zstd; and the shipper's watchdog
-// aborting a transfer the replica stopped reading.
+// one persistent libssh session, run by its ReplicaDriver or given steps directly; the same
+// compressed with zstd; and the shipper's watchdog aborting a transfer the replica stopped
+// reading.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <prometheus/registry.h>
 
 #include <filesystem>
 #include <fstream>
@@ -15,6 +18,8 @@
 #include "common/ledger/event_log.h"
 #include "common/base/posix_file.h"
 #include "primary/block_shipper.h"
+#include "primary/replica_driver.h"
+#include "primary/replication_state.h"
 #include "tests/integration/loop_btrfs.h"
 #include "tests/integration/primary_ledger.h"
 #include "tests/integration/test_sshd.h"
@@ -27,6 +32,11 @@ namespace snapledger {
 namespace {
 
 using ::testing::HasSubstr;
+
+// The metric label the driver gives a failed Execute.
+std::string_view Label(const absl::Status& status) {
+  return ReplicationFailureLabel(ClassifyExecuteFailure(status));
+}
 
 // Entries of a /proc directory of this process (fds, threads).
 int CountEntries(const std::string& dir) {
@@ -86,38 +96,50 @@ class ShipOverSshTest : public ::testing::Test {
 
   ReplicaTarget Target() { return ReplicaTarget{"replica-1", sshd_->Endpoint()}; }
 
+  // A driver for `shipper` (shipping to "replica-1"), planning with the primary's blocks as
+  // the daemon's drivers do, without waiting for a first report.
+  std::unique_ptr<ReplicaDriver> DriverFor(BlockShipper& shipper) {
+    ReplicaDriverOptions options;
+    options.initial_report_wait = absl::ZeroDuration();
+    return std::make_unique<ReplicaDriver>(
+        shipper, state_, metrics_, retention_mu_,
+        [this] { return maker_->ListBlocks().value_or(std::vector<BlockInfo>{}); },
+        primary_fs_->mount_point(), options);
+  }
+
   testing::LoopBtrfsPtr primary_fs_, replica_fs_;
   testing::TestSshdPtr sshd_;
   BtrfsPtr btrfs_;
   EventLogPtr log_;
   BlockMakerPtr maker_;
   int next_ = 1;
+  ReplicationState state_{{"replica-1"}, {}};
+  prometheus::Registry registry_;
+  PrimaryMetrics metrics_{registry_};
+  absl::Mutex retention_mu_;
 };
 
 TEST_F(ShipOverSshTest, FullSendThenIncrementalDeltasOverOneSession) {
   BlockShipper shipper(*btrfs_, *SshTransport::Libssh(), Target(), primary_fs_->mount_point());
+  std::unique_ptr<ReplicaDriver> driver = DriverFor(shipper);
   Append(20000);
   auto blocks = CutAndList();
-  auto first = shipper.ShipOnce(blocks, 1);
-  ASSERT_TRUE(first.ok()) << first.status();
-  ASSERT_TRUE(first->has_value());
-  EXPECT_FALSE((*first)->parent.has_value());
-  EXPECT_EQ((*first)->events_verified, 20000u);
+  DriverPass first = driver->RunOnce(1);
+  ASSERT_EQ(first.outcome, DriverPass::Outcome::kShipped) << first.error;
+  EXPECT_FALSE(first.shipped->parent.has_value());
+  EXPECT_EQ(first.shipped->events_verified, 20000u);
 
   Append(200);
   blocks = CutAndList();
-  auto second = shipper.ShipOnce(blocks, 1);
-  ASSERT_TRUE(second.ok()) << second.status();
-  ASSERT_TRUE(second->has_value());
-  EXPECT_EQ((*second)->parent, blocks.front());
-  EXPECT_EQ((*second)->events_verified, 200u);
+  DriverPass second = driver->RunOnce(1);
+  ASSERT_EQ(second.outcome, DriverPass::Outcome::kShipped) << second.error;
+  EXPECT_EQ(second.shipped->parent, blocks.front());
+  EXPECT_EQ(second.shipped->events_verified, 200u);
   // The delta carries the new events, not the log again.
-  EXPECT_LT((*second)->stream_bytes * 20, (*first)->stream_bytes)
-      << "full " << (*first)->stream_bytes << " delta " << (*second)->stream_bytes;
+  EXPECT_LT(second.shipped->stream_bytes * 20, first.shipped->stream_bytes)
+      << "full " << first.shipped->stream_bytes << " delta " << second.shipped->stream_bytes;
 
-  auto in_sync = shipper.ShipOnce(blocks, 1);
-  ASSERT_TRUE(in_sync.ok());
-  EXPECT_FALSE(in_sync->has_value());
+  EXPECT_EQ(driver->RunOnce(1).outcome, DriverPass::Outcome::kInSync);
   // Both blocks went to one receive command (a receive session), not one command each.
   EXPECT_EQ(shipper.ReceiveCommandsStarted(), 1u);
   std::string replica_log =
@@ -132,29 +154,30 @@ TEST_F(ShipOverSshTest, ReplicaWithAnUnknownHostKeyIsRefused) {
   target.endpoint.known_hosts_file = sshd_->dir() + "/no_such_known_hosts";
   BlockShipper shipper(*btrfs_, *SshTransport::Libssh(), target, primary_fs_->mount_point());
   Append(10);
-  auto r = shipper.ShipOnce(CutAndList(), 1);
+  auto r = shipper.Execute(SendStep{CutAndList().back(), std::nullopt}, 1);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied);
 }
 
 TEST_F(ShipOverSshTest, ParentMissingOnTheReplicaFallsBackToAFullSend) {
   BlockShipper shipper(*btrfs_, *SshTransport::Libssh(), Target(), primary_fs_->mount_point());
+  std::unique_ptr<ReplicaDriver> driver = DriverFor(shipper);
   Append(100);
   auto blocks = CutAndList();
-  // The shipper believes the replica holds a block it never received.
-  shipper.SetView(ReplicaView{"replica-1", {blocks.front().name}});
+  // The driver is told the replica holds a block it never received.
+  ReplicaReport report{"replica-1", {blocks.front().name}, {}, ""};
+  ASSERT_TRUE(state_.ApplyReport(report, 0).ok());
   Append(100);
   blocks = CutAndList();
-  auto refused = shipper.ShipOnce(blocks, 1);
-  ASSERT_FALSE(refused.ok());
-  EXPECT_EQ(ShipFailureReason(refused.status()), "refused");
-  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("parent_not_held"));
-  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("is not held here"));
-  auto full = shipper.ShipOnce(blocks, 1);
-  ASSERT_TRUE(full.ok()) << full.status();
-  ASSERT_TRUE(full->has_value());
-  EXPECT_FALSE((*full)->parent.has_value());
-  EXPECT_EQ((*full)->events_verified, 200u);
+  DriverPass refused = driver->RunOnce(1);
+  ASSERT_EQ(refused.outcome, DriverPass::Outcome::kFailed);
+  EXPECT_EQ(refused.failure, ReplicationFailure::kRefused);
+  EXPECT_THAT(refused.error, HasSubstr("parent_not_held"));
+  EXPECT_THAT(refused.error, HasSubstr("is not held here"));
+  DriverPass full = driver->RunOnce(1);
+  ASSERT_EQ(full.outcome, DriverPass::Outcome::kShipped) << full.error;
+  EXPECT_FALSE(full.shipped->parent.has_value());
+  EXPECT_EQ(full.shipped->events_verified, 200u);
   // The refused block ended its receive session; the full send ran on a new one.
   EXPECT_EQ(shipper.ReceiveCommandsStarted(), 2u);
 }
@@ -164,13 +187,14 @@ TEST_F(ShipOverSshTest, WithoutReceiveSessionsEachBlockHasItsOwnCommand) {
   target.receive_session = false;
   BlockShipper shipper(*btrfs_, *SshTransport::Libssh(), target, primary_fs_->mount_point());
   std::vector<BlockInfo> blocks;
+  std::optional<BlockInfo> parent;
   for (int i = 0; i < 3; ++i) {
     Append(100);
     blocks = CutAndList();
-    auto r = shipper.ShipOnce(blocks, 1);
+    auto r = shipper.Execute(SendStep{blocks.back(), parent}, 1);
     ASSERT_TRUE(r.ok()) << r.status();
-    ASSERT_TRUE(r->has_value());
-    EXPECT_EQ((*r)->events_verified, 100u);
+    EXPECT_EQ(r->events_verified, 100u);
+    parent = blocks.back();
   }
   EXPECT_EQ(shipper.ReceiveCommandsStarted(), 3u);
   EXPECT_EQ(*ReadFileToString(LedgerLayout(replica_fs_->mount_point()).block(blocks.back()) +
@@ -185,24 +209,22 @@ TEST_F(ShipOverSshTest, ZstdCompressedFullSendThenDeltaPutLessOnTheWire) {
   BlockShipper shipper(*btrfs_, *SshTransport::Libssh(), target, primary_fs_->mount_point());
   Append(20000);
   auto blocks = CutAndList();
-  auto first = shipper.ShipOnce(blocks, 1);
+  auto first = shipper.Execute(SendStep{blocks.back(), std::nullopt}, 1);
   ASSERT_TRUE(first.ok()) << first.status();
-  ASSERT_TRUE(first->has_value());
-  EXPECT_FALSE((*first)->parent.has_value());
-  EXPECT_EQ((*first)->events_verified, 20000u);
-  EXPECT_GT((*first)->wire_bytes, 0u);
-  EXPECT_LT((*first)->wire_bytes, (*first)->stream_bytes);
-  EXPECT_EQ(shipper.TransferBytes(), (*first)->wire_bytes);
+  EXPECT_FALSE(first->parent.has_value());
+  EXPECT_EQ(first->events_verified, 20000u);
+  EXPECT_GT(first->wire_bytes, 0u);
+  EXPECT_LT(first->wire_bytes, first->stream_bytes);
+  EXPECT_EQ(shipper.TransferBytes(), first->wire_bytes);
 
   Append(300);
   blocks = CutAndList();
-  auto second = shipper.ShipOnce(blocks, 1);
+  auto second = shipper.Execute(SendStep{blocks.back(), blocks.front()}, 1);
   ASSERT_TRUE(second.ok()) << second.status();
-  ASSERT_TRUE(second->has_value());
-  EXPECT_EQ((*second)->parent, blocks.front());
-  EXPECT_EQ((*second)->events_verified, 300u);
-  EXPECT_LT((*second)->wire_bytes, (*second)->stream_bytes);
-  EXPECT_LT((*second)->stream_bytes * 20, (*first)->stream_bytes);
+  EXPECT_EQ(second->parent, blocks.front());
+  EXPECT_EQ(second->events_verified, 300u);
+  EXPECT_LT(second->wire_bytes, second->stream_bytes);
+  EXPECT_LT(second->stream_bytes * 20, first->stream_bytes);
 
   std::string replica_log =
       LedgerLayout(replica_fs_->mount_point()).block(blocks.back()) + "/events.jsonl";
@@ -228,13 +250,13 @@ TEST_F(ShipOverSshTest, WatchdogAbortsATransferTheReplicaStoppedReading) {
   const int threads_before = CountEntries("/proc/self/task");
 
   absl::Time start = absl::Now();
-  auto r = shipper.ShipOnce(blocks, 1);
+  auto r = shipper.Execute(SendStep{blocks.back(), std::nullopt}, 1);
   absl::Duration took = absl::Now() - start;
 
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("no bytes moved"));
-  EXPECT_EQ(ShipFailureReason(r.status()), "watchdog");
+  EXPECT_EQ(Label(r.status()), "watchdog");
   EXPECT_LT(took, absl::Seconds(20)) << "bounded by the 2 s watchdog, not by the remote command";
   EXPECT_GT(shipper.TransferBytes(), 0u) << "some bytes moved before the stall";
   // Nothing left behind: `btrfs send` killed and reaped, the session's socket closed, the
@@ -242,7 +264,6 @@ TEST_F(ShipOverSshTest, WatchdogAbortsATransferTheReplicaStoppedReading) {
   EXPECT_THAT(ChildrenNamed("btrfs"), ::testing::IsEmpty());
   EXPECT_EQ(CountEntries("/proc/self/fd"), fds_before);
   EXPECT_EQ(CountEntries("/proc/self/task"), threads_before);
-  EXPECT_TRUE(shipper.view().verified_blocks.empty());
 }
 
 }  // namespace

@@ -291,7 +291,7 @@ std::string BlockShipper::TransferOptions(const SendStep& step, const HeadRecord
   if (step.parent) absl::StrAppend(&cmd, " --parent ", step.parent->name);
   absl::StrAppend(&cmd, " --epoch ", epoch, " --head-seq ", head.head.seq, " --head-hash ",
                   head.head.hash);
-  // Only when compressing: a replica that predates the flag still receives uncompressed.
+  // `--compress none` is the receive command's default.
   if (target_.compression != StreamCompression::kNone)
     absl::StrAppend(&cmd, " --compress ", std::string(StreamCompressionName(target_.compression)));
   return cmd;

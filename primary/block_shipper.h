@@ -35,10 +35,9 @@ struct ReplicaTarget {
   // command and passes this in SSH_ORIGINAL_COMMAND.
   std::string receive_command = "snapledger-receive";
   // kZstd: the stream is zstd-compressed (with `zstd`) on the way and the receive command is
-  // asked for `--compress zstd` (a replica too old for the flag refuses the transfer).
+  // asked for `--compress zstd`.
   StreamCompression compression = StreamCompression::kNone;
-  // Level 1 on 2 zstd worker threads: on 2 vCPUs that overlapped compression with libssh's
-  // encryption and beat compressing on the shipping thread (bench/README.md).
+  // The default is the fastest setting measured on two cores (bench/README.md).
   ZstdOptions zstd = {.level = 1, .workers = 2};
   // One receive command takes block after block (`--session`,
   // common/transport/receive_session.h); false: one command per block.

@@ -8,10 +8,10 @@
 #include "absl/strings/str_cat.h"
 #include "common/ledger/block_maker.h"
 #include "common/ledger/event_log.h"
-#include "replica/receive_lock.h"
 #include "common/testing/manual_clock.h"
 #include "common/testing/memory_btrfs.h"
 #include "common/testing/temp_dir.h"
+#include "replica/receive_lock.h"
 
 namespace snapledger {
 namespace {

@@ -33,8 +33,8 @@ std::string ReceiveLockPath(const std::string& root) {
   return absl::StrCat(root, "/.receive.lock");
 }
 
-absl::StatusOr<ReceiveLock> ReceiveLock::Acquire(const std::string& root,
-                                                 absl::Duration patience, Clock* clock) {
+absl::StatusOr<ReceiveLock> ReceiveLock::Acquire(const std::string& root, absl::Duration patience,
+                                                 Clock* clock) {
   ASSIGN_OR_RETURN(UniqueFd fd, OpenLockFile(root));
   const absl::Time give_up = clock->Now() + patience;
   absl::Duration pause = absl::Milliseconds(1);

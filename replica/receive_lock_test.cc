@@ -79,8 +79,7 @@ TEST(ReceiveLock, WaitsForAHolderThatLetsGoWithinItsPatience) {
     first.reset();
     clock.Advance(absl::Milliseconds(8));
   });
-  absl::StatusOr<ReceiveLock> second =
-      ReceiveLock::Acquire(dir.path(), absl::Seconds(30), &clock);
+  absl::StatusOr<ReceiveLock> second = ReceiveLock::Acquire(dir.path(), absl::Seconds(30), &clock);
   release.join();
   EXPECT_TRUE(second.ok()) << second.status();
   EXPECT_EQ(clock.Now() - start, absl::Milliseconds(23));

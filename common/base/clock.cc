@@ -18,8 +18,8 @@ class RealClock final : public Clock {
     return int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec;
   }
   void SleepFor(absl::Duration d) override { absl::SleepFor(d); }
-  bool AwaitWithDeadline(absl::Mutex& mu, const absl::Condition& cond,
-                         absl::Time deadline) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  bool AwaitWithDeadline(absl::Mutex& mu, const absl::Condition& cond, absl::Time deadline) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     return mu.AwaitWithDeadline(cond, deadline);
   }
   bool AwaitWithTimeout(absl::Mutex& mu, const absl::Condition& cond,

@@ -30,8 +30,8 @@ class Clock {
   // released while waiting and held again on return. `cond` is evaluated with `mu` held, and
   // again whenever another thread releases `mu`: whoever makes it true does so under `mu`.
   // Returns the value of `cond` on return, so false means the deadline passed first.
-  virtual bool AwaitWithDeadline(absl::Mutex& mu, const absl::Condition& cond,
-                                 absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) = 0;
+  virtual bool AwaitWithDeadline(absl::Mutex& mu, const absl::Condition& cond, absl::Time deadline)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) = 0;
   // AwaitWithDeadline(mu, cond, Now() + timeout).
   virtual bool AwaitWithTimeout(absl::Mutex& mu, const absl::Condition& cond,
                                 absl::Duration timeout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {

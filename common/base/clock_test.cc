@@ -25,8 +25,8 @@ TEST(RealClock, AConditionThatHoldsEndsTheWaitAtOnce) {
   absl::Mutex mu;
   bool ready = true;
   absl::MutexLock lock(&mu);
-  EXPECT_TRUE(Clock::Real()->AwaitWithDeadline(mu, absl::Condition(&ready),
-                                               absl::InfiniteFuture()));
+  EXPECT_TRUE(
+      Clock::Real()->AwaitWithDeadline(mu, absl::Condition(&ready), absl::InfiniteFuture()));
 }
 
 TEST(RealClock, AWaitWhoseConditionNeverHoldsEndsAtItsDeadline) {
@@ -48,8 +48,8 @@ TEST(RealClock, AWaitEndsWhenAnotherThreadMakesItsConditionTrue) {
   });
   {
     absl::MutexLock lock(&mu);
-    EXPECT_TRUE(Clock::Real()->AwaitWithDeadline(mu, absl::Condition(&ready),
-                                                 absl::InfiniteFuture()));
+    EXPECT_TRUE(
+        Clock::Real()->AwaitWithDeadline(mu, absl::Condition(&ready), absl::InfiniteFuture()));
   }
   setter.join();
 }

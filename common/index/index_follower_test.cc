@@ -104,8 +104,7 @@ TEST_F(IndexFollowerTest, ANotificationAfterTheSpacingStartsAStepAtOnce) {
 }
 
 TEST_F(IndexFollowerTest, WithoutNotificationsItStillStepsEveryInterval) {
-  IndexFollower follower(*index_, nullptr, absl::Milliseconds(50), absl::Milliseconds(10),
-                         &clock_);
+  IndexFollower follower(*index_, nullptr, absl::Milliseconds(50), absl::Milliseconds(10), &clock_);
   ASSERT_TRUE(store_->AwaitSteps(1));
   for (int step = 2; step <= 4; ++step) {
     clock_.BlockUntilWaiters(1);

@@ -16,7 +16,8 @@ int64_t UnixMicros(absl::Time t) {
 
 int64_t SaturatingAdd(int64_t a, int64_t b) {
   int64_t sum;
-  if (__builtin_add_overflow(a, b, &sum)) return b > 0 ? kNever : std::numeric_limits<int64_t>::min();
+  if (__builtin_add_overflow(a, b, &sum))
+    return b > 0 ? kNever : std::numeric_limits<int64_t>::min();
   return sum;
 }
 
@@ -94,8 +95,8 @@ void ManualClock::Unregister(absl::Mutex& mu, Waiter& waiter) {
 }
 
 void ManualClock::Advance(absl::Duration d) {
-  AdvanceTo(std::numeric_limits<int64_t>::min(),
-            std::max<int64_t>(0, absl::ToInt64Microseconds(d)), nullptr);
+  AdvanceTo(std::numeric_limits<int64_t>::min(), std::max<int64_t>(0, absl::ToInt64Microseconds(d)),
+            nullptr);
 }
 
 void ManualClock::Set(int64_t micros) {
@@ -149,9 +150,8 @@ int ManualClock::Waiters() {
 }
 
 void ManualClock::BlockUntilWaiters(int n) {
-  const auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return WaitersLocked() >= n;
-  };
+  const auto enough = [this, n]()
+                          ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return WaitersLocked() >= n; };
   absl::MutexLock lock(&mu_, absl::Condition(&enough));
 }
 

@@ -36,8 +36,8 @@ class ManualClock final : public Clock {
   void SleepFor(absl::Duration d) override;
   // Returns when `cond` holds (re-evaluated whenever another thread releases `mu`) or when the
   // clock reaches `deadline`, whichever comes first.
-  bool AwaitWithDeadline(absl::Mutex& mu, const absl::Condition& cond,
-                         absl::Time deadline) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  bool AwaitWithDeadline(absl::Mutex& mu, const absl::Condition& cond, absl::Time deadline) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 
   // Moves the clock forward by `d` (to the microsecond; a negative `d` is taken as zero) and
   // wakes every waiter whose deadline it reached: when Advance returns they are runnable and

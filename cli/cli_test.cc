@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/base/posix_file.h"
+#include "common/testing/manual_clock.h"
 #include "common/testing/memory_btrfs.h"
 #include "common/testing/temp_dir.h"
 #include "snapledger/v1/snapledger.grpc.pb.h"

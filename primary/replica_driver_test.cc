@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/ledger/block_maker.h"
 #include "common/ledger/event_log.h"
+#include "common/testing/manual_clock.h"
 #include "common/testing/memory_btrfs.h"
 #include "common/testing/replica_ssh_double.h"
 #include "common/testing/temp_dir.h"

@@ -3,14 +3,12 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
-#include <chrono>
-#include <condition_variable>
 #include <filesystem>
 #include <future>
-#include <mutex>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/ledger/block.h"
 #include "common/ledger/chain_verifier.h"
 #include "common/base/posix_file.h"
@@ -53,7 +51,7 @@ constexpr absl::Duration kReceiveLockPatience = absl::Seconds(5);
 // left to write when the stream ends (and `btrfs receive`'s last commit waits for) is about one
 // step plus what arrived within one period.
 constexpr uint64_t kWritebackStep = 8 << 20;
-constexpr auto kWritebackPeriod = std::chrono::milliseconds(20);
+constexpr absl::Duration kWritebackPeriod = absl::Milliseconds(20);
 // And the filesystem is committed (syncfs) each time the file grew by this much. btrfs puts the
 // extent and checksum records of data being written back into the running transaction, which
 // it commits only every 30 s (mount option commit=) unless asked; `btrfs receive`'s own last
@@ -64,21 +62,22 @@ constexpr uint64_t kCommitStep = 64 << 20;
 // While it lives, a thread of its own starts the write-back of the file at `path` (being
 // received) each time it grew by kWritebackStep, and commits `filesystem` (a directory on the
 // same btrfs) each kCommitStep: the final commit and syncfs then have little left. Apart from
-// the stream's pace (which must not wait for the disk), best effort.
+// the stream's pace (which must not wait for the disk), best effort. It looks every
+// kWritebackPeriod of `clock`'s time.
 class PeriodicWriteback {
  public:
-  PeriodicWriteback(std::string path, std::string filesystem, uint64_t size)
+  PeriodicWriteback(std::string path, std::string filesystem, uint64_t size, Clock& clock)
       : path_(std::move(path)),
         filesystem_(std::move(filesystem)),
+        clock_(clock),
         written_back_(size),
         committed_(size),
         thread_([this] { Run(); }) {}
   ~PeriodicWriteback() {
     {
-      std::lock_guard lock(mu_);
+      absl::MutexLock lock(&mu_);
       stop_ = true;
     }
-    stopped_.notify_all();
     thread_.join();
   }
   PeriodicWriteback(const PeriodicWriteback&) = delete;
@@ -86,14 +85,14 @@ class PeriodicWriteback {
 
  private:
   void Run() {
-    std::unique_lock lock(mu_);
-    while (!stopped_.wait_for(lock, kWritebackPeriod, [&] { return stop_; })) {
+    mu_.Lock();
+    while (!clock_.AwaitWithTimeout(mu_, absl::Condition(&stop_), kWritebackPeriod)) {
       struct stat st;
       if (::lstat(path_.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
       const uint64_t size = static_cast<uint64_t>(st.st_size);
       if (size < written_back_ + kWritebackStep) continue;
       written_back_ = size;
-      lock.unlock();
+      mu_.Unlock();
       (void)StartWriteback(path_);  // may wait for the disk: not under the lock
       if (size >= committed_ + kCommitStep) {
         committed_ = size;
@@ -102,24 +101,25 @@ class PeriodicWriteback {
         // The destructor joins a commit in flight, which the final syncfs would wait for anyway.
         (void)SyncFilesystem(filesystem_);
       }
-      lock.lock();
+      mu_.Lock();
     }
+    mu_.Unlock();
   }
 
   const std::string path_;
   const std::string filesystem_;
+  Clock& clock_;
   uint64_t written_back_;  // the size at the last write-back started (thread only)
   uint64_t committed_;     // the size at the last commit (thread only)
-  std::mutex mu_;
-  std::condition_variable stopped_;
-  bool stop_ = false;
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;  // last: starts once everything above is initialized
 };
 
-// Seconds since `*mark`, which moves to now.
-double Lap(std::chrono::steady_clock::time_point* mark) {
-  auto now = std::chrono::steady_clock::now();
-  double seconds = std::chrono::duration<double>(now - *mark).count();
+// Seconds since `*mark` (Clock::MonotonicNanos), which moves to now.
+double Lap(Clock& clock, int64_t* mark) {
+  const int64_t now = clock.MonotonicNanos();
+  const double seconds = static_cast<double>(now - *mark) / 1e9;
   *mark = now;
   return seconds;
 }
@@ -150,8 +150,8 @@ absl::Status ValidateReceiveRequest(const ReceiveRequest& request) {
   return absl::OkStatus();
 }
 
-BlockReceiver::BlockReceiver(Btrfs& btrfs, std::string root)
-    : btrfs_(btrfs), layout_(std::move(root)) {}
+BlockReceiver::BlockReceiver(Btrfs& btrfs, std::string root, Clock* clock)
+    : btrfs_(btrfs), layout_(std::move(root)), clock_(clock) {}
 
 std::string BlockReceiver::HiddenPath(std::string_view prefix, const BlockInfo& block) const {
   return absl::StrCat(layout_.blocks(), "/", std::string(prefix), block.name);
@@ -165,7 +165,8 @@ absl::StatusOr<ReceiveResult> BlockReceiver::Receive(const ReceiveRequest& reque
   std::filesystem::create_directories(layout_.blocks(), ec);
   if (ec)
     return absl::InternalError(absl::StrCat("mkdir under ", layout_.root(), ": ", ec.message()));
-  absl::StatusOr<ReceiveLock> lock = ReceiveLock::Acquire(layout_.root(), kReceiveLockPatience);
+  absl::StatusOr<ReceiveLock> lock =
+      ReceiveLock::Acquire(layout_.root(), kReceiveLockPatience, clock_);
   if (absl::IsFailedPrecondition(lock.status()))  // another receive held it all along
     return WithRefusal(lock.status(), ReceiveRefusal::kReceiveInProgress);
   if (!lock.ok()) return lock.status();
@@ -213,9 +214,9 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
   // is written back as it grows, so that little of either is left when the stream ends.
   StreamChainVerifier in_stream(from);
   PeriodicWriteback write_back(absl::StrCat(path, "/", kEventsFile), layout_.blocks(),
-                               from.log_bytes);
+                               from.log_bytes, *clock_);
   // Only the first command is rewritten, to give the subvolume its hidden name.
-  auto mark = std::chrono::steady_clock::now();
+  int64_t mark = clock_->MonotonicNanos();
   ReceiveOptions options;
   options.as_name = std::string(kIncomingBlockPrefix) + block.name;
   options.observer = &in_stream;
@@ -228,7 +229,7 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
         absl::StrCat("the block was received as ", *received, ", not ", path));
   }
   ReceiveTimings timings;
-  timings.stream = Lap(&mark);
+  timings.stream = Lap(*clock_, &mark);
   // `btrfs receive` never syncs: the block's data must be durable before it takes its name
   // (else a crash could leave a named block with a truncated log). Writing it back is disk
   // work and verifying it reads the page cache: the two run side by side, and only a block
@@ -237,7 +238,7 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
       std::async(std::launch::async, [path] { return SyncFilesystem(path); });
   auto checked =
       CheckReceived(request, block, path, from, streamed, held.empty() ? nullptr : &held.back());
-  timings.verify = Lap(&mark);
+  timings.verify = Lap(*clock_, &mark);
   absl::Status synced = durable.get();
   if (!checked.ok()) {
     if (absl::Status st = btrfs_.DeleteSubvolume(path); !st.ok())
@@ -254,7 +255,7 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
     return st;
   }
   RETURN_IF_ERROR(SyncDir(layout_.blocks()));
-  timings.promote = Lap(&mark);
+  timings.promote = Lap(*clock_, &mark);
   checked->timings = timings;
   return checked;
 }

@@ -22,8 +22,9 @@
 
 #include "absl/status/statusor.h"
 #include "common/ledger/block.h"
-#include "common/btrfs/btrfs.h"
 #include "common/base/byte_stream.h"
+#include "common/base/clock.h"
+#include "common/btrfs/btrfs.h"
 #include "common/ledger/event_format.h"
 #include "common/ledger/head_file.h"
 #include "replica/stream_verifier.h"
@@ -71,8 +72,10 @@ struct ReceiveResult {
 
 class BlockReceiver {
  public:
-  // `btrfs` is borrowed and must outlive the receiver. `root` is the replica's ledger root.
-  BlockReceiver(Btrfs& btrfs, std::string root);
+  // `btrfs` and `clock` are borrowed and must outlive the receiver. `root` is the replica's
+  // ledger root. The clock times the transfer (ReceiveTimings), the wait for the receive lock
+  // and the periodic write-back.
+  BlockReceiver(Btrfs& btrfs, std::string root, Clock* clock = Clock::Real());
 
   // Receives one block from `stream`. Holds the receive lock (receive_lock.h) for the whole
   // transfer, so a retried transfer cannot interleave with one still running: the second waits
@@ -105,6 +108,7 @@ class BlockReceiver {
 
   Btrfs& btrfs_;
   LedgerLayout layout_;
+  Clock* const clock_;
 };
 
 }  // namespace snapledger

@@ -8,8 +8,10 @@
 #include "absl/strings/str_cat.h"
 #include "common/ledger/block_maker.h"
 #include "common/ledger/event_log.h"
+#include "common/testing/manual_clock.h"
 #include "common/testing/memory_btrfs.h"
 #include "common/testing/temp_dir.h"
+#include "replica/receive_lock.h"
 
 namespace snapledger {
 namespace {
@@ -108,7 +110,7 @@ class BlockReceiverTest : public ::testing::Test {
     if (parent) r.parent = parent->name;
     r.epoch = epoch;
     StringSource source(std::move(stream));
-    return BlockReceiver(replica_btrfs_, replica_.path()).Receive(r, source);
+    return BlockReceiver(replica_btrfs_, replica_.path(), &clock_).Receive(r, source);
   }
 
   // The names in the replica's blocks/ directory, hidden ones included.
@@ -124,6 +126,7 @@ class BlockReceiverTest : public ::testing::Test {
 
   testing::TempDir primary_, replica_;
   MemoryBtrfs primary_btrfs_, replica_btrfs_;
+  ManualClock clock_;  // the receivers'
   EventLogPtr log_;
   BlockMakerPtr maker_;
 };
@@ -178,6 +181,29 @@ TEST_F(BlockReceiverTest, ABlockThatDoesNotVerifyIsDeletedNotNamed) {
   EXPECT_TRUE(absl::IsDataLoss(received.status())) << received.status();
   EXPECT_THAT(std::string(received.status().message()), ::testing::HasSubstr("epoch"));
   EXPECT_THAT(ReplicaEntries(), IsEmpty());
+  EXPECT_EQ(replica_btrfs_.subvolume_count(), 0u);
+}
+
+TEST_F(BlockReceiverTest, TimingsAreMeasuredOnTheReceiversClock) {
+  auto received = Receive(Cut(3));
+  ASSERT_TRUE(received.ok()) << received.status();
+  // The manual clock did not move.
+  EXPECT_EQ(received->timings.stream, 0.0);
+  EXPECT_EQ(received->timings.verify, 0.0);
+  EXPECT_EQ(received->timings.promote, 0.0);
+}
+
+TEST_F(BlockReceiverTest, ATransferStillRunningIsWaitedForAFewSecondsThenRefused) {
+  BlockInfo block = Cut(2);
+  absl::StatusOr<ReceiveLock> running = ReceiveLock::Acquire(replica_.path(), absl::ZeroDuration());
+  ASSERT_TRUE(running.ok()) << running.status();
+  clock_.SetAutoAdvance(true);  // the pauses between tries pass at once
+  const absl::Time start = clock_.Now();
+  auto received = Receive(block);
+  EXPECT_TRUE(absl::IsFailedPrecondition(received.status())) << received.status();
+  EXPECT_THAT(std::string(received.status().message()),
+              ::testing::HasSubstr("another receive is running on " + replica_.path()));
+  EXPECT_EQ(clock_.Now() - start, absl::Seconds(5));
   EXPECT_EQ(replica_btrfs_.subvolume_count(), 0u);
 }
 

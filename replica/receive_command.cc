@@ -239,7 +239,7 @@ ReceiveVerdict ReceiveCommand::ReceiveBlock(const TransferArgs& t, ByteSource& i
   if (!t.head_hash.empty()) request.announced = ChainHead{t.head_seq, t.head_hash, 0};
   if (absl::Status st = ValidateReceiveRequest(request); !st.ok())
     return refuse(std::string(st.message()));
-  BlockReceiver receiver(*env_.btrfs, root_);
+  BlockReceiver receiver(*env_.btrfs, root_, env_.clock);
   ByteSource* stream = &input;
   ZstdDecompressSourcePtr decompressed;
   if (*compression == StreamCompression::kZstd) {

@@ -15,6 +15,7 @@
 #include "common/ledger/block_maker.h"
 #include "common/ledger/event_log.h"
 #include "common/ledger/head_file.h"
+#include "common/testing/manual_clock.h"
 #include "common/testing/memory_btrfs.h"
 #include "common/testing/temp_dir.h"
 #include "common/transport/receive_protocol.h"

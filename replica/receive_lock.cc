@@ -33,20 +33,20 @@ std::string ReceiveLockPath(const std::string& root) {
   return absl::StrCat(root, "/.receive.lock");
 }
 
-absl::StatusOr<ReceiveLock> ReceiveLock::Acquire(const std::string& root,
-                                                 absl::Duration patience) {
+absl::StatusOr<ReceiveLock> ReceiveLock::Acquire(const std::string& root, absl::Duration patience,
+                                                 Clock* clock) {
   ASSIGN_OR_RETURN(UniqueFd fd, OpenLockFile(root));
-  const absl::Time give_up = absl::Now() + patience;
+  const absl::Time give_up = clock->Now() + patience;
   absl::Duration pause = absl::Milliseconds(1);
   while (true) {
     ASSIGN_OR_RETURN(bool taken, TryLock(fd, LOCK_EX, root));
     if (taken) return ReceiveLock(std::move(fd));
-    const absl::Time now = absl::Now();
+    const absl::Time now = clock->Now();
     if (now >= give_up)
       return absl::FailedPreconditionError(absl::StrCat(
           "another receive is running on ", root, " (", ReceiveLockPath(root), " still held after ",
           absl::FormatDuration(patience), ")"));
-    absl::SleepFor(std::min(pause, give_up - now));
+    clock->SleepFor(std::min(pause, give_up - now));
     pause = std::min(pause * 2, absl::Milliseconds(20));
   }
 }

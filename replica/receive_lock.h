@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/base/clock.h"
 #include "common/base/posix_file.h"
 
 namespace snapledger {
@@ -24,8 +25,10 @@ class ReceiveLock {
   // Takes the lock, waiting up to `patience` while someone else holds it: long enough for the
   // daemon's pruning pass (a few subvolume deletions) or a failed transfer's receive that is
   // still cleaning up, and then FailedPrecondition ("another receive is running on <root>").
-  // Creates the lock file when missing; errors opening it name the path.
-  static absl::StatusOr<ReceiveLock> Acquire(const std::string& root, absl::Duration patience);
+  // Creates the lock file when missing; errors opening it name the path. The patience is
+  // measured, and the pauses between tries waited, on `clock` (borrowed for the call).
+  static absl::StatusOr<ReceiveLock> Acquire(const std::string& root, absl::Duration patience,
+                                             Clock* clock = Clock::Real());
   // Takes the lock only if nobody holds it (nullopt otherwise).
   static absl::StatusOr<std::optional<ReceiveLock>> TryAcquire(const std::string& root);
 

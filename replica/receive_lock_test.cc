@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/testing/manual_clock.h"
 #include "common/testing/temp_dir.h"
 
 namespace snapledger {
@@ -47,9 +48,12 @@ TEST(ReceiveLock, SecondHolderFailsAfterItsPatienceAndNamesTheRoot) {
   ASSERT_TRUE(tried.ok()) << tried.status();
   EXPECT_FALSE(tried->has_value());
 
-  const absl::Time start = absl::Now();
-  absl::StatusOr<ReceiveLock> second = ReceiveLock::Acquire(dir.path(), absl::Milliseconds(60));
-  EXPECT_GE(absl::Now() - start, absl::Milliseconds(60));
+  ManualClock clock;
+  clock.SetAutoAdvance(true);  // each pause between tries passes at once
+  const absl::Time start = clock.Now();
+  absl::StatusOr<ReceiveLock> second =
+      ReceiveLock::Acquire(dir.path(), absl::Milliseconds(60), &clock);
+  EXPECT_EQ(clock.Now() - start, absl::Milliseconds(60));
   ASSERT_TRUE(absl::IsFailedPrecondition(second.status())) << second.status();
   EXPECT_NE(second.status().message().find("another receive is running on " + dir.path()),
             std::string::npos)
@@ -64,13 +68,21 @@ TEST(ReceiveLock, WaitsForAHolderThatLetsGoWithinItsPatience) {
     ASSERT_TRUE(taken.ok()) << taken.status();
     first.emplace(std::move(*taken));
   }
+  ManualClock clock;
+  const absl::Time start = clock.Now();
   std::thread release([&] {
-    absl::SleepFor(absl::Milliseconds(50));
+    for (int pause = 0; pause < 3; ++pause) {  // 1, 2 and 4 ms
+      clock.BlockUntilWaiters(1);
+      clock.Advance(absl::Milliseconds(5));
+    }
+    clock.BlockUntilWaiters(1);
     first.reset();
+    clock.Advance(absl::Milliseconds(8));
   });
-  absl::StatusOr<ReceiveLock> second = ReceiveLock::Acquire(dir.path(), absl::Seconds(30));
+  absl::StatusOr<ReceiveLock> second = ReceiveLock::Acquire(dir.path(), absl::Seconds(30), &clock);
   release.join();
   EXPECT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(clock.Now() - start, absl::Milliseconds(23));
 }
 
 TEST(ReceiveLock, HeldByAnotherProcessIsSeenAndDiesWithIt) {

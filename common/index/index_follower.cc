@@ -14,8 +14,12 @@
 namespace snapledger {
 
 IndexFollower::IndexFollower(SimilarityIndex& index, VectorIndexMetrics* metrics,
-                             absl::Duration interval, absl::Duration min_spacing)
-    : index_(index), metrics_(metrics), interval_(interval), min_spacing_(min_spacing) {
+                             absl::Duration interval, absl::Duration min_spacing, Clock* clock)
+    : index_(index),
+      metrics_(metrics),
+      interval_(interval),
+      min_spacing_(min_spacing),
+      clock_(clock) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -53,13 +57,13 @@ void IndexFollower::Run() {
       // Wait out the spacing first (only Stop ends it early), then for a Notify or the
       // periodic check.
       auto stopping = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_; };
-      mu_.AwaitWithDeadline(absl::Condition(&stopping), last_step + min_spacing_);
+      clock_->AwaitWithDeadline(mu_, absl::Condition(&stopping), last_step + min_spacing_);
       auto woken = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_ || notified_; };
-      mu_.AwaitWithDeadline(absl::Condition(&woken), last_step + interval_);
+      clock_->AwaitWithDeadline(mu_, absl::Condition(&woken), last_step + interval_);
       if (stopping_) return;
       notified_ = false;
     }
-    last_step = absl::Now();
+    last_step = clock_->Now();
     absl::Status st = index_.Follow();
     if (!st.ok() && !absl::IsCancelled(st)) {
       if (metrics_) metrics_->failures.Increment();

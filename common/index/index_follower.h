@@ -16,7 +16,9 @@
 // thread (OpenMP's idle workers would spin on the CPU the node's foreground work needs);
 // searches and rebuilds an operator requests keep OpenMP's default.
 //
-// Thread-safe; the index and metrics are borrowed and must outlive the follower.
+// Spacing and interval are measured, and waited out, on the follower's Clock.
+//
+// Thread-safe; the index, metrics and clock are borrowed and must outlive the follower.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +27,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/base/clock.h"
 #include "common/index/similarity_index.h"
 #include "common/ops/metrics.h"
 
@@ -36,7 +39,7 @@ class IndexFollower {
 
   // Starts the thread; the first step runs at once.
   IndexFollower(SimilarityIndex& index, VectorIndexMetrics* metrics, absl::Duration interval,
-                absl::Duration min_spacing);
+                absl::Duration min_spacing, Clock* clock = Clock::Real());
   // Stop()s.
   ~IndexFollower();
   IndexFollower(const IndexFollower&) = delete;
@@ -56,6 +59,7 @@ class IndexFollower {
   VectorIndexMetrics* const metrics_;
   const absl::Duration interval_;
   const absl::Duration min_spacing_;
+  Clock* const clock_;
   uint64_t rebuilds_published_ = 0;  // follower thread only
   double gave_way_published_ = 0;    // follower thread only
   std::string last_error_;           // follower thread only

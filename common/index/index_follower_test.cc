@@ -5,11 +5,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <chrono>
-#include <thread>
-
 #include "absl/synchronization/mutex.h"
 #include "common/index/feature_hash_embedder.h"
+#include "common/testing/manual_clock.h"
 #include "common/testing/temp_dir.h"
 
 namespace snapledger {
@@ -37,6 +35,12 @@ class StepCountingStore final : public VectorStore {
     absl::MutexLock lock(&mu_);
     return steps_;
   }
+  // Waits until at least `n` steps ran. The bound only ends a failing test.
+  bool AwaitSteps(int n) {
+    absl::MutexLock lock(&mu_);
+    auto reached = [this, n]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return steps_ >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&reached), absl::Seconds(60));
+  }
   int nice() {
     absl::MutexLock lock(&mu_);
     return nice_;
@@ -44,8 +48,8 @@ class StepCountingStore final : public VectorStore {
 
  private:
   absl::Mutex mu_;
-  int steps_ = 0;
-  int nice_ = 0;
+  int steps_ ABSL_GUARDED_BY(mu_) = 0;
+  int nice_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 class IndexFollowerTest : public ::testing::Test {
@@ -60,57 +64,68 @@ class IndexFollowerTest : public ::testing::Test {
         std::move(store), options);
   }
 
-  // Waits up to 10 s for at least `n` steps.
-  bool WaitForSteps(int n) {
-    for (int i = 0; i < 1000 && store_->steps() < n; ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    return store_->steps() >= n;
-  }
-
   testing::TempDir tmp_;
+  ManualClock clock_;
   StepCountingStore* store_ = nullptr;
   SimilarityIndexPtr index_;
 };
 
 TEST_F(IndexFollowerTest, StepsRunAtBackgroundPriority) {
-  IndexFollower follower(*index_, nullptr, absl::Seconds(30), absl::ZeroDuration());
-  ASSERT_TRUE(WaitForSteps(1));
+  const auto own_nice = [] {
+    return ::getpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)));
+  };
+  const int before = own_nice();  // not 0 when the tests themselves run under nice
+  IndexFollower follower(*index_, nullptr, absl::Seconds(30), absl::ZeroDuration(), &clock_);
+  ASSERT_TRUE(store_->AwaitSteps(1));
   EXPECT_EQ(store_->nice(), IndexFollower::kFollowerNice);
   // The daemon's own threads keep their priority.
-  EXPECT_EQ(::getpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid))), 0);
+  EXPECT_EQ(own_nice(), before);
 }
 
 TEST_F(IndexFollowerTest, NotificationsWithinTheSpacingShareOneStep) {
-  const absl::Duration spacing = absl::Milliseconds(300);
-  const auto start = std::chrono::steady_clock::now();
-  IndexFollower follower(*index_, nullptr, absl::Seconds(30), spacing);
-  ASSERT_TRUE(WaitForSteps(1));  // the first step runs at once
-  // 40 blocks announced over about 1 s: steps start at least 300 ms apart, so at most
-  // 1 + elapsed / 300 ms of them, however many notifications came.
+  IndexFollower follower(*index_, nullptr, absl::Seconds(30), absl::Milliseconds(300), &clock_);
+  ASSERT_TRUE(store_->AwaitSteps(1));  // the first step runs at once
+  // 40 blocks announced 25 ms apart, each once the follower waits again: steps start 300 ms
+  // apart (at 0, 300, 600 and 900 ms), however many notifications came.
   for (int i = 0; i < 40; ++i) {
+    clock_.BlockUntilWaiters(1);
     follower.Notify();
-    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    clock_.Advance(absl::Milliseconds(25));
   }
-  const double elapsed_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  const int steps = store_->steps();
-  EXPECT_LE(steps, 1 + static_cast<int>(elapsed_ms / 300.0)) << "after " << elapsed_ms << " ms";
-  // A notification does start a step without waiting for the 30 s periodic check.
-  EXPECT_GE(steps, 2);
+  clock_.BlockUntilWaiters(1);
+  EXPECT_EQ(store_->steps(), 4);
+}
+
+TEST_F(IndexFollowerTest, ANotificationAfterTheSpacingStartsAStepAtOnce) {
+  IndexFollower follower(*index_, nullptr, absl::Seconds(30), absl::Milliseconds(300), &clock_);
+  ASSERT_TRUE(store_->AwaitSteps(1));
+  clock_.BlockUntilWaiters(1);
+  clock_.Advance(absl::Milliseconds(300));
+  clock_.BlockUntilWaiters(1);  // now waiting for a notification or the periodic check
+  EXPECT_EQ(store_->steps(), 1);
+  follower.Notify();  // no time passes
+  ASSERT_TRUE(store_->AwaitSteps(2));
 }
 
 TEST_F(IndexFollowerTest, WithoutNotificationsItStillStepsEveryInterval) {
-  IndexFollower follower(*index_, nullptr, absl::Milliseconds(50), absl::Milliseconds(10));
-  EXPECT_TRUE(WaitForSteps(4)) << store_->steps() << " steps";
+  IndexFollower follower(*index_, nullptr, absl::Milliseconds(50), absl::Milliseconds(10), &clock_);
+  ASSERT_TRUE(store_->AwaitSteps(1));
+  for (int step = 2; step <= 4; ++step) {
+    clock_.BlockUntilWaiters(1);
+    clock_.Advance(absl::Milliseconds(49));
+    clock_.BlockUntilWaiters(1);
+    EXPECT_EQ(store_->steps(), step - 1) << "before the interval passed";
+    clock_.Advance(absl::Milliseconds(1));
+    ASSERT_TRUE(store_->AwaitSteps(step));
+  }
 }
 
 TEST_F(IndexFollowerTest, StopEndsTheSpacingWaitAtOnce) {
-  IndexFollower follower(*index_, nullptr, absl::Seconds(30), absl::Seconds(30));
-  ASSERT_TRUE(WaitForSteps(1));
+  IndexFollower follower(*index_, nullptr, absl::Seconds(30), absl::Seconds(30), &clock_);
+  ASSERT_TRUE(store_->AwaitSteps(1));
+  clock_.BlockUntilWaiters(1);
   follower.Notify();
-  const auto start = std::chrono::steady_clock::now();
-  follower.Stop();
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  follower.Stop();  // returns without the clock moving
   EXPECT_EQ(store_->steps(), 1);
 }
 

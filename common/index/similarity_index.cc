@@ -238,7 +238,8 @@ absl::Status SimilarityIndex::Rebuild(const RebuildProgressFn& progress) {
 }
 
 absl::Status SimilarityIndex::RebuildLocked(const RebuildProgressFn& progress) {
-  const absl::Time start = absl::Now();
+  Clock& clock = *options_.clock;
+  const absl::Time start = clock.Now();
   ASSIGN_OR_RETURN(VectorIndexPtr staged, store_->CreateStaged(identity_));
   Cursor cursor;
   RebuildProgressInfo info;
@@ -257,7 +258,7 @@ absl::Status SimilarityIndex::RebuildLocked(const RebuildProgressFn& progress) {
       info.bytes_done = offset;
       info.events_total = std::max(info.events_total, seq);
       info.bytes_total = std::max(info.bytes_total, offset);
-      info.elapsed = absl::Now() - start;
+      info.elapsed = clock.Now() - start;
       if (progress) progress(info);
     }));
   } while (staged->LastSeq() != before);
@@ -270,7 +271,7 @@ absl::Status SimilarityIndex::RebuildLocked(const RebuildProgressFn& progress) {
     ++status_.rebuilds;
   }
   SetState(VectorIndexState::kCurrent, "");
-  info.elapsed = absl::Now() - start;
+  info.elapsed = clock.Now() - start;
   if (progress) progress(info);
   spdlog::info("vector index {} rebuilt through seq {} in {}", store_->Describe(), through,
                absl::FormatDuration(info.elapsed));
@@ -290,13 +291,14 @@ absl::Status SimilarityIndex::EmbedBatch(absl::Span<const std::string_view> bodi
 // sshd starts each receive in a session of its own. Hence the explicit give_way.
 void SimilarityIndex::GiveWay() {
   if (!options_.give_way()) return;
-  const absl::Time start = absl::Now();
-  while (!cancel_ && absl::Now() - start < options_.give_way_max_wait) {
-    absl::SleepFor(options_.give_way_poll);
+  Clock& clock = *options_.clock;
+  const absl::Time start = clock.Now();
+  while (!cancel_ && clock.Now() - start < options_.give_way_max_wait) {
+    clock.SleepFor(options_.give_way_poll);
     if (!options_.give_way()) break;
   }
   absl::MutexLock lock(&mu_);
-  status_.gave_way_seconds += absl::ToDoubleSeconds(absl::Now() - start);
+  status_.gave_way_seconds += absl::ToDoubleSeconds(clock.Now() - start);
 }
 
 absl::Status SimilarityIndex::AddNewEvents(

@@ -34,6 +34,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "common/base/clock.h"
 #include "common/index/embedder.h"
 #include "common/index/vector_index.h"
 
@@ -90,6 +91,8 @@ struct SimilarityIndexOptions {
   absl::Duration give_way_poll = absl::Milliseconds(5);
   absl::Duration give_way_max_wait = absl::Seconds(1);
   uint64_t give_way_max_backlog = 50'000;
+  // Measures rebuilds and give-way waits, and waits them out. Not owned; must outlive the index.
+  Clock* clock = Clock::Real();
 };
 
 // The largest batch while give_way is set: how much work the index does between two looks.

@@ -16,6 +16,7 @@
 #include "common/index/faiss/faiss_vector_store.h"
 #include "common/index/feature_hash_embedder.h"
 #include "common/index/similarity_query.h"
+#include "common/testing/manual_clock.h"
 #include "common/testing/ovs_event_generator.h"
 #include "common/testing/temp_dir.h"
 
@@ -137,6 +138,7 @@ class SimilarityIndexTest : public ::testing::Test {
 
   SimilarityIndexPtr MakeIndex(SimilarityIndexOptions options = {}, int dimension = 128) {
     options.batch_events = 97;  // many batches, and one that is not full
+    options.clock = &clock_;
     return std::make_unique<SimilarityIndex>(
         dir_, std::make_unique<FeatureHashEmbedder>(FeatureHashOptions{dimension}),
         std::make_unique<MemoryStore>(&store_), options);
@@ -164,6 +166,7 @@ class SimilarityIndexTest : public ::testing::Test {
   EventLogPtr log_;
   OvsEventGenerator gen_{7};
   MemoryStoreState store_;
+  ManualClock clock_;  // the indexes' (MakeIndex)
 };
 
 TEST_F(SimilarityIndexTest, FollowIndexesEveryEventAndFindsAnEventByItsOwnBody) {
@@ -343,14 +346,14 @@ TEST_F(SimilarityIndexTest, EachBatchWaitsWhileTheNodeHasMoreUrgentWorkAndLosesN
   options.give_way = [&] { return asked.fetch_add(1) % 3 != 2; };
   options.give_way_poll = absl::Milliseconds(2);
   options.give_way_max_wait = absl::Seconds(30);
+  clock_.SetAutoAdvance(true);  // each poll's wait passes at once
   SimilarityIndexPtr index = MakeIndex(options);
   ASSERT_TRUE(index->Follow().ok());
   SimilarityIndexStatus st = index->Status();
   EXPECT_EQ(st.indexed_through, 500u);
   EXPECT_EQ(st.lag, 0u);
   EXPECT_EQ(asked.load(), 6 * 3);
-  EXPECT_GE(st.gave_way_seconds, 6 * 2 * 0.002);
-  EXPECT_LT(st.gave_way_seconds, 10.0);
+  EXPECT_NEAR(st.gave_way_seconds, 6 * 2 * 0.002, 1e-9);
 }
 
 // Options whose node is always busy with more urgent work (give_way never says false).
@@ -364,16 +367,18 @@ SimilarityIndexOptions AlwaysBusy(absl::Duration max_wait) {
 
 TEST_F(SimilarityIndexTest, GivingWayIsBoundedSoTheIndexStillAdvances) {
   Append(300);  // 4 batches
+  clock_.SetAutoAdvance(true);
   SimilarityIndexPtr index = MakeIndex(AlwaysBusy(absl::Milliseconds(15)));
   ASSERT_TRUE(index->Follow().ok());
   SimilarityIndexStatus st = index->Status();
   EXPECT_EQ(st.indexed_through, 300u);
-  EXPECT_GE(st.gave_way_seconds, 4 * 0.015);
+  EXPECT_NEAR(st.gave_way_seconds, 4 * 0.015, 1e-9);
 }
 
 TEST_F(SimilarityIndexTest, AStepFarBehindTheLogCatchesUpWithoutGivingWay) {
   Append(300);
   std::atomic<int> asked{0};
+  clock_.SetAutoAdvance(true);
   SimilarityIndexOptions options = AlwaysBusy(absl::Hours(1));
   options.give_way = [&] { return ++asked > 0; };
   options.give_way_max_backlog = 299;  // the first step (a rebuild of 300 events) is behind
@@ -393,15 +398,14 @@ TEST_F(SimilarityIndexTest, AStepFarBehindTheLogCatchesUpWithoutGivingWay) {
 TEST_F(SimilarityIndexTest, CancelEndsAWaitForMoreUrgentWork) {
   Append(100);
   SimilarityIndexPtr index = MakeIndex(AlwaysBusy(absl::Hours(1)));
-  std::thread canceller([&] {
-    absl::SleepFor(absl::Milliseconds(50));
-    index->Cancel();
-  });
-  const absl::Time start = absl::Now();
-  absl::Status st = index->Follow();
-  canceller.join();
+  absl::Status st;
+  std::thread follower([&] { st = index->Follow(); });
+  clock_.BlockUntilWaiters(1);  // the first batch gives way
+  index->Cancel();
+  clock_.Advance(absl::Milliseconds(1));  // its next look, one give_way_poll on
+  follower.join();
   EXPECT_TRUE(absl::IsCancelled(st)) << st;
-  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  EXPECT_DOUBLE_EQ(index->Status().gave_way_seconds, 0.001);  // not the hour it was allowed
   EXPECT_EQ(index->Status().indexed_through, 0u);
 }
 

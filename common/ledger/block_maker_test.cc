@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/ledger/chain_verifier.h"
+#include "common/testing/manual_clock.h"
 #include "common/testing/memory_btrfs.h"
 #include "common/testing/temp_dir.h"
 

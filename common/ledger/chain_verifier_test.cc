@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/ledger/event_log.h"
 #include "common/base/posix_file.h"
+#include "common/testing/manual_clock.h"
 #include "common/testing/temp_dir.h"
 
 namespace snapledger {

@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <deque>
 #include <filesystem>
 #include <mutex>
@@ -20,6 +19,7 @@
 #include "common/base/fmt_absl.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/ledger/chain_verifier.h"
 #include "common/base/posix_file.h"
 #include "common/base/status_macros.h"
@@ -77,10 +77,9 @@ class EventLog::Impl {
 
   ~Impl() {
     {
-      std::lock_guard l(mu_);
+      absl::MutexLock l(&mu_);
       stop_ = true;
     }
-    cv_.notify_all();
     writer_.join();
   }
 
@@ -136,11 +135,8 @@ class EventLog::Impl {
 
  private:
   void Enqueue(std::unique_ptr<Request> req) {
-    {
-      std::lock_guard l(mu_);
-      queue_.push_back(std::move(req));
-    }
-    cv_.notify_one();
+    absl::MutexLock l(&mu_);
+    queue_.push_back(std::move(req));
   }
 
   // The writer thread: takes everything pending, commits it as one batch, repeats.
@@ -148,13 +144,14 @@ class EventLog::Impl {
     std::vector<std::unique_ptr<Request>> batch;
     while (true) {
       {
-        std::unique_lock l(mu_);
-        auto has_work = [&] { return stop_ || !queue_.empty(); };
-        if (int64_t wait = NanosUntilHousekeeping(); wait < 0) {
-          cv_.wait(l, has_work);
-        } else {
-          cv_.wait_for(l, std::chrono::nanoseconds(wait), has_work);
-        }
+        absl::MutexLock l(&mu_);
+        auto has_work = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+          return stop_ || !queue_.empty();
+        };
+        const int64_t wait = NanosUntilHousekeeping();
+        options_.clock->AwaitWithTimeout(
+            mu_, absl::Condition(&has_work),
+            wait < 0 ? absl::InfiniteDuration() : absl::Nanoseconds(wait));
         TakeBatch(&batch);
         if (batch.empty() && stop_) break;
       }
@@ -168,7 +165,7 @@ class EventLog::Impl {
       spdlog::error("closing ledger {}: {}", dir_, st.message());
   }
 
-  void TakeBatch(std::vector<std::unique_ptr<Request>>* batch) {
+  void TakeBatch(std::vector<std::unique_ptr<Request>>* batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     size_t events = 0;
     while (!queue_.empty() &&
            (events == 0 || events + queue_.front()->bodies.size() <= options_.max_batch_events)) {
@@ -304,10 +301,9 @@ class EventLog::Impl {
   UniqueFd fd_;
   const uint64_t epoch_;
 
-  std::mutex mu_;  // guards queue_ and stop_
-  std::condition_variable cv_;
-  std::deque<std::unique_ptr<Request>> queue_;
-  bool stop_ = false;
+  absl::Mutex mu_;
+  std::deque<std::unique_ptr<Request>> queue_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
 
   mutable std::mutex head_mu_;
   HeadRecord head_;  // the acknowledged head; guarded by head_mu_, written by the writer

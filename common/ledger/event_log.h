@@ -38,7 +38,9 @@ struct EventLogOptions {
   absl::Duration sync_interval = absl::Milliseconds(10);  // kInterval only
   absl::Duration head_interval = absl::Milliseconds(200);
   size_t max_batch_events = 1 << 16;
-  Clock* clock = Clock::Real();  // not owned; must outlive the log
+  // Stamps events and times (and waits out) the deferred syncs and head file writes. Not owned;
+  // must outlive the log.
+  Clock* clock = Clock::Real();
   // Open() only: a missing head file is an error (the epoch lives there) unless this is set,
   // in which case the head file is rebuilt from the fully verified log with this epoch.
   std::optional<uint64_t> epoch_if_head_missing;

@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "common/ledger/chain_verifier.h"
 #include "common/base/posix_file.h"
+#include "common/testing/manual_clock.h"
 #include "common/testing/temp_dir.h"
 
 namespace snapledger {
@@ -162,14 +163,14 @@ TEST(EventLog, HeadFileFollowsWithinTheHeadIntervalInIntervalMode) {
   ASSERT_TRUE(log.ok());
   // Appends arrive more often than the head interval but each after a sync interval, so a
   // deferred sync runs between them; the head file must still be written once 200 ms passed.
-  for (int i = 0; i < 60; ++i) {
-    clock.Advance(5000);  // 5 ms
+  // Each step waits for the writer to be idle (blocked on the clock) first.
+  for (int i = 0; i <= 60; ++i) {
+    clock.BlockUntilWaiters(1);
+    clock.Advance(5000);  // 5 ms: the deferred sync falls due
+    clock.BlockUntilWaiters(1);
     ASSERT_TRUE((*log)->Append(Body(i)).ok());
   }
-  clock.Advance(5000);
-  ASSERT_TRUE((*log)->Append(Body(60)).ok());
-  for (int i = 0; i < 200 && (*ReadHeadFile(dir.path()))->head.seq == 0; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  clock.BlockUntilWaiters(1);
   EXPECT_GT((*ReadHeadFile(dir.path()))->head.seq, 0u);
 }
 

@@ -11,7 +11,7 @@ namespace snapledger {
 void LedgerService::Observe(bool ok, absl::Time received) const {
   if (!observer_) return;
   if (ok) {
-    observer_->Appended(absl::Now() - received);
+    observer_->Appended(clock_->Now() - received);
   } else {
     observer_->Rejected();
   }
@@ -19,7 +19,7 @@ void LedgerService::Observe(bool ok, absl::Time received) const {
 
 grpc::Status LedgerService::Append(grpc::ServerContext*, const v1::AppendRequest* request,
                                    v1::AppendResponse* response) {
-  absl::Time received = absl::Now();
+  absl::Time received = clock_->Now();
   auto r = log_.Append(request->body_json());
   Observe(r.ok(), received);
   if (!r.ok()) return ToGrpcStatus(r.status());
@@ -58,7 +58,7 @@ grpc::Status LedgerService::AppendStream(grpc::ServerContext*,
   grpc::Status status;
   while (status.ok() && reader->Read(&request)) {
     ++position;
-    absl::Time received = absl::Now();
+    absl::Time received = clock_->Now();
     in_flight.push_back({log_.AppendAsync(request.body_json()).share(), received});
     // A rejected body fails at once (before anything is queued): stop reading so that no
     // event after it is appended.

@@ -6,6 +6,7 @@
 #include <cstddef>
 
 #include "absl/time/time.h"
+#include "common/base/clock.h"
 #include "common/ledger/event_log.h"
 #include "snapledger/v1/snapledger.grpc.pb.h"
 
@@ -21,11 +22,13 @@ class AppendObserver {
   virtual void Rejected() = 0;
 };
 
-// Thread-safe. `log` and `observer` (optional) are borrowed and must outlive the service.
+// Thread-safe. `log`, `observer` (optional) and `clock` are borrowed and must outlive the
+// service; the latencies the observer is told are measured on `clock`.
 class LedgerService final : public v1::Ledger::Service {
  public:
-  explicit LedgerService(EventLog& log, size_t window = 256, AppendObserver* observer = nullptr)
-      : log_(log), window_(window), observer_(observer) {}
+  explicit LedgerService(EventLog& log, size_t window = 256, AppendObserver* observer = nullptr,
+                         Clock* clock = Clock::Real())
+      : log_(log), window_(window), observer_(observer), clock_(clock) {}
 
   grpc::Status Append(grpc::ServerContext* context, const v1::AppendRequest* request,
                       v1::AppendResponse* response) override;
@@ -41,6 +44,7 @@ class LedgerService final : public v1::Ledger::Service {
   EventLog& log_;
   const size_t window_;
   AppendObserver* const observer_;
+  Clock* const clock_;
 };
 
 }  // namespace snapledger

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/ledger/event_log.h"
+#include "common/testing/manual_clock.h"
 
 namespace snapledger::testing {
 

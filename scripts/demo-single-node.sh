@@ -2,7 +2,7 @@
 # The single-node demo: installs what it needs, builds, creates a loop-mounted btrfs
 # filesystem, initialises a ledger, appends realistic Open vSwitch port-agent events while
 # cutting blocks, verifies, lists blocks, looks events up, and cleans everything up.
-# Usage: sudo scripts/demo.sh [--events N] [--keep]
+# Usage: sudo scripts/demo-single-node.sh [--events N] [--keep]
 #   --keep   leave the filesystem mounted at the end (prints how to unmount it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --events) events=$2; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
     *) echo "demo: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -22,7 +22,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-bash scripts/build.sh
+bash scripts/build.sh snapledger snapledger-eventgen  # only the programs this demo runs
 build=$(pwd)/${BUILD_DIR:-build}
 snapledger=$build/cli/snapledger
 eventgen=$build/bench/snapledger-eventgen

@@ -26,7 +26,9 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-bash scripts/build.sh
+# Only the programs the demo runs (scripts/cluster.sh starts the three daemons), not the tests.
+bash scripts/build.sh snapledger snapledger-eventgen snapledger-primary snapledger-replica \
+  snapledger-receive
 build=$(pwd)/${BUILD_DIR:-build}
 snapledger=$build/cli/snapledger
 eventgen=$build/bench/snapledger-eventgen

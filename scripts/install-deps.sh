@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   # build
   build-essential cmake pkg-config git
+  clang-format  # Debian 12's is version 14, which the format check (scripts/format.sh) needs
   # libraries
   libssl-dev libssh-dev libboost-dev libboost-system-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc libgrpc-dev

@@ -291,7 +291,7 @@ absl::Status NetnsBench::SetUpOpenSsh() {
 
 absl::Status NetnsBench::ClearReplica() {
   LedgerLayout replica(replica_root_);
-  return DeleteSubvolumesAndSettle(*btrfs_, {replica.blocks(), replica.incoming(), baseline_dir_},
+  return DeleteSubvolumesAndSettle(*btrfs_, {replica.blocks(), baseline_dir_},
                                    cluster_->host(kReplica).mount_point);
 }
 

@@ -466,7 +466,7 @@ class Bench {
 absl::Status Bench::ClearReplica() {
   LedgerLayout replica(replica_fs_->mount_point());
   return DeleteSubvolumesAndSettle(
-      *btrfs_, {replica.blocks(), replica.incoming(), replica_fs_->Sub(kBaselineDir)},
+      *btrfs_, {replica.blocks(), replica_fs_->Sub(kBaselineDir)},
       replica_fs_->mount_point());
 }
 

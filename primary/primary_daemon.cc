@@ -152,6 +152,7 @@ absl::Status PrimaryDaemon::Impl::Init() {
       .ledger_root = config_.ledger_root,
       .index_dir = config_.index_dir,
       .vector_index = config_.vector_index,
+      .clock = clock_,
   });
   metrics_ = std::make_unique<PrimaryMetrics>(node_->registry());
   RETURN_IF_ERROR(node_->StartMetricsServer());
@@ -177,7 +178,7 @@ absl::Status PrimaryDaemon::Impl::Init() {
 
   query_ = std::make_unique<EventQuery>(layout_.live(), node_->LookupIndexDir());
   observer_ = std::make_unique<MetricsAppendObserver>(*metrics_);
-  ledger_service_ = std::make_unique<LedgerService>(*log_, 256, observer_.get());
+  ledger_service_ = std::make_unique<LedgerService>(*log_, 256, observer_.get(), clock_);
   replication_service_ =
       std::make_unique<ReplicationService>(*state_, [this] { return Position(); }, clock_);
   RoleServing serving;

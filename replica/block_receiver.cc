@@ -33,9 +33,6 @@ absl::StatusOr<uint64_t> Drain(ByteSource& stream) {
   }
 }
 
-// Left in blocks/ by versions that received into incoming/ and promoted a copy.
-constexpr std::string_view kPromotingPrefix = ".promoting-";
-
 // A stream that is malformed or cut (DataLoss from Btrfs::Receive) is a failed transfer, to be
 // retried like any other, not a block that failed verification: only that is DataLoss here.
 absl::Status TransferFailure(const absl::Status& st) {
@@ -262,13 +259,9 @@ absl::StatusOr<ReceiveResult> BlockReceiver::ReceiveLocked(const ReceiveRequest&
 
 absl::Status BlockReceiver::DeleteLeftovers(const std::vector<std::string>& unrecognized) {
   for (const std::string& name : unrecognized) {
-    if (name.starts_with(kIncomingBlockPrefix) || name.starts_with(kPromotingPrefix))
+    if (name.starts_with(kIncomingBlockPrefix))
       RETURN_IF_ERROR(btrfs_.DeleteSubvolume(absl::StrCat(layout_.blocks(), "/", name)));
   }
-  std::error_code ec;
-  if (!std::filesystem::is_directory(layout_.incoming(), ec)) return absl::OkStatus();
-  ASSIGN_OR_RETURN(std::vector<SubvolumeInfo> old, btrfs_.ListSubvolumes(layout_.incoming()));
-  for (const SubvolumeInfo& sv : old) RETURN_IF_ERROR(btrfs_.DeleteSubvolume(sv.path));
   return absl::OkStatus();
 }
 

@@ -9,9 +9,7 @@
 // first block: as the stream arrives where it can, see stream_verifier.h, the rest from disk),
 // its head file names exactly the block's head, and that head equals the one the primary
 // announced. On any failure the hidden subvolume is deleted and the replica stays on
-// its last verified block; those left by transfers that died are deleted by the next transfer
-// (as is what versions that received into <root>/incoming and promoted a copy through
-// <root>/blocks/.promoting-<block> left there).
+// its last verified block; those left by transfers that died are deleted by the next transfer.
 #pragma once
 
 #include <cstdint>
@@ -99,10 +97,10 @@ class BlockReceiver {
                                               const StreamVerification& streamed,
                                               const BlockInfo* trusted_block);
 
-  // Deletes what transfers that died half-way left behind, of any block: this version's
-  // hidden subvolumes in blocks/ (named in `unrecognized`, the non-block names ListBlocks
-  // found there), blocks/.promoting-* and everything in incoming/ (older versions). Only a
-  // receiver holding the lock creates them, so none belongs to a transfer still running.
+  // Deletes what transfers that died half-way left behind, of any block: the hidden
+  // subvolumes in blocks/ (named in `unrecognized`, the non-block names ListBlocks found
+  // there). Only a receiver holding the lock creates them, so none belongs to a transfer still
+  // running.
   absl::Status DeleteLeftovers(const std::vector<std::string>& unrecognized);
   std::string HiddenPath(std::string_view prefix, const BlockInfo& block) const;
 

@@ -154,25 +154,19 @@ TEST_F(BlockReceiverTest, AVerifiedBlockTakesItsNameInBlocksAndNothingElseIsLeft
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_TRUE(info->read_only);
   EXPECT_FALSE(info->received_uuid.empty());
-  EXPECT_FALSE(std::filesystem::exists(LedgerLayout(replica_.path()).incoming()));
 }
 
 TEST_F(BlockReceiverTest, LeftoversOfDeadTransfersAreDeletedFirst) {
   BlockInfo block = Cut(2);
   LedgerLayout replica(replica_.path());
   std::filesystem::create_directories(replica.blocks());
-  std::filesystem::create_directories(replica.incoming());
   const std::vector<std::string> stale = {
       absl::StrCat(replica.blocks(), "/.incoming-", block.name),
-      absl::StrCat(replica.blocks(), "/.incoming-block-000000000001-0123456789ab"),
-      absl::StrCat(replica.blocks(), "/.promoting-", block.name),  // older versions
-      absl::StrCat(replica.incoming(), "/", block.name),           // older versions
-      absl::StrCat(replica.incoming(), "/block-000000000001-0123456789ab")};
+      absl::StrCat(replica.blocks(), "/.incoming-block-000000000001-0123456789ab")};
   for (const std::string& path : stale) ASSERT_TRUE(replica_btrfs_.CreateSubvolume(path).ok());
   auto received = Receive(block);
   ASSERT_TRUE(received.ok()) << received.status();
   EXPECT_THAT(ReplicaEntries(), ElementsAre(block.name));
-  EXPECT_TRUE(std::filesystem::is_empty(replica.incoming()));
 }
 
 TEST_F(BlockReceiverTest, ABlockThatDoesNotVerifyIsDeletedNotNamed) {

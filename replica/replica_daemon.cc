@@ -84,12 +84,12 @@ absl::Status ReplicaDaemon::Impl::Init() {
       .ledger_root = config_.ledger_root,
       .index_dir = config_.index_dir,
       .vector_index = config_.vector_index,
+      .clock = clock_,
   });
   metrics_ = std::make_unique<ReplicaMetrics>(node_->registry());
   RETURN_IF_ERROR(node_->StartMetricsServer());
   std::error_code ec;
   std::filesystem::create_directories(layout_.blocks(), ec);
-  std::filesystem::create_directories(layout_.incoming(), ec);
   if (ec)
     return absl::FailedPreconditionError(
         absl::StrCat("cannot create ", layout_.blocks(), ": ", ec.message()));

@@ -116,13 +116,15 @@ void ApplyVectorIndexDefaults(const std::string& ledger_root, VectorIndexConfig*
 
 absl::StatusOr<SimilarityIndexPtr> MakeSimilarityIndex(const VectorIndexConfig& config,
                                                        std::string ledger_dir,
-                                                       std::function<bool()> give_way) {
+                                                       std::function<bool()> give_way,
+                                                       Clock* clock) {
   RETURN_IF_ERROR(ValidateVectorIndexConfig(config));
   ASSIGN_OR_RETURN(EmbedderPtr embedder, MakeEmbedder(config.embedder));
   ASSIGN_OR_RETURN(VectorStorePtr store, MakeStore(config));
   SimilarityIndexOptions options;
   options.auto_rebuild = config.auto_rebuild;
   options.give_way = std::move(give_way);
+  options.clock = clock;
   return std::make_unique<SimilarityIndex>(std::move(ledger_dir), std::move(embedder),
                                            std::move(store), options);
 }

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/base/clock.h"
 #include "common/index/similarity_index.h"
 #include "common/ops/yaml_config.h"
 
@@ -55,6 +56,7 @@ void ApplyVectorIndexDefaults(const std::string& ledger_root, VectorIndexConfig*
 // null: never). InvalidArgument for a config ValidateVectorIndexConfig rejects.
 absl::StatusOr<SimilarityIndexPtr> MakeSimilarityIndex(const VectorIndexConfig& config,
                                                        std::string ledger_dir,
-                                                       std::function<bool()> give_way = nullptr);
+                                                       std::function<bool()> give_way = nullptr,
+                                                       Clock* clock = Clock::Real());
 
 }  // namespace snapledger

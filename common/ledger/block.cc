@@ -113,7 +113,6 @@ LedgerLayout::LedgerLayout(std::string root) : root_(std::move(root)) {
 
 std::string LedgerLayout::live() const { return root_ + "/live"; }
 std::string LedgerLayout::blocks() const { return root_ + "/blocks"; }
-std::string LedgerLayout::incoming() const { return root_ + "/incoming"; }
 std::string LedgerLayout::block(const BlockInfo& b) const { return blocks() + "/" + b.name; }
 
 absl::StatusOr<std::vector<BlockInfo>> ListBlocks(Btrfs& btrfs, const LedgerLayout& layout,

@@ -91,7 +91,6 @@ class LedgerLayout {
   const std::string& root() const { return root_; }
   std::string live() const;                     // <root>/live: writable subvolume (primary)
   std::string blocks() const;                   // <root>/blocks: one read-only snapshot each
-  std::string incoming() const;                 // <root>/incoming: older replicas' receive area
   std::string block(const BlockInfo& b) const;  // <root>/blocks/<name>
 
  private:

@@ -169,7 +169,6 @@ TEST(LedgerLayout, NamesTheDirectoriesOfARoot) {
   LedgerLayout layout("/srv/ledger/");
   EXPECT_EQ(layout.live(), "/srv/ledger/live");
   EXPECT_EQ(layout.blocks(), "/srv/ledger/blocks");
-  EXPECT_EQ(layout.incoming(), "/srv/ledger/incoming");
   EXPECT_EQ(layout.block(Block(7)), "/srv/ledger/blocks/block-000000000007-9f86d081884c");
 }
 

@@ -35,7 +35,7 @@ absl::Status NodeServices::StartServing(RoleServing role) {
     VectorIndexConfig vector_index = config_.vector_index;
     ApplyVectorIndexDefaults(config_.ledger_root, &vector_index);
     ASSIGN_OR_RETURN(similarity_, MakeSimilarityIndex(vector_index, role.indexed_ledger_dir,
-                                                      std::move(role.give_way)));
+                                                      std::move(role.give_way), config_.clock));
   }
   vector_index_metrics_ = role.vector_index_metrics;
   query_service_ = std::make_unique<QueryService>(role.events);
@@ -53,7 +53,8 @@ void NodeServices::StartIndexFollower() {
   if (!similarity_ || index_follower_ || !server_ || stopped_) return;
   index_follower_ = std::make_unique<IndexFollower>(*similarity_, vector_index_metrics_,
                                                     config_.vector_index.follow_interval,
-                                                    config_.vector_index.follow_min_spacing);
+                                                    config_.vector_index.follow_min_spacing,
+                                                    config_.clock);
 }
 
 void NodeServices::FollowLedgerDir(std::string ledger_dir) {

@@ -34,6 +34,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "common/base/clock.h"
 #include "common/index/index_follower.h"
 #include "common/index/similarity_index.h"
 #include "common/index/vector_index_config.h"
@@ -52,6 +53,7 @@ struct NodeConfig {
   std::string ledger_root;         // the vector index's dir defaults under it
   std::string index_dir;           // the lookup index; empty: <ledger_root>/index/lookup
   VectorIndexConfig vector_index;  // enabled false: no similarity index
+  Clock* clock = Clock::Real();    // the similarity index and its follower read and wait on it
 };
 
 // What a role hands the node when serving starts.

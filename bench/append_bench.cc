@@ -27,11 +27,11 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "bench/bench_util.h"
-#include "common/ledger/event_log.h"
-#include "common/base/posix_file.h"
 #include "common/base/fmt_absl.h"
-#include "common/testing/ovs_event_generator.h"
+#include "common/base/posix_file.h"
 #include "common/base/status_macros.h"
+#include "common/ledger/event_log.h"
+#include "common/testing/ovs_event_generator.h"
 
 namespace snapledger::bench {
 namespace {

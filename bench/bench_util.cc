@@ -20,12 +20,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "common/ledger/block_maker.h"
 #include "common/base/clock.h"
 #include "common/base/posix_file.h"
-#include "common/testing/ovs_event_generator.h"
 #include "common/base/process.h"
 #include "common/base/status_macros.h"
+#include "common/ledger/block_maker.h"
+#include "common/testing/ovs_event_generator.h"
 
 namespace snapledger::bench {
 

@@ -17,9 +17,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "common/ledger/block.h"
-#include "common/btrfs/btrfs.h"
 #include "common/base/byte_stream.h"
+#include "common/btrfs/btrfs.h"
+#include "common/ledger/block.h"
 #include "common/ledger/event_log.h"
 
 namespace snapledger::bench {

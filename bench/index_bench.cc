@@ -40,16 +40,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "bench/bench_util.h"
-#include "common/ledger/event_format.h"
-#include "common/ledger/event_log.h"
-#include "common/base/posix_file.h"
 #include "common/base/fmt_absl.h"
-#include "common/ledger/head_file.h"
+#include "common/base/posix_file.h"
+#include "common/base/status_macros.h"
 #include "common/index/faiss/faiss_vector_store.h"
 #include "common/index/feature_hash_embedder.h"
 #include "common/index/similarity_index.h"
+#include "common/ledger/event_format.h"
+#include "common/ledger/event_log.h"
+#include "common/ledger/head_file.h"
 #include "common/testing/ovs_event_generator.h"
-#include "common/base/status_macros.h"
 
 namespace snapledger::bench {
 namespace {
@@ -240,8 +240,8 @@ absl::StatusOr<double> ReadParseEmbed(const std::string& path, Embedder& embedde
     }
     for (size_t from = 0; from < bodies.size(); from += kAddBatch) {
       const size_t m = std::min(kAddBatch, bodies.size() - from);
-      RETURN_IF_ERROR(
-          EmbedInParallel(embedder, absl::MakeConstSpan(bodies).subspan(from, m), threads, &vectors));
+      RETURN_IF_ERROR(EmbedInParallel(embedder, absl::MakeConstSpan(bodies).subspan(from, m),
+                                      threads, &vectors));
       if (keep != nullptr) keep->insert(keep->end(), vectors.begin(), vectors.end());
     }
     carry.assign(chunk, end + 1);

@@ -25,8 +25,11 @@
 // Bounded and self-cleaning: durations, rates and runs are capped; every wait has a deadline;
 // SIGINT/SIGTERM/SIGHUP stop the loops and the cluster is torn down by TestCluster's
 // destructor (cluster.sh down) on every path.
+#include <fmt/core.h>
+#include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -43,16 +46,12 @@
 #include <thread>
 #include <vector>
 
-#include <fmt/core.h>
-#include <grpcpp/grpcpp.h>
-#include <yaml-cpp/yaml.h>
-
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "bench/bench_util.h"
+#include "common/base/status_macros.h"
 #include "common/ledger/block.h"
 #include "common/testing/ovs_event_generator.h"
-#include "common/base/status_macros.h"
 #include "snapledger/v1/snapledger.grpc.pb.h"
 #include "tests/integration/cluster_client.h"
 #include "tests/integration/test_cluster.h"
@@ -216,9 +215,8 @@ class Appender {
     // With several appenders, two streams' events may interleave: the range can be wider.
     if (response.count() != count || response.last_seq() - response.first_seq() + 1 < count)
       return absl::InternalError(absl::StrCat("AppendStream acknowledged ", response.count(),
-                                              " of ", count, " events (seqs ",
-                                              response.first_seq(), "..", response.last_seq(),
-                                              ")"));
+                                              " of ", count, " events (seqs ", response.first_seq(),
+                                              "..", response.last_seq(), ")"));
     b.first_seq = response.first_seq();
     b.last_seq = response.last_seq();
     b.count = count;
@@ -249,21 +247,21 @@ struct Options {
   double drain_seconds = 60;
   std::string compression = "none";
   std::string vector_index = "all";  // which nodes keep their derived vector index
-  bool receive_session = true;        // replicas' receive_session (one command, many blocks)
-  int image_mb = 0;  // 0: sized for the events the run appends (ImageMb)
+  bool receive_session = true;       // replicas' receive_session (one command, many blocks)
+  int image_mb = 0;                  // 0: sized for the events the run appends (ImageMb)
   uint64_t seed = 1;
 };
 
 // Counters read around a window.
 struct Snapshot {
-  uint64_t log_bytes = 0;        // the primary's Head.log_bytes
+  uint64_t log_bytes = 0;  // the primary's Head.log_bytes
   uint64_t head_seq = 0;
-  double blocks_cut = 0;         // snapledger_blocks_cut_total
+  double blocks_cut = 0;                                  // snapledger_blocks_cut_total
   std::vector<double> wire, stream, transfers, received;  // per replica
-  std::vector<double> commands;  // per replica: snapledger_replication_receive_commands_total
-  std::vector<double> gave_way;  // per replica: snapledger_vector_index_gave_way_seconds_total
-  std::vector<double> index_lag;  // per replica: snapledger_vector_index_lag_events
-  std::vector<double> daemon_cpu;                          // primary, then each replica
+  std::vector<double> commands;    // per replica: snapledger_replication_receive_commands_total
+  std::vector<double> gave_way;    // per replica: snapledger_vector_index_gave_way_seconds_total
+  std::vector<double> index_lag;   // per replica: snapledger_vector_index_lag_events
+  std::vector<double> daemon_cpu;  // primary, then each replica
 };
 
 struct RunResult {
@@ -324,8 +322,8 @@ absl::Status LagBench::StartCluster() {
   options.replicas = o_.replicas;
   options.image_mb = ImageMb(o_);
   options.edit_config = [this](const ClusterHost& host, YAML::Node& config) {
-    const bool keep_index = o_.vector_index == "all" ||
-                            (o_.vector_index == "replicas" && host.name != "primary");
+    const bool keep_index =
+        o_.vector_index == "all" || (o_.vector_index == "replicas" && host.name != "primary");
     if (!keep_index) config["vector_index"]["enabled"] = false;
     if (host.name != "primary") return;
     config["blocks"]["every_events"] = o_.every_events;
@@ -343,11 +341,9 @@ absl::Status LagBench::StartCluster() {
   fmt::print("cluster {} (tag {}): primary {} and {} replica(s) up\n", cluster_->dir(),
              cluster_->tag(), cluster_->primary().address, o_.replicas);
   for (int i = 0; i < o_.appenders; ++i)
-    appenders_.push_back(
-        std::make_unique<Appender>(cluster_->primary().grpc_address, o_.seed + i));
-  poller_ = std::make_unique<StatusPoller>(cluster_->primary().grpc_address,
-                                           cluster_->replica_names(),
-                                           absl::Milliseconds(o_.poll_ms));
+    appenders_.push_back(std::make_unique<Appender>(cluster_->primary().grpc_address, o_.seed + i));
+  poller_ = std::make_unique<StatusPoller>(
+      cluster_->primary().grpc_address, cluster_->replica_names(), absl::Milliseconds(o_.poll_ms));
   return absl::OkStatus();
 }
 
@@ -411,15 +407,14 @@ absl::Status LagBench::Drain(uint64_t seq) {
       testing::PrimaryClient client(cluster_->primary().grpc_address);
       if (absl::StatusOr<v1::ClusterStatusResponse> status = client.Status(); status.ok()) {
         for (const v1::ReplicaStatus& r : status->replicas())
-          absl::StrAppend(&replicas, "\n  ", r.replica_id(), ": ",
-                          v1::ReplicaState_Name(r.state()), ", verified seq ", r.head().seq(),
+          absl::StrAppend(&replicas, "\n  ", r.replica_id(), ": ", v1::ReplicaState_Name(r.state()),
+                          ", verified seq ", r.head().seq(),
                           ", last error: ", r.last_error().empty() ? "-" : r.last_error());
       }
       (void)cluster_->Down(/*keep_logs=*/true);
       return absl::DeadlineExceededError(absl::StrCat(
-          "the replicas did not verify seq ", seq, " within ", o_.drain_seconds,
-          " s (slowest at ", poller_->SlowestSeq(), "); logs kept in ", cluster_->dir(),
-          replicas));
+          "the replicas did not verify seq ", seq, " within ", o_.drain_seconds, " s (slowest at ",
+          poller_->SlowestSeq(), "); logs kept in ", cluster_->dir(), replicas));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
@@ -558,7 +553,8 @@ RunResult LagBench::Compute(const std::vector<Batch>& batches, const Snapshot& b
       if (b.nanos < window_start) prev = &b;
       continue;
     }
-    if (prev != nullptr && prev->nanos >= window_start) intervals.push_back((b.nanos - prev->nanos) / 1e6);
+    if (prev != nullptr && prev->nanos >= window_start)
+      intervals.push_back((b.nanos - prev->nanos) / 1e6);
     if (seen++ == 0) first_seq = prev ? prev->seq : b.seq;
     last_seq = b.seq;
     prev = &b;
@@ -598,11 +594,13 @@ void LagBench::PrintRun(int run, const RunResult& r) {
       r.p50, r.p90, r.p99, r.max, r.min,
       r.unreplicated ? fmt::format("  NOT REPLICATED: {} events", r.unreplicated) : "");
   if (r.overlapping)
-    fmt::print("  ({} batches interleaved with another appender's: their events were given the "
-               "earliest candidate acknowledgement)\n",
-               r.overlapping);
+    fmt::print(
+        "  ({} batches interleaved with another appender's: their events were given the "
+        "earliest candidate acknowledgement)\n",
+        r.overlapping);
   fmt::print(
-      "  blocks: {:.0f} cut; newest-block interval seen p50 {:.0f} ms  p90 {:.0f} ms  max {:.0f} ms; "
+      "  blocks: {:.0f} cut; newest-block interval seen p50 {:.0f} ms  p90 {:.0f} ms  max {:.0f} "
+      "ms; "
       "~{:.0f} events per block\n",
       r.blocks_cut, r.block_interval_p50, r.block_interval_p90, r.block_interval_max,
       r.events_per_block);
@@ -613,8 +611,9 @@ void LagBench::PrintRun(int run, const RunResult& r) {
         "started), wire {:.2f} MB for {:.2f} MB appended = {:.4f}x; {:.0f} B "
         "wire/block, overhead {:.0f} B/block; its vector index gave way {:.1f} s and trailed by "
         "{:.0f} events at the end\n",
-        names[i], r.replica_p50[i], r.replica_p99[i], r.transfers[i], r.commands[i], r.wire_bytes[i] / 1e6, r.appended_bytes / 1e6, r.wire_ratio[i],
-        r.wire_per_block[i], r.overhead_per_block[i], r.gave_way[i], r.index_lag[i]);
+        names[i], r.replica_p50[i], r.replica_p99[i], r.transfers[i], r.commands[i],
+        r.wire_bytes[i] / 1e6, r.appended_bytes / 1e6, r.wire_ratio[i], r.wire_per_block[i],
+        r.overhead_per_block[i], r.gave_way[i], r.index_lag[i]);
   std::string cpu;
   for (size_t i = 0; i < r.daemon_cpu.size(); ++i)
     cpu += fmt::format("{}{} {:.1f}", i ? ", " : "", cluster_->hosts()[i].name,
@@ -635,10 +634,11 @@ void LagBench::PrintSummary(const std::vector<RunResult>& runs) {
     return Median(v);
   };
   double p99 = med([](const RunResult& r) { return r.p99; });
-  fmt::print("\nmedians of {} run(s) of {:.0f} s at {} ev/s target, blocks every {} events / {} ms "
-             "({}), compression {}, receive sessions {}, vector index on {}, poll {} ms\n",
-             runs.size(), o_.seconds, o_.rate, o_.every_events, o_.interval_ms, OnDemandText(),
-             o_.compression, o_.receive_session ? "on" : "off", o_.vector_index, o_.poll_ms);
+  fmt::print(
+      "\nmedians of {} run(s) of {:.0f} s at {} ev/s target, blocks every {} events / {} ms "
+      "({}), compression {}, receive sessions {}, vector index on {}, poll {} ms\n",
+      runs.size(), o_.seconds, o_.rate, o_.every_events, o_.interval_ms, OnDemandText(),
+      o_.compression, o_.receive_session ? "on" : "off", o_.vector_index, o_.poll_ms);
   fmt::print("  achieved append rate       {:>10.0f} ev/s  ({:.3f}x the target rate)\n",
              med([](const RunResult& r) { return r.rate; }),
              med([](const RunResult& r) { return r.rate; }) / o_.rate);
@@ -653,11 +653,12 @@ void LagBench::PrintSummary(const std::vector<RunResult>& runs) {
              med([](const RunResult& r) { return r.block_interval_p90; }));
   const std::vector<std::string> names = cluster_->replica_names();
   for (size_t i = 0; i < names.size(); ++i)
-    fmt::print("  {} wire / appended          {:>10.4f}x  overhead {:.0f} B/block over {:.0f} "
-               "blocks\n",
-               names[i], med_i([](const RunResult& r) { return r.wire_ratio; }, i),
-               med_i([](const RunResult& r) { return r.overhead_per_block; }, i),
-               med_i([](const RunResult& r) { return r.transfers; }, i));
+    fmt::print(
+        "  {} wire / appended          {:>10.4f}x  overhead {:.0f} B/block over {:.0f} "
+        "blocks\n",
+        names[i], med_i([](const RunResult& r) { return r.wire_ratio; }, i),
+        med_i([](const RunResult& r) { return r.overhead_per_block; }, i),
+        med_i([](const RunResult& r) { return r.transfers; }, i));
   fmt::print("load average at the end: {}\n", LoadAverage());
 }
 
@@ -670,7 +671,8 @@ std::string LagBench::OnDemandText() const {
 absl::Status LagBench::Run() {
   fmt::print(
       "snapledger-lag-bench  {} replicas  {} ev/s for {:.0f} s x {} run(s) (warm-up {:.0f} s)  "
-      "batch every {} ms  blocks every {} events / {} ms ({})  compression {}  receive sessions {}  "
+      "batch every {} ms  blocks every {} events / {} ms ({})  compression {}  receive sessions {} "
+      " "
       "vector index on {}  poll {} ms\n",
       o_.replicas, o_.rate, o_.seconds, o_.runs, o_.warmup_seconds, o_.batch_ms, o_.every_events,
       o_.interval_ms, OnDemandText(), o_.compression, o_.receive_session ? "on" : "off",

@@ -1,6 +1,7 @@
-// snapledger-bench-lookup: what keeping a replica's derived lookup index (common/lookup/lookup_index.h)
-// current costs, on a loop-mounted btrfs like a replica's ledger root, each figure next to its
-// baseline measured in the same run on the same data (see bench/README.md):
+// snapledger-bench-lookup: what keeping a replica's derived lookup index
+// (common/lookup/lookup_index.h) current costs, on a loop-mounted btrfs like a replica's ledger
+// root, each figure next to its baseline measured in the same run on the same data (see
+// bench/README.md):
 //   1. a full rebuild of the index of --events realistic events (OvsEventGenerator bodies),
 //      against ScanEvents of the same log (map + parse + chain links: the floor of any index);
 //   2. the replica's steady state: --blocks blocks of --block-events events appended to that
@@ -29,14 +30,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/bench_util.h"
-#include "common/ledger/event_format.h"
 #include "common/base/posix_file.h"
+#include "common/base/status_macros.h"
+#include "common/ledger/event_format.h"
 #include "common/ledger/head_file.h"
 #include "common/ledger/log_reader.h"
+#include "common/ledger/sha256.h"
 #include "common/lookup/lookup_index.h"
 #include "common/testing/ovs_event_generator.h"
-#include "common/ledger/sha256.h"
-#include "common/base/status_macros.h"
 #include "tests/integration/loop_btrfs.h"
 
 namespace snapledger::bench {
@@ -66,8 +67,8 @@ class LogWriter {
  public:
   static absl::StatusOr<LogWriter> Open(const std::string& dir, uint64_t seed) {
     LogWriter w(seed);
-    ASSIGN_OR_RETURN(w.fd_, OpenFile(absl::StrCat(dir, "/", kEventsFile),
-                                     O_WRONLY | O_CREAT | O_APPEND));
+    ASSIGN_OR_RETURN(w.fd_,
+                     OpenFile(absl::StrCat(dir, "/", kEventsFile), O_WRONLY | O_CREAT | O_APPEND));
     return w;
   }
   // Appends `count` events and makes them durable; returns their bytes.
@@ -153,17 +154,16 @@ absl::Status Run(const Options& opt, const SignalStop& stop) {
     ASSIGN_OR_RETURN(IndexCoverage cov, index->Coverage());
     ASSIGN_OR_RETURN(uint64_t bytes, writer.Append(opt.block_events));
     ASSIGN_OR_RETURN(LogFile log, LogFile::Open(ledger));
-    ASSIGN_OR_RETURN(double scan,
-                     ScanSeconds(log, cov.end_offset, ChainHead{cov.indexed_through, cov.hash,
-                                                                cov.ts}));
+    ASSIGN_OR_RETURN(double scan, ScanSeconds(log, cov.end_offset,
+                                              ChainHead{cov.indexed_through, cov.hash, cov.ts}));
     uint64_t w0 = WrittenBytes();
     int64_t c0 = NowNanos();
     ASSIGN_OR_RETURN(uint64_t added, index->CatchUp(log));
     double seconds = (NowNanos() - c0) / 1e9;
     uint64_t written = WrittenBytes() - w0;
     if (added != opt.block_events)
-      return absl::InternalError(absl::StrCat("catch-up added ", added, " events, expected ",
-                                              opt.block_events));
+      return absl::InternalError(
+          absl::StrCat("catch-up added ", added, " events, expected ", opt.block_events));
     catch_up_ms.push_back(seconds * 1e3);
     scan_ms.push_back(scan * 1e3);
     written_per_event.push_back(static_cast<double>(written) / added);
@@ -179,12 +179,13 @@ absl::Status Run(const Options& opt, const SignalStop& stop) {
               std::accumulate(catch_up_ms.begin(), catch_up_ms.end(), 0.0) / catch_up_ms.size());
   std::printf("  ScanEvents of the same lines (baseline): %s\n", Stats(scan_ms, "ms").c_str());
   std::printf("  ratio: %.2fx the scan (medians)\n", catch_up_median / scan_median);
-  std::printf("  index bytes written: %.0f B/event (%s per block per event), log %.0f B/event; "
-              "ratio %.2fx the log\n",
-              static_cast<double>(index_bytes) / (opt.blocks * opt.block_events),
-              Stats(written_per_event, "B").c_str(),
-              static_cast<double>(log_bytes) / (opt.blocks * opt.block_events),
-              static_cast<double>(index_bytes) / log_bytes);
+  std::printf(
+      "  index bytes written: %.0f B/event (%s per block per event), log %.0f B/event; "
+      "ratio %.2fx the log\n",
+      static_cast<double>(index_bytes) / (opt.blocks * opt.block_events),
+      Stats(written_per_event, "B").c_str(),
+      static_cast<double>(log_bytes) / (opt.blocks * opt.block_events),
+      static_cast<double>(index_bytes) / log_bytes);
 
   // 3. Lookups.
   std::mt19937_64 rng(opt.seed);

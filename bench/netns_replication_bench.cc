@@ -28,6 +28,7 @@
 // handlers (processes this benchmark's cluster started), which fails the transfer in flight,
 // and the cluster is torn down by TestCluster's destructor on every path.
 #include <fcntl.h>
+#include <fmt/core.h>
 #include <linux/btrfs.h>
 #include <sched.h>
 #include <signal.h>
@@ -45,23 +46,21 @@
 #include <thread>
 #include <vector>
 
-#include <fmt/core.h>
-
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "bench/bench_util.h"
-#include "common/ledger/block.h"
-#include "common/ledger/block_maker.h"
-#include "common/btrfs/btrfs.h"
 #include "common/base/byte_stream.h"
-#include "common/ledger/chain_verifier.h"
-#include "common/ledger/event_log.h"
 #include "common/base/posix_file.h"
 #include "common/base/process.h"
-#include "common/transport/ssh_transport.h"
 #include "common/base/status_macros.h"
+#include "common/btrfs/btrfs.h"
+#include "common/ledger/block.h"
+#include "common/ledger/block_maker.h"
+#include "common/ledger/chain_verifier.h"
+#include "common/ledger/event_log.h"
+#include "common/transport/ssh_transport.h"
 #include "common/transport/zstd_stream.h"
 #include "primary/block_shipper.h"
 #include "tests/integration/test_cluster.h"
@@ -108,14 +107,15 @@ class LinkRate {
   static absl::StatusOr<std::unique_ptr<LinkRate>> Apply(const std::string& dev,
                                                          const std::string& rate) {
     if (rate != "none")
-      RETURN_IF_ERROR(RunCommandOk(*ProcessRunner::Real(),
-                                   {"tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate",
-                                    rate, "burst", "256kb", "latency", "50ms"})
-                          .status());
+      RETURN_IF_ERROR(
+          RunCommandOk(*ProcessRunner::Real(), {"tc", "qdisc", "replace", "dev", dev, "root", "tbf",
+                                                "rate", rate, "burst", "256kb", "latency", "50ms"})
+              .status());
     return std::unique_ptr<LinkRate>(new LinkRate(dev, rate != "none"));
   }
   ~LinkRate() {
-    if (active_) (void)RunCommand(*ProcessRunner::Real(), {"tc", "qdisc", "del", "dev", dev_, "root"});
+    if (active_)
+      (void)RunCommand(*ProcessRunner::Real(), {"tc", "qdisc", "del", "dev", dev_, "root"});
   }
   LinkRate(const LinkRate&) = delete;
   LinkRate& operator=(const LinkRate&) = delete;
@@ -254,13 +254,33 @@ absl::Status NetnsBench::BuildLedger() {
 }
 
 std::string NetnsBench::SshCommand(const std::string& remote) const {
-  std::vector<std::string> argv = {
-      "ssh", "-F", "/dev/null", "-T", "-l", "root", "-i", baseline_key_,
-      "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-      "-o", "UserKnownHostsFile=" + cluster_->known_hosts_file(),
-      "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
-      "-o", "ControlPath=" + control_path_, "-o", "ControlMaster=no", "-o", "Compression=no",
-      "-c", o_.cipher, cluster_->host(kReplica).address};
+  std::vector<std::string> argv = {"ssh",
+                                   "-F",
+                                   "/dev/null",
+                                   "-T",
+                                   "-l",
+                                   "root",
+                                   "-i",
+                                   baseline_key_,
+                                   "-o",
+                                   "IdentitiesOnly=yes",
+                                   "-o",
+                                   "BatchMode=yes",
+                                   "-o",
+                                   "UserKnownHostsFile=" + cluster_->known_hosts_file(),
+                                   "-o",
+                                   "GlobalKnownHostsFile=/dev/null",
+                                   "-o",
+                                   "StrictHostKeyChecking=yes",
+                                   "-o",
+                                   "ControlPath=" + control_path_,
+                                   "-o",
+                                   "ControlMaster=no",
+                                   "-o",
+                                   "Compression=no",
+                                   "-c",
+                                   o_.cipher,
+                                   cluster_->host(kReplica).address};
   std::string out;
   for (const std::string& a : argv) absl::StrAppend(&out, ShellQuote(a), " ");
   return absl::StrCat(out, ShellQuote(remote));
@@ -272,8 +292,8 @@ std::string NetnsBench::SshCommand(const std::string& remote) const {
 absl::Status NetnsBench::SetUpOpenSsh() {
   baseline_key_ = cluster_->dir() + "/primary/baseline_key";
   control_path_ = cluster_->dir() + "/primary/control";
-  RETURN_IF_ERROR(RunCommandOk(*ProcessRunner::Real(), {"ssh-keygen", "-q", "-t", "ed25519", "-N",
-                                                        "", "-f", baseline_key_})
+  RETURN_IF_ERROR(RunCommandOk(*ProcessRunner::Real(),
+                               {"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", baseline_key_})
                       .status());
   RETURN_IF_ERROR(AppendAuthorizedKey(cluster_->dir() + "/" + kReplica + "/authorized_keys",
                                       baseline_key_ + ".pub"));
@@ -282,9 +302,8 @@ absl::Status NetnsBench::SetUpOpenSsh() {
   master = master.substr(0, master.size() - 3);  // drop the empty remote command
   absl::StrAppend(&master, " -M -N -f -o ControlPersist=yes -o ControlMaster=yes");
   ASSIGN_OR_RETURN(std::unique_ptr<NetnsScope> ns, NetnsScope::Enter(netns_));
-  RETURN_IF_ERROR(RunCommandOk(*ProcessRunner::Real(),
-                               {"timeout", "30", "bash", "-c", master})
-                      .status());
+  RETURN_IF_ERROR(
+      RunCommandOk(*ProcessRunner::Real(), {"timeout", "30", "bash", "-c", master}).status());
   master_up_ = true;
   return absl::OkStatus();
 }
@@ -321,9 +340,10 @@ absl::StatusOr<Transfer> NetnsBench::RunSnapledger(BlockShipper& shipper) {
   t.seconds = (end - start) / 1e9;
   t.wire_bytes = r.wire_bytes;
   const TransferPhases& p = r.phases;
-  fmt::print(" [exec {:.2f} s, stream {:.2f} s, verdict {:.2f} s; replica: receive {:.2f} s, "
-             "verify {:.2f} s, promote {:.2f} s]",
-             p.open, p.stream, p.verdict, p.replica_stream, p.replica_verify, p.replica_promote);
+  fmt::print(
+      " [exec {:.2f} s, stream {:.2f} s, verdict {:.2f} s; replica: receive {:.2f} s, "
+      "verify {:.2f} s, promote {:.2f} s]",
+      p.open, p.stream, p.verdict, p.replica_stream, p.replica_verify, p.replica_promote);
   return t;
 }
 
@@ -334,16 +354,16 @@ absl::StatusOr<Transfer> NetnsBench::RunOpenSsh(bool zstd) {
   // The zstd CLI spells negative levels --fast=N (libzstd's level 0 is its default, 3), and
   // its -T0 means one thread per core: libzstd's 0 workers is --single-thread.
   const int level = o_.zstd_level;
-  std::string zstd_c =
-      absl::StrCat(" | zstd -q -c ", level > 0 ? absl::StrCat("-", level)
-                                     : level == 0 ? std::string("-3")
-                                                  : absl::StrCat("--fast=", -level),
-                   o_.zstd_workers == 0 ? std::string(" --single-thread")
-                                        : absl::StrCat(" -T", o_.zstd_workers));
-  std::string receive = absl::StrCat(zstd ? "zstd -q -d -c | " : "", "btrfs -q receive ",
-                                     ShellQuote(baseline_dir_));
-  std::string pipeline = absl::StrCat("btrfs -q send ", ShellQuote(block_path_),
-                                      zstd ? zstd_c : "", " | ", SshCommand(receive));
+  std::string zstd_c = absl::StrCat(" | zstd -q -c ",
+                                    level > 0    ? absl::StrCat("-", level)
+                                    : level == 0 ? std::string("-3")
+                                                 : absl::StrCat("--fast=", -level),
+                                    o_.zstd_workers == 0 ? std::string(" --single-thread")
+                                                         : absl::StrCat(" -T", o_.zstd_workers));
+  std::string receive =
+      absl::StrCat(zstd ? "zstd -q -d -c | " : "", "btrfs -q receive ", ShellQuote(baseline_dir_));
+  std::string pipeline = absl::StrCat("btrfs -q send ", ShellQuote(block_path_), zstd ? zstd_c : "",
+                                      " | ", SshCommand(receive));
   ASSIGN_OR_RETURN(std::unique_ptr<NetnsScope> ns, NetnsScope::Enter(netns_));
   int64_t start = NowNanos();
   absl::StatusOr<std::string> ran = RunCommandOk(

@@ -57,19 +57,19 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "bench/bench_util.h"
+#include "common/base/byte_stream.h"
+#include "common/base/fmt_absl.h"
+#include "common/base/posix_file.h"
+#include "common/base/process.h"
+#include "common/base/status_macros.h"
+#include "common/btrfs/btrfs.h"
 #include "common/ledger/block.h"
 #include "common/ledger/block_maker.h"
-#include "common/btrfs/btrfs.h"
-#include "common/base/byte_stream.h"
 #include "common/ledger/chain_verifier.h"
 #include "common/ledger/event_log.h"
-#include "common/base/posix_file.h"
-#include "common/base/fmt_absl.h"
 #include "common/ledger/head_file.h"
 #include "common/testing/ovs_event_generator.h"
-#include "common/base/process.h"
 #include "common/transport/ssh_transport.h"
-#include "common/base/status_macros.h"
 #include "primary/block_shipper.h"
 #include "tests/integration/loop_btrfs.h"
 #include "tests/integration/test_sshd.h"
@@ -427,7 +427,7 @@ struct Transfer {
   double sender_cpu = 0;      // sending processes (btrfs send, ssh or snapledger), CPU s
   double receiver_cpu = 0;    // the sshd's tree (session, receive command, btrfs receive)
   uint64_t stream_bytes = 0;
-  uint64_t wire_bytes = 0;    // snapledger: bytes into the channel (compressed with zstd)
+  uint64_t wire_bytes = 0;  // snapledger: bytes into the channel (compressed with zstd)
 };
 
 class Bench {
@@ -465,9 +465,8 @@ class Bench {
 
 absl::Status Bench::ClearReplica() {
   LedgerLayout replica(replica_fs_->mount_point());
-  return DeleteSubvolumesAndSettle(
-      *btrfs_, {replica.blocks(), replica_fs_->Sub(kBaselineDir)},
-      replica_fs_->mount_point());
+  return DeleteSubvolumesAndSettle(*btrfs_, {replica.blocks(), replica_fs_->Sub(kBaselineDir)},
+                                   replica_fs_->mount_point());
 }
 
 absl::StatusOr<Transfer> Bench::RunSnapledger(BlockShipper& shipper) {
@@ -571,7 +570,8 @@ absl::Status Bench::Run() {
   // Sparse images: room for the ledger, its index and a received copy, with slack.
   uint64_t image = 2 * target + (1ull << 30);
   fmt::print(
-      "snapledger-bench-replication  ledger >= {} MB  runs={}  cipher {}  zstd level {} workers {}  "
+      "snapledger-bench-replication  ledger >= {} MB  runs={}  cipher {}  zstd level {} workers {} "
+      " "
       "loopback 127.0.0.1\n",
       o_.size_mb, o_.runs, o_.cipher, o_.zstd_level, o_.zstd_workers);
   fmt::print("load average at the start: {}\n", LoadAverage());
@@ -586,9 +586,9 @@ absl::Status Bench::Run() {
   RETURN_IF_ERROR(InitializeLedgerRoot(*btrfs_, root));
   fmt::print("building a ledger of >= {} MB of OVS port-agent events\n", o_.size_mb);
   std::fflush(stdout);
-  ASSIGN_OR_RETURN(OneBlockLedger ledger,
-                   BuildOneBlockLedger(*btrfs_, root, target, o_.seed,
-                                       [this] { return watchdog_.status(); }));
+  ASSIGN_OR_RETURN(
+      OneBlockLedger ledger,
+      BuildOneBlockLedger(*btrfs_, root, target, o_.seed, [this] { return watchdog_.status(); }));
   blocks_ = std::move(ledger.blocks);
   block_path_ = std::move(ledger.block_path);
   events_ = ledger.events;
@@ -636,9 +636,10 @@ absl::Status Bench::Run() {
   ASSIGN_OR_RETURN(Transfer w1, RunSnapledger(*shipper_));
   ASSIGN_OR_RETURN(Transfer w2, RunSnapledger(*zstd_shipper_));
   ASSIGN_OR_RETURN(Transfer w3, RunOpenSsh());
-  fmt::print("  snapledger {:.2f} s, snapledger+zstd {:.2f} s ({:.1f} MB on the wire), OpenSSH "
-             "{:.2f} s\n",
-             w1.seconds, w2.seconds, w2.wire_bytes / 1e6, w3.seconds);
+  fmt::print(
+      "  snapledger {:.2f} s, snapledger+zstd {:.2f} s ({:.1f} MB on the wire), OpenSSH "
+      "{:.2f} s\n",
+      w1.seconds, w2.seconds, w2.wire_bytes / 1e6, w3.seconds);
 
   std::vector<Transfer> ours, zstd, theirs;
   enum Kind { kPlain, kZstd, kOpenSsh };
@@ -665,8 +666,7 @@ absl::Status Bench::Run() {
         case kOpenSsh: {
           ASSIGN_OR_RETURN(Transfer t, RunOpenSsh());
           fmt::print("  OpenSSH {:.3f} s ({:.0f} MB/s) + verify {:.3f} s + flush {:.3f} s",
-                     t.seconds, MBps(t.stream_bytes, t.seconds), t.verify_seconds,
-                     t.flush_seconds);
+                     t.seconds, MBps(t.stream_bytes, t.seconds), t.verify_seconds, t.flush_seconds);
           theirs.push_back(t);
           break;
         }

@@ -27,13 +27,13 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "bench/bench_util.h"
+#include "common/base/fmt_absl.h"
+#include "common/base/posix_file.h"
+#include "common/base/status_macros.h"
 #include "common/ledger/chain_verifier.h"
 #include "common/ledger/event_log.h"
-#include "common/base/posix_file.h"
-#include "common/base/fmt_absl.h"
 #include "common/ledger/head_file.h"
 #include "common/testing/ovs_event_generator.h"
-#include "common/base/status_macros.h"
 
 extern char** environ;
 
@@ -219,8 +219,7 @@ absl::Status Run(const Options& o) {
        {}},
       {"VerifyLedgerDir threads=1", [&] { return TimeVerify(o.dir, 1, events); }, {}, {}},
       {"VerifyLedgerDir threads=2", [&] { return TimeVerify(o.dir, 2, events); }, {}, {}},
-      {"VerifyLines 4 MB in memory", [&] { return TimeInMemoryChunks(in_memory, events); },
-       {}, {}},
+      {"VerifyLines 4 MB in memory", [&] { return TimeInMemoryChunks(in_memory, events); }, {}, {}},
   };
   // A second reference: OpenSSL's SHA-256 (SHA-NI where the CPU has it; coreutils' sha256sum
   // does not use it), i.e. roughly the ceiling for anything that hashes every byte once.

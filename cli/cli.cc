@@ -1,5 +1,8 @@
 #include "cli/cli.h"
 
+#include <grpcpp/grpcpp.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
@@ -9,12 +12,8 @@
 #include <iostream>
 #include <iterator>
 #include <optional>
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
 #include <string>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -22,15 +21,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
+#include "cli/cli_index.h"
+#include "cli/status_table.h"
+#include "common/base/fmt_absl.h"
 #include "common/ledger/block.h"
 #include "common/ledger/block_maker.h"
 #include "common/ledger/chain_verifier.h"
 #include "common/ledger/event_log.h"
-#include "common/lookup/event_query.h"
-#include "common/base/fmt_absl.h"
 #include "common/ledger/head_file.h"
-#include "cli/cli_index.h"
-#include "cli/status_table.h"
+#include "common/lookup/event_query.h"
 #include "snapledger/v1/snapledger.grpc.pb.h"
 
 namespace snapledger {
@@ -126,16 +125,16 @@ Outcome Init(const GlobalOptions& g, const InitArgs& a, const CliEnv& env) {
   if (Outcome o = CheckRoot(g); o.code != kExitOk) return o;
   LedgerLayout layout(g.root);
   if (std::filesystem::exists(absl::StrCat(layout.live(), "/", kEventsFile)))
-    return Failed(kExitError, absl::StrCat(g.root, " already holds a ledger (",
-                                           layout.live(), "/", kEventsFile, " exists)"));
+    return Failed(kExitError, absl::StrCat(g.root, " already holds a ledger (", layout.live(), "/",
+                                           kEventsFile, " exists)"));
   if (absl::Status st = InitializeLedgerRoot(*env.btrfs, g.root); !st.ok())
     return FromStatus(st, "init");
   EventLogOptions options;
   options.clock = env.clock;
   auto log = EventLog::Create(layout.live(), a.epoch, options);
   if (!log.ok()) return FromStatus(log.status(), "init");
-  *env.out << "initialised ledger at " << g.root << " (epoch " << a.epoch << "): "
-           << layout.live() << " (subvolume), " << layout.blocks() << "/\n";
+  *env.out << "initialised ledger at " << g.root << " (epoch " << a.epoch << "): " << layout.live()
+           << " (subvolume), " << layout.blocks() << "/\n";
   return {};
 }
 
@@ -162,7 +161,8 @@ absl::StatusOr<std::vector<std::string>> ReadBodies(std::istream& in, size_t max
     auto c = line.empty() ? absl::InvalidArgumentError("empty line")
                           : CanonicalizeBody(line, max_body_bytes).status();
     if (!c.ok()) {
-      if (errors.size() < 10) errors.push_back(absl::StrCat("stdin line ", line_no, ": ", c.message()));
+      if (errors.size() < 10)
+        errors.push_back(absl::StrCat("stdin line ", line_no, ": ", c.message()));
       continue;
     }
     bodies.push_back(std::move(line));
@@ -183,8 +183,8 @@ Outcome AppendRemote(const AppendArgs& a, const std::vector<std::string>& bodies
   if (a.primary.find(':') == std::string::npos)
     return Failed(kExitUsage, absl::StrCat("append --primary '", a.primary,
                                            "': expected host:port of the primary's gRPC server"));
-  auto stub = v1::Ledger::NewStub(
-      grpc::CreateChannel(a.primary, grpc::InsecureChannelCredentials()));
+  auto stub =
+      v1::Ledger::NewStub(grpc::CreateChannel(a.primary, grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
   v1::AppendBatchResponse response;
@@ -197,10 +197,10 @@ Outcome AppendRemote(const AppendArgs& a, const std::vector<std::string>& bodies
   writer->WritesDone();
   grpc::Status status = writer->Finish();
   if (!status.ok()) {
-    int code = status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? kExitRejected
-                                                                          : kExitError;
-    return Failed(code, absl::StrCat("append to the primary at ", a.primary, ": ",
-                                     status.error_message()));
+    int code =
+        status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? kExitRejected : kExitError;
+    return Failed(
+        code, absl::StrCat("append to the primary at ", a.primary, ": ", status.error_message()));
   }
   *env.out << "appended " << response.count() << " events (seq " << response.first_seq() << ".."
            << response.last_seq() << ") through the primary at " << a.primary << ", head "
@@ -215,8 +215,8 @@ Outcome Append(const GlobalOptions& g, const AppendArgs& a, const CliEnv& env) {
   std::vector<std::string> bodies;
   if (!a.json.empty()) {
     if (auto c = CanonicalizeBody(a.json, a.max_body_bytes); !c.ok())
-      return Failed(kExitRejected, absl::StrCat("--json: ", c.status().message(),
-                                                "; nothing was appended"));
+      return Failed(kExitRejected,
+                    absl::StrCat("--json: ", c.status().message(), "; nothing was appended"));
     bodies.push_back(a.json);
   } else {
     auto read = ReadBodies(*env.in, a.max_body_bytes);
@@ -234,19 +234,20 @@ Outcome Append(const GlobalOptions& g, const AppendArgs& a, const CliEnv& env) {
   BlockPolicy policy;
   bool cut_blocks = a.block_every > 0 || a.block_interval_ms > 0;
   policy.max_events = a.block_every > 0 ? a.block_every : UINT64_MAX;
-  policy.max_age = a.block_interval_ms > 0 ? absl::Milliseconds(a.block_interval_ms)
-                                           : absl::InfiniteDuration();
+  policy.max_age =
+      a.block_interval_ms > 0 ? absl::Milliseconds(a.block_interval_ms) : absl::InfiniteDuration();
   size_t chunk = cut_blocks && a.block_every > 0 ? std::min<size_t>(a.block_every, 10000) : 10000;
   std::vector<AppendResult> last;
   int blocks_cut = 0;
   uint64_t first_seq = 0;
   for (size_t i = 0; i < bodies.size(); i += chunk) {
-    std::vector<std::string> part(std::make_move_iterator(bodies.begin() + i),
-                                  std::make_move_iterator(bodies.begin() +
-                                                          std::min(bodies.size(), i + chunk)));
+    std::vector<std::string> part(
+        std::make_move_iterator(bodies.begin() + i),
+        std::make_move_iterator(bodies.begin() + std::min(bodies.size(), i + chunk)));
     auto r = (*log)->AppendBatch(part);
     if (!r.ok()) {
-      Outcome o = FromStatus(r.status(), absl::StrCat("append (", i, " events before this "
+      Outcome o = FromStatus(r.status(), absl::StrCat("append (", i,
+                                                      " events before this "
                                                       "batch were appended)"));
       if (absl::IsInvalidArgument(r.status())) o.code = kExitRejected;
       return o;
@@ -298,8 +299,8 @@ Outcome Get(const GlobalOptions& g, const std::string& key, const CliEnv& env) {
   } else if (IsLowerHex64(absl::AsciiStrToLower(key))) {
     line = query->GetByHash(absl::AsciiStrToLower(key));
   } else {
-    return Failed(kExitUsage, absl::StrCat("get: '", key,
-                                           "' is neither a seq (1, 2, ...) nor a 64-hex hash"));
+    return Failed(kExitUsage,
+                  absl::StrCat("get: '", key, "' is neither a seq (1, 2, ...) nor a 64-hex hash"));
   }
   query->WaitForRebuild();
   if (!line.ok()) return FromStatus(line.status(), "get");
@@ -317,8 +318,9 @@ Outcome Range(const GlobalOptions& g, const RangeArgs& a, const CliEnv& env) {
   auto from = a.from.empty() ? std::optional<int64_t>(INT64_MIN) : ParseTimestamp(a.from);
   auto to = a.to.empty() ? std::optional<int64_t>(INT64_MAX) : ParseTimestamp(a.to);
   if (!from || !to)
-    return Failed(kExitUsage, "range: --from/--to take microseconds since the epoch or RFC 3339 "
-                              "(e.g. 2026-11-24T10:00:00Z)");
+    return Failed(kExitUsage,
+                  "range: --from/--to take microseconds since the epoch or RFC 3339 "
+                  "(e.g. 2026-11-24T10:00:00Z)");
   auto query = MakeQuery(g);
   auto lines = query->Range(*from, *to, a.limit + 1);
   query->WaitForRebuild();
@@ -383,14 +385,14 @@ Outcome Verify(const GlobalOptions& g, const VerifyArgs& a, const CliEnv& env) {
   }
   double seconds = static_cast<double>(env.clock->MonotonicNanos() - start) / 1e9;
   if (!report->ok())
-    return Failed(kExitVerifyFailed,
-                  absl::StrCat("verification FAILED for ", target, ": ",
-                               report->failure->ToString(), "\n(events before it verified: ",
-                               report->events_verified, ")"));
+    return Failed(
+        kExitVerifyFailed,
+        absl::StrCat("verification FAILED for ", target, ": ", report->failure->ToString(),
+                     "\n(events before it verified: ", report->events_verified, ")"));
   *env.out << "OK " << target << ": " << mode << ", " << report->events_verified
            << " events verified (" << HumanBytes(report->bytes_verified) << " in "
-           << absl::StrFormat("%.3f", seconds) << " s), head seq " << report->head.seq
-           << " hash " << report->head.hash << "\n";
+           << absl::StrFormat("%.3f", seconds) << " s), head seq " << report->head.seq << " hash "
+           << report->head.hash << "\n";
   return {};
 }
 
@@ -475,8 +477,8 @@ Outcome Status(const GlobalOptions& g, const CliEnv& env) {
     out << "blocks      none\n";
   } else {
     const BlockInfo& newest = blocks->back();
-    out << "blocks      " << blocks->size() << " (oldest " << blocks->front().name
-        << ", newest " << newest.name << ", " << h.head.seq - std::min(h.head.seq, newest.seq)
+    out << "blocks      " << blocks->size() << " (oldest " << blocks->front().name << ", newest "
+        << newest.name << ", " << h.head.seq - std::min(h.head.seq, newest.seq)
         << " events since)\n";
   }
   EventQueryOptions options;
@@ -517,16 +519,16 @@ Outcome ClusterStatus(const ClusterStatusArgs& a, const CliEnv& env) {
   grpc::Status st = stub->ClusterStatus(&context, v1::ClusterStatusRequest(), &response);
   if (!st.ok()) {
     if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
-      return Failed(kExitError, absl::StrCat("cannot reach the primary at ", a.primary,
-                                             ": no answer within ", a.timeout_seconds,
-                                             " s (--timeout)"));
+      return Failed(kExitError,
+                    absl::StrCat("cannot reach the primary at ", a.primary, ": no answer within ",
+                                 a.timeout_seconds, " s (--timeout)"));
     if (st.error_code() == grpc::StatusCode::UNAVAILABLE)
       return Failed(kExitError, absl::StrCat("cannot reach the primary at ", a.primary, ": ",
                                              st.error_message()));
     std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(st.error_code()));
-    return Failed(kExitError, absl::StrCat("the primary at ", a.primary,
-                                           " answered ClusterStatus with ", code, ": ",
-                                           st.error_message()));
+    return Failed(kExitError,
+                  absl::StrCat("the primary at ", a.primary, " answered ClusterStatus with ", code,
+                               ": ", st.error_message()));
   }
   int64_t now = env.clock->NowMicros();
   *env.out << (a.json ? ClusterStatusToJson(response, now) : RenderClusterStatus(response, now));
@@ -564,15 +566,17 @@ int RunCli(int argc, const char* const* argv, const CliEnv& env) {
   app.add_flag("-q,--quiet", g.quiet, "log errors only");
 
   InitArgs init_args;
-  auto* init = app.add_subcommand("init", "create live/ (a btrfs subvolume), blocks/ and an "
-                                          "empty log");
+  auto* init = app.add_subcommand("init",
+                                  "create live/ (a btrfs subvolume), blocks/ and an "
+                                  "empty log");
   init->add_option("--epoch", init_args.epoch, "epoch recorded in the head file")
       ->check(CLI::PositiveNumber);
 
   AppendArgs append_args;
   auto* append = app.add_subcommand(
-      "append", "append events: one --json body, or JSON objects one per line on stdin (all "
-                "are checked first; if any is invalid nothing is appended)");
+      "append",
+      "append events: one --json body, or JSON objects one per line on stdin (all "
+      "are checked first; if any is invalid nothing is appended)");
   append->add_option("--json", append_args.json, "one event body (a JSON object)");
   append->add_option("--primary", append_args.primary,
                      "host:port of a running primary: append through its gRPC API instead of "
@@ -598,13 +602,13 @@ int RunCli(int argc, const char* const* argv, const CliEnv& env) {
 
   VerifyArgs verify_args;
   auto* verify = app.add_subcommand(
-      "verify", "verify the hash chain of live/ (or of --block) fully, or incrementally from "
-                "the head of --from-block");
+      "verify",
+      "verify the hash chain of live/ (or of --block) fully, or incrementally from "
+      "the head of --from-block");
   verify->add_option("--block", verify_args.block, "verify this block instead of live/");
   verify->add_option("--from-block", verify_args.from_block,
                      "trust this block's head and verify only what came after it");
-  verify->add_option("--threads", verify_args.threads, "hashing threads")
-      ->check(CLI::Range(1, 64));
+  verify->add_option("--threads", verify_args.threads, "hashing threads")->check(CLI::Range(1, 64));
 
   size_t snapshot_keep = 16;
   auto* snapshot = app.add_subcommand("snapshot", "cut a block (read-only snapshot) now");
@@ -614,13 +618,16 @@ int RunCli(int argc, const char* const* argv, const CliEnv& env) {
   auto* blocks = app.add_subcommand("blocks", "list blocks, oldest first");
   ClusterStatusArgs cluster_args;
   auto* status = app.add_subcommand(
-      "status", "show the local ledger's head, blocks and lookup index; with --primary, the "
-                "replication status of the cluster as the primary sees it");
-  auto* status_primary = status->add_option("--primary", cluster_args.primary,
-                     "host:port of the primary's gRPC server: ask it for every replica's state "
-                     "and lag instead of reading --root");
-  status->add_option("--timeout", cluster_args.timeout_seconds,
-                     "seconds to wait for the primary (default 5)")
+      "status",
+      "show the local ledger's head, blocks and lookup index; with --primary, the "
+      "replication status of the cluster as the primary sees it");
+  auto* status_primary =
+      status->add_option("--primary", cluster_args.primary,
+                         "host:port of the primary's gRPC server: ask it for every replica's state "
+                         "and lag instead of reading --root");
+  status
+      ->add_option("--timeout", cluster_args.timeout_seconds,
+                   "seconds to wait for the primary (default 5)")
       ->check(CLI::PositiveNumber)
       ->needs(status_primary);
   auto* status_json = status->add_flag("--json", cluster_args.json,

@@ -6,8 +6,8 @@
 #include <iosfwd>
 
 #include "absl/status/status.h"
-#include "common/btrfs/btrfs.h"
 #include "common/base/clock.h"
+#include "common/btrfs/btrfs.h"
 
 namespace snapledger {
 

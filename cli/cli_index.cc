@@ -1,17 +1,17 @@
 #include "cli/cli_index.h"
 
+#include <grpcpp/grpcpp.h>
+
 #include <chrono>
 #include <filesystem>
 #include <iostream>
 
-#include <grpcpp/grpcpp.h>
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/lookup/event_query.h"
 #include "common/index/similarity_query.h"
 #include "common/index/vector_index_config.h"
+#include "common/lookup/event_query.h"
 #include "snapledger/v1/snapledger.grpc.pb.h"
 
 namespace snapledger {
@@ -48,11 +48,10 @@ Outcome FromStatus(const absl::Status& st, std::string_view doing) {
 Outcome FromGrpc(const grpc::Status& st, const std::string& node, std::string_view doing) {
   if (st.error_code() == grpc::StatusCode::UNAVAILABLE ||
       st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
-    return Fail(kExitError, absl::StrCat("cannot reach the node at ", node, ": ",
-                                         st.error_message()));
-  return FromStatus(absl::Status(static_cast<absl::StatusCode>(st.error_code()),
-                                 st.error_message()),
-                    doing);
+    return Fail(kExitError,
+                absl::StrCat("cannot reach the node at ", node, ": ", st.error_message()));
+  return FromStatus(
+      absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message()), doing);
 }
 
 std::string WithThousands(uint64_t n) {
@@ -132,9 +131,15 @@ void PrintHit(std::ostream& out, float score, const std::string& line) {
 Outcome SimilarRemote(const IndexCommands::Args& a, const SimilarQuestion& q, const CliEnv& env) {
   v1::SimilarRequest request;
   switch (q.like) {
-    case SimilarQuestion::Like::kText: request.set_text(q.text); break;
-    case SimilarQuestion::Like::kBody: request.set_body_json(q.text); break;
-    case SimilarQuestion::Like::kSeq: request.set_seq(q.seq); break;
+    case SimilarQuestion::Like::kText:
+      request.set_text(q.text);
+      break;
+    case SimilarQuestion::Like::kBody:
+      request.set_body_json(q.text);
+      break;
+    case SimilarQuestion::Like::kSeq:
+      request.set_seq(q.seq);
+      break;
   }
   request.set_k(static_cast<uint32_t>(q.k));
   if (q.from_ts) request.set_from_ts_micros(*q.from_ts);
@@ -144,14 +149,15 @@ Outcome SimilarRemote(const IndexCommands::Args& a, const SimilarQuestion& q, co
     f->set_field(m.field);
     f->set_value_json(m.value.dump());
   }
-  auto stub = v1::Similarity::NewStub(
-      grpc::CreateChannel(a.node, grpc::InsecureChannelCredentials()));
+  auto stub =
+      v1::Similarity::NewStub(grpc::CreateChannel(a.node, grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   SetDeadline(&context, a.timeout_seconds);
   v1::SimilarResponse response;
   grpc::Status st = stub->Similar(&context, request, &response);
   if (!st.ok()) return FromGrpc(st, a.node, "similar");
-  for (const v1::SimilarHit& hit : response.hits()) PrintHit(*env.out, hit.score(), hit.event().line());
+  for (const v1::SimilarHit& hit : response.hits())
+    PrintHit(*env.out, hit.score(), hit.event().line());
   return {kExitOk, ""};
 }
 
@@ -195,8 +201,7 @@ class ProgressPrinter {
 };
 
 Outcome RebuildRemote(const IndexCommands::Args& a, const CliEnv& env) {
-  auto stub =
-      v1::Admin::NewStub(grpc::CreateChannel(a.node, grpc::InsecureChannelCredentials()));
+  auto stub = v1::Admin::NewStub(grpc::CreateChannel(a.node, grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   ProgressPrinter printer(env);
   auto reader = stub->RebuildIndex(&context, v1::RebuildIndexRequest());
@@ -248,9 +253,8 @@ std::string RenderRebuildProgress(const RebuildProgressInfo& info, bool terminal
   const double seconds = absl::ToDoubleSeconds(info.elapsed);
   const double rate = seconds > 0 ? static_cast<double>(info.bytes_done) / seconds : 0;
   const double fraction =
-      info.bytes_total > 0
-          ? std::min(1.0, static_cast<double>(info.bytes_done) / info.bytes_total)
-          : 1.0;
+      info.bytes_total > 0 ? std::min(1.0, static_cast<double>(info.bytes_done) / info.bytes_total)
+                           : 1.0;
   const int percent = static_cast<int>(fraction * 100);
   std::string eta;
   if (rate > 0 && info.bytes_total >= info.bytes_done) {
@@ -259,13 +263,13 @@ std::string RenderRebuildProgress(const RebuildProgressInfo& info, bool terminal
   }
   const std::string mbps = absl::StrFormat("%.1f MB/s", rate / 1e6);
   if (!terminal)
-    return absl::StrCat("rebuild-index: ", info.events_done, "/", info.events_total,
-                        " events (", percent, "%), ", mbps, eta);
+    return absl::StrCat("rebuild-index: ", info.events_done, "/", info.events_total, " events (",
+                        percent, "%), ", mbps, eta);
   constexpr int kWidth = 20;
   const int filled = static_cast<int>(fraction * kWidth);
   return absl::StrCat("[", std::string(filled, '#'), std::string(kWidth - filled, '-'), "] ",
-                      absl::StrFormat("%3d%%", percent), "  ", WithThousands(info.events_done),
-                      "/", WithThousands(info.events_total), " events  ", mbps, eta);
+                      absl::StrFormat("%3d%%", percent), "  ", WithThousands(info.events_done), "/",
+                      WithThousands(info.events_total), " events  ", mbps, eta);
 }
 
 IndexCommands::IndexCommands(CLI::App& app) : args_(std::make_unique<Args>()) {
@@ -287,8 +291,9 @@ IndexCommands::IndexCommands(CLI::App& app) : args_(std::make_unique<Args>()) {
     cmd->add_option("--embedder-model", a.embedder_model, "the model name for --embedder-url");
   };
   similar_ = app.add_subcommand(
-      "similar", "print the events most similar to --text, --like-json or --seq, best first "
-                 "(score TAB line); needs the vector index, built on first use");
+      "similar",
+      "print the events most similar to --text, --like-json or --seq, best first "
+      "(score TAB line); needs the vector index, built on first use");
   similar_->add_option("--text", a.text, "free text, e.g. \"port_vlan_changed compute-03\"");
   similar_->add_option("--like-json", a.body_json, "an event body (JSON object)");
   similar_->add_option("--seq", a.seq, "the event with this seq (not printed itself)")
@@ -301,9 +306,10 @@ IndexCommands::IndexCommands(CLI::App& app) : args_(std::make_unique<Args>()) {
                        "field=value: only events whose body has this top-level field value "
                        "(repeatable)");
   add_index_options(similar_);
-  rebuild_ = app.add_subcommand(
-      "rebuild-index", "rebuild the vector index from the log beside the old one, then swap "
-                       "it in (the old one answers until then)");
+  rebuild_ =
+      app.add_subcommand("rebuild-index",
+                         "rebuild the vector index from the log beside the old one, then swap "
+                         "it in (the old one answers until then)");
   add_index_options(rebuild_);
 }
 

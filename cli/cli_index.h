@@ -10,8 +10,8 @@
 #include <string>
 
 #include "absl/time/time.h"
-#include "common/index/similarity_index.h"
 #include "cli/cli.h"
+#include "common/index/similarity_index.h"
 
 namespace snapledger {
 
@@ -33,8 +33,7 @@ class IndexCommands {
   // empty)}. `ledger_dir` is <root>/live (empty when no --root was given: only --node works),
   // `index_root` the derived indexes' directory.
   std::optional<std::pair<int, std::string>> Run(const std::string& ledger_dir,
-                                                 const std::string& index_root,
-                                                 const CliEnv& env);
+                                                 const std::string& index_root, const CliEnv& env);
 
   struct Args;
 

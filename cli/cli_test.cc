@@ -1,12 +1,11 @@
 #include "cli/cli.h"
 
 #include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <grpcpp/grpcpp.h>
-#include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -331,9 +330,9 @@ TEST_F(ClusterStatusTest, APrimaryThatNeverAnswersTimesOut) {
   SilentPort silent(/*listen=*/true);
   auto r = Run({"status", "--primary", silent.address(), "--timeout", "0.2"});
   EXPECT_EQ(r.code, kExitError);
-  EXPECT_NE(r.err.find("cannot reach the primary at " + silent.address() +
-                       ": no answer within 0.2 s"),
-            std::string::npos)
+  EXPECT_NE(
+      r.err.find("cannot reach the primary at " + silent.address() + ": no answer within 0.2 s"),
+      std::string::npos)
       << r.err;
 }
 
@@ -362,8 +361,8 @@ namespace {
 TEST_F(CliTest, SimilarBuildsTheVectorIndexOnFirstUseAndFindsTheClosestEvents) {
   ASSERT_EQ(Run({"init"}).code, kExitOk);
   ASSERT_EQ(Run({"append"}, Events(1, 40)).code, kExitOk);
-  auto marker = Run({"append", "--json",
-                     R"({"event":"bridge_deleted","bridge":"br-ex","host":"network-02"})"});
+  auto marker = Run(
+      {"append", "--json", R"({"event":"bridge_deleted","bridge":"br-ex","host":"network-02"})"});
   ASSERT_EQ(marker.code, kExitOk) << marker.err;
 
   auto similar = Run({"similar", "--text", "bridge_deleted br-ex network-02", "-k", "3"});

@@ -47,8 +47,7 @@ absl::StatusOr<LayerTable> ParseLayerTable(const std::string& doc) {
   for (absl::string_view line : absl::StrSplit(doc.substr(begin, end - begin), '\n')) {
     if (!absl::StartsWith(line, "| ") || absl::StartsWith(line, "| layer")) continue;
     std::vector<std::string> cells = absl::StrSplit(line, '|');
-    if (cells.size() != 5)
-      return absl::InvalidArgumentError(absl::StrCat("malformed row: ", line));
+    if (cells.size() != 5) return absl::InvalidArgumentError(absl::StrCat("malformed row: ", line));
     std::string layer(absl::StripAsciiWhitespace(cells[1]));
     std::vector<std::string>& uses = table[layer];
     for (absl::string_view use : absl::StrSplit(cells[3], ',', absl::SkipWhitespace()))
@@ -79,8 +78,7 @@ std::optional<std::string> LayerOf(const LayerTable& table, const std::string& p
     return kProto;
   std::optional<std::string> best;
   for (const auto& [layer, uses] : table) {
-    if (absl::StartsWith(path, layer + "/") && (!best || layer.size() > best->size()))
-      best = layer;
+    if (absl::StartsWith(path, layer + "/") && (!best || layer.size() > best->size())) best = layer;
   }
   if (!best && absl::StartsWith(path, "tests/integration/")) return "tests/integration";
   return best;
@@ -186,16 +184,15 @@ TEST(Layering, LayersBelowAreAllowedTransitively) {
 TEST(Layering, ProductionCodeNeverIncludesTesting) {
   EXPECT_THAT(CheckFile(SmallTable(), "primary/daemon.cc", "#include \"common/testing/fake.h\""),
               ElementsAre(HasSubstr("primary may not include common/testing/fake.h")));
-  EXPECT_THAT(CheckFile(SmallTable(), "primary/daemon_test.cc",
-                        "#include \"common/testing/fake.h\""),
-              IsEmpty());
+  EXPECT_THAT(
+      CheckFile(SmallTable(), "primary/daemon_test.cc", "#include \"common/testing/fake.h\""),
+      IsEmpty());
 }
 
 TEST(Layering, ARoleNeverIncludesAnotherOutsideTests) {
   EXPECT_THAT(CheckFile(SmallTable(), "primary/daemon.cc", "#include \"replica/receiver.h\""),
               ElementsAre(HasSubstr("primary may not include replica/receiver.h")));
-  EXPECT_THAT(CheckFile(SmallTable(), "primary/daemon_test.cc",
-                        "#include \"replica/receiver.h\""),
+  EXPECT_THAT(CheckFile(SmallTable(), "primary/daemon_test.cc", "#include \"replica/receiver.h\""),
               IsEmpty());
 }
 

@@ -7,10 +7,10 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/base/status_macros.h"
 #include "common/ledger/head_file.h"
 #include "common/transport/receive_protocol.h"
 #include "common/transport/receive_session.h"
-#include "common/base/status_macros.h"
 
 namespace snapledger {
 namespace {
@@ -385,9 +385,8 @@ void BlockShipper::RunSessionTransfer(const SendStep& step, const std::string& o
     absl::StatusOr<std::optional<std::string>> verdict = receiver_->ReadLine(kMaxVerdictLine - 1);
     if (!verdict.ok()) {
       // A line past kMaxVerdictLine is the replica's command misbehaving, not a bad block.
-      t.exit = absl::IsDataLoss(verdict.status())
-                   ? absl::AbortedError(verdict.status().message())
-                   : verdict.status();
+      t.exit = absl::IsDataLoss(verdict.status()) ? absl::AbortedError(verdict.status().message())
+                                                  : verdict.status();
     } else if (verdict->has_value()) {
       std::string line = absl::StrCat(**verdict, "\n");
       absl::StatusOr<ReceiveVerdict> answer = ParseReceiveVerdict(**verdict);
@@ -420,7 +419,7 @@ absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epo
   // The watchdog has stopped: nothing aborts the session from here on.
   auto drop_session = [&] {
     t.remote.reset();  // the channel must go before the session that owns it
-    DropSession();  // reconnect next time (and start a new receive command)
+    DropSession();     // reconnect next time (and start a new receive command)
   };
   // Whatever failed below, a receive session's command has ended or must end: the next
   // transfer starts a new one.

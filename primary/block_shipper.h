@@ -18,9 +18,9 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "common/ledger/block.h"
-#include "common/btrfs/btrfs.h"
 #include "common/base/clock.h"
+#include "common/btrfs/btrfs.h"
+#include "common/ledger/block.h"
 #include "common/ledger/head_file.h"
 #include "common/transport/ssh_transport.h"
 #include "common/transport/zstd_stream.h"
@@ -47,9 +47,9 @@ struct ReplicaTarget {
 // Where one transfer's time went, in seconds. The primary measures the first three; the
 // replica reports the rest in its answer (0 when it did not).
 struct TransferPhases {
-  double open = 0;     // the channel opened and the receive command started (SSH exec)
-  double stream = 0;   // `btrfs send` into the channel, until its last byte was accepted
-  double verdict = 0;  // from the end of the stream to the replica's answer
+  double open = 0;             // the channel opened and the receive command started (SSH exec)
+  double stream = 0;           // `btrfs send` into the channel, until its last byte was accepted
+  double verdict = 0;          // from the end of the stream to the replica's answer
   double replica_stream = 0;   // the replica's `btrfs receive`
   double replica_verify = 0;   // the replica's verification
   double replica_promote = 0;  // the replica finishing the write-back and naming the block

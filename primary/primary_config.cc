@@ -147,8 +147,8 @@ absl::Status ValidatePrimaryConfig(const PrimaryConfig& config) {
   for (const ReplicaTarget& r : config.replicas) {
     if (r.id.empty() || r.endpoint.host.empty())
       return absl::InvalidArgumentError(
-          absl::StrCat("replicas: every replica needs an id and a host (id '", r.id,
-                       "', host '", r.endpoint.host, "')"));
+          absl::StrCat("replicas: every replica needs an id and a host (id '", r.id, "', host '",
+                       r.endpoint.host, "')"));
     if (r.endpoint.port < 1 || r.endpoint.port > 65535)
       return absl::InvalidArgumentError(absl::StrCat("replicas: replica '", r.id, "' port ",
                                                      r.endpoint.port, " is not in 1-65535"));

@@ -8,8 +8,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "common/ledger/block.h"
 #include "common/index/vector_index_config.h"
+#include "common/ledger/block.h"
 #include "common/transport/ssh_transport.h"
 #include "primary/block_shipper.h"
 #include "primary/replication_plan.h"
@@ -17,7 +17,7 @@
 namespace snapledger {
 
 struct ShippingConfig {
-  absl::Duration watchdog = absl::Seconds(30);          // abort a transfer moving no bytes
+  absl::Duration watchdog = absl::Seconds(30);  // abort a transfer moving no bytes
   // Abort a transfer whose stream has ended but whose verdict has not come: on a link that
   // died after the last write, this is what notices it (BlockShipperOptions::verdict_timeout).
   absl::Duration verdict_timeout = absl::Minutes(10);
@@ -30,18 +30,18 @@ struct ShippingConfig {
 
 struct PrimaryConfig {
   std::string node_id = "primary";
-  std::string ledger_root;                  // required; on btrfs
-  uint64_t epoch = 1;                       // used when the ledger is created
+  std::string ledger_root;  // required; on btrfs
+  uint64_t epoch = 1;       // used when the ledger is created
   std::string grpc_listen = "127.0.0.1:7400";
   std::string metrics_listen = "127.0.0.1:9400";  // empty: no metrics endpoint
-  std::string index_dir;                    // lookup index; default <ledger_root>/index/lookup
+  std::string index_dir;  // lookup index; default <ledger_root>/index/lookup
   BlockPolicy blocks;
   RetentionLimits retention;
-  SshEndpoint ssh;                          // identity, known_hosts, ciphers for every replica
+  SshEndpoint ssh;  // identity, known_hosts, ciphers for every replica
   ShippingConfig shipping;
-  std::vector<ReplicaTarget> replicas;      // endpoint host/port/user per replica
+  std::vector<ReplicaTarget> replicas;  // endpoint host/port/user per replica
   absl::Duration stall_after = absl::Seconds(30);
-  VectorIndexConfig vector_index;           // dir defaults to <ledger_root>/index/vectors
+  VectorIndexConfig vector_index;  // dir defaults to <ledger_root>/index/vectors
 };
 
 // Reads and validates `path`. InvalidArgument naming the file and key for a bad or unknown

@@ -1,8 +1,8 @@
 #include "primary/primary_config.h"
 
-#include <fstream>
-
 #include <gtest/gtest.h>
+
+#include <fstream>
 
 #include "common/testing/temp_dir.h"
 
@@ -109,7 +109,8 @@ TEST_F(PrimaryConfigTest, UnknownKeyIsNamed) {
 }
 
 TEST_F(PrimaryConfigTest, BadValueNamesTheKeyAndIndex) {
-  auto config = LoadPrimaryConfig(Write("ledger_root: /x\nreplicas:\n  - {id: r1, host: h, port: abc}\n"));
+  auto config =
+      LoadPrimaryConfig(Write("ledger_root: /x\nreplicas:\n  - {id: r1, host: h, port: abc}\n"));
   ASSERT_FALSE(config.ok());
   EXPECT_NE(config.status().message().find("replicas[0].port"), std::string::npos)
       << config.status();
@@ -131,9 +132,9 @@ TEST_F(PrimaryConfigTest, ReplicasNeedKnownHosts) {
 }
 
 TEST_F(PrimaryConfigTest, DuplicateReplicaIdsAreRejected) {
-  auto config = LoadPrimaryConfig(Write(
-      "ledger_root: /x\nssh: {identity_file: /k, known_hosts_file: /kh}\nreplicas:\n"
-      "  - {id: r1, host: a}\n  - {id: r1, host: b}\n"));
+  auto config = LoadPrimaryConfig(
+      Write("ledger_root: /x\nssh: {identity_file: /k, known_hosts_file: /kh}\nreplicas:\n"
+            "  - {id: r1, host: a}\n  - {id: r1, host: b}\n"));
   ASSERT_TRUE(config.ok());
   EXPECT_TRUE(absl::IsInvalidArgument(ValidatePrimaryConfig(*config)));
 }

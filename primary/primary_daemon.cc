@@ -1,23 +1,23 @@
 #include "primary/primary_daemon.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <mutex>
 #include <thread>
 
-#include <spdlog/spdlog.h>
-
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/base/fmt_absl.h"
+#include "common/base/status_macros.h"
 #include "common/ledger/block_maker.h"
 #include "common/ledger/event_log.h"
 #include "common/lookup/event_query.h"
-#include "common/base/fmt_absl.h"
 #include "common/node/node_services.h"
 #include "common/ops/metrics.h"
 #include "common/rpc/ledger_service.h"
-#include "common/base/status_macros.h"
 #include "primary/block_shipper.h"
 #include "primary/replica_driver.h"
 #include "primary/replication_service.h"
@@ -100,8 +100,9 @@ class PrimaryDaemon::Impl {
   // False once the daemon is stopping.
   bool Wait(uint64_t* seen_generation, absl::Duration timeout);
   // A driver's replica is free for a block: wakes the block loop, which then cuts as soon as
-  // the policy's on-demand spacing allows (BlockPolicy); nothing when that is off. The request stands until a block is
-  // cut. Drivers call it at most once per transfer or idle poll, so the loop cannot spin.
+  // the policy's on-demand spacing allows (BlockPolicy); nothing when that is off. The request
+  // stands until a block is cut. Drivers call it at most once per transfer or idle poll, so the
+  // loop cannot spin.
   void WantBlock();
   // After a transfer: unless a block was cut within the on-demand spacing or nothing waits,
   // asks for a block (WantBlock) and waits for it (up to kFreshBlockWait), so the replica's
@@ -179,8 +180,8 @@ absl::Status PrimaryDaemon::Impl::Init() {
   query_ = std::make_unique<EventQuery>(layout_.live(), node_->LookupIndexDir());
   observer_ = std::make_unique<MetricsAppendObserver>(*metrics_);
   ledger_service_ = std::make_unique<LedgerService>(*log_, 256, observer_.get(), clock_);
-  replication_service_ =
-      std::make_unique<ReplicationService>(*state_, [this] { return Position(); }, clock_);
+  replication_service_ = std::make_unique<ReplicationService>(
+      *state_, [this] { return Position(); }, clock_);
   RoleServing serving;
   serving.services = {ledger_service_.get(), replication_service_.get()};
   serving.events = [q = std::shared_ptr<EventQuery>(query_.get(), [](EventQuery*) {})] {
@@ -303,10 +304,10 @@ bool PrimaryDaemon::Impl::AwaitingFirstReports() {
 }
 
 void PrimaryDaemon::Impl::BlockLoop() {
-  absl::Duration tick = config_.blocks.max_age == absl::ZeroDuration()
-                            ? absl::Milliseconds(50)
-                            : std::clamp(config_.blocks.max_age / 4, absl::Milliseconds(5),
-                                         absl::Milliseconds(100));
+  absl::Duration tick =
+      config_.blocks.max_age == absl::ZeroDuration()
+          ? absl::Milliseconds(50)
+          : std::clamp(config_.blocks.max_age / 4, absl::Milliseconds(5), absl::Milliseconds(100));
   const absl::Duration spacing = config_.blocks.on_demand_spacing;
   absl::Duration wait = tick;
   do {
@@ -338,9 +339,10 @@ void PrimaryDaemon::Impl::CutAndRetain() {
   }
   for (const std::string& id : plan.newly_dropped_holds) {
     metrics_->ForReplica(id).holds_dropped.Increment();
-    spdlog::warn("replica {} is more than {} blocks behind: its hold is dropped, and it will be "
-                 "re-bootstrapped with a full send",
-                 id, config_.retention.max_blocks_behind);
+    spdlog::warn(
+        "replica {} is more than {} blocks behind: its hold is dropped, and it will be "
+        "re-bootstrapped with a full send",
+        id, config_.retention.max_blocks_behind);
   }
   bool replica_waiting;
   {
@@ -355,8 +357,8 @@ void PrimaryDaemon::Impl::CutAndRetain() {
     spdlog::error("cutting a block failed: {}", cut.status());
   } else if (*cut) {
     metrics_->blocks_cut().Increment();
-    metrics_->snapshot_duration().Observe(
-        static_cast<double>(clock_->MonotonicNanos() - start) / 1e9);
+    metrics_->snapshot_duration().Observe(static_cast<double>(clock_->MonotonicNanos() - start) /
+                                          1e9);
   }
   if (absl::Status s = RefreshBlocks(); !s.ok()) {
     spdlog::error("listing blocks failed: {}", s);

@@ -16,8 +16,8 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "common/btrfs/btrfs.h"
 #include "common/base/clock.h"
+#include "common/btrfs/btrfs.h"
 #include "common/transport/ssh_transport.h"
 #include "primary/primary_config.h"
 

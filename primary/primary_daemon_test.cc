@@ -104,8 +104,8 @@ class PrimaryDaemonTest : public ::testing::Test {
   }
 
   void Connect(int port) {
-    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
-                                   grpc::InsecureChannelCredentials());
+    channel_ =
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
     ledger_ = v1::Ledger::NewStub(channel_);
     replication_ = v1::Replication::NewStub(channel_);
   }
@@ -154,13 +154,13 @@ TEST_F(PrimaryDaemonTest, AppendsCutBlocksAndAnUnreachableReplicaShowsAsFailing)
   EXPECT_EQ(health.status(), grpc::health::v1::HealthCheckResponse::SERVING);
 
   AppendN(25);
-  ASSERT_TRUE(Eventually([&] { return ParseBlockName(Status().newest_block()).value_or(BlockInfo{}).seq == 25; }))
-      << Status().DebugString();
+  ASSERT_TRUE(Eventually([&] {
+    return ParseBlockName(Status().newest_block()).value_or(BlockInfo{}).seq == 25;
+  })) << Status().DebugString();
   v1::ClusterStatusResponse status;
   ASSERT_TRUE(Eventually([&] {
     status = Status();
-    return status.replicas_size() == 1 &&
-           status.replicas(0).state() == v1::REPLICA_STATE_FAILING;
+    return status.replicas_size() == 1 && status.replicas(0).state() == v1::REPLICA_STATE_FAILING;
   })) << status.DebugString();
   EXPECT_EQ(status.primary_head().seq(), 25u);
   EXPECT_EQ(status.replicas(0).replica_id(), "r1");
@@ -251,9 +251,10 @@ TEST_F(PrimaryDaemonTest, ReplicaReportsItsNewestBlockAndServesQueriesFromIt) {
   absl::StatusOr<std::optional<HeadRecord>> head = ReadHeadFile(root + "/source");
   ASSERT_TRUE(head.ok() && *head);
   BlockInfo block = *BlockForHead((*head)->head.seq, (*head)->head.hash);
-  ASSERT_TRUE(btrfs_.CreateSnapshot(root + "/source", root + "/blocks/" + block.name,
-                                    SnapshotKind::kReadOnly)
-                  .ok());
+  ASSERT_TRUE(
+      btrfs_
+          .CreateSnapshot(root + "/source", root + "/blocks/" + block.name, SnapshotKind::kReadOnly)
+          .ok());
 
   ReplicaConfig rc;
   rc.node_id = "r1";

@@ -2,14 +2,14 @@
 // file (docs/CONFIG.md); flags override the file. Stops cleanly on SIGTERM or SIGINT.
 //
 // Exit codes: 0 stopped by a signal, 1 failed to start, 2 bad usage or configuration.
-#include <iostream>
-
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
-#include "common/btrfs/btrfs.h"
+#include <CLI/CLI.hpp>
+#include <iostream>
+
 #include "common/base/fmt_absl.h"
 #include "common/base/signals.h"
+#include "common/btrfs/btrfs.h"
 #include "common/transport/ssh_transport.h"
 #include "primary/primary_config.h"
 #include "primary/primary_daemon.h"
@@ -45,8 +45,8 @@ int main(int argc, char** argv) {
   }
 
   snapledger::BtrfsPtr btrfs = snapledger::Btrfs::Linux();
-  auto daemon = snapledger::PrimaryDaemon::Start(*config, *btrfs,
-                                                 *snapledger::SshTransport::Libssh());
+  auto daemon =
+      snapledger::PrimaryDaemon::Start(*config, *btrfs, *snapledger::SshTransport::Libssh());
   if (!daemon.ok()) {
     std::cerr << "snapledger-primary: cannot start: " << daemon.status() << "\n";
     return 1;

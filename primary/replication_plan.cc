@@ -33,10 +33,10 @@ std::optional<PlanConflict> FindConflict(const std::vector<BlockInfo>& primary_b
   }
   if (!replica_blocks.empty() && !primary_blocks.empty() &&
       replica_blocks.back().seq > primary_blocks.back().seq)
-    return PlanConflict{PlanConflict::Kind::kReplicaAhead,
-                        absl::StrCat("replica holds ", replica_blocks.back().name,
-                                     ", newer than the primary's newest block ",
-                                     primary_blocks.back().name)};
+    return PlanConflict{
+        PlanConflict::Kind::kReplicaAhead,
+        absl::StrCat("replica holds ", replica_blocks.back().name,
+                     ", newer than the primary's newest block ", primary_blocks.back().name)};
   return std::nullopt;
 }
 

@@ -67,9 +67,9 @@ struct RetentionLimits {
 };
 
 struct PrimaryRetentionPlan {
-  std::set<std::string> holds;                // block names kept for replicas
-  std::vector<std::string> dropped_holds;     // ids of replicas whose hold was dropped
-  std::vector<std::string> delete_blocks;     // oldest first
+  std::set<std::string> holds;             // block names kept for replicas
+  std::vector<std::string> dropped_holds;  // ids of replicas whose hold was dropped
+  std::vector<std::string> delete_blocks;  // oldest first
 };
 
 // What the primary may delete: never a block some replica still needs as its parent, unless

@@ -43,8 +43,8 @@ grpc::Status ReplicationService::ClusterStatus(grpc::ServerContext*,
   PrimaryPosition position = position_();
   ToProtoHead(position.head, response->mutable_primary_head());
   if (!position.blocks.empty()) response->set_newest_block(position.blocks.back().name);
-  for (const ReplicaLag& lag : state_.Evaluate(position.head, position.blocks,
-                                               clock_->NowMicros())) {
+  for (const ReplicaLag& lag :
+       state_.Evaluate(position.head, position.blocks, clock_->NowMicros())) {
     v1::ReplicaStatus* r = response->add_replicas();
     r->set_replica_id(lag.replica_id);
     r->set_state(ToProtoState(lag.health));

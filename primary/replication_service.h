@@ -6,8 +6,8 @@
 #include <functional>
 #include <vector>
 
-#include "common/ledger/block.h"
 #include "common/base/clock.h"
+#include "common/ledger/block.h"
 #include "common/ledger/head_file.h"
 #include "primary/replication_state.h"
 #include "snapledger/v1/snapledger.grpc.pb.h"

@@ -45,14 +45,13 @@ ReplicationState::ReplicationState(const std::vector<std::string>& replica_ids,
 absl::Status ReplicationState::ApplyReport(const ReplicaReport& report, int64_t now_micros) {
   for (const std::string& name : report.verified_blocks)
     if (absl::StatusOr<BlockInfo> b = ParseBlockName(name); !b.ok())
-      return absl::InvalidArgumentError(
-          absl::StrCat("replica ", report.replica_id, " reported a bad block name: ",
-                       b.status().message()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "replica ", report.replica_id, " reported a bad block name: ", b.status().message()));
   absl::MutexLock lock(&mu_);
   auto it = replicas_.find(report.replica_id);
   if (it == replicas_.end())
-    return absl::NotFoundError(absl::StrCat("replica '", report.replica_id,
-                                            "' is not in this primary's configuration"));
+    return absl::NotFoundError(
+        absl::StrCat("replica '", report.replica_id, "' is not in this primary's configuration"));
   Replica& r = it->second;
   std::optional<BlockInfo> newest = NewestBlock(report.verified_blocks);
   r.report = report;
@@ -81,8 +80,7 @@ std::optional<ReplicaView> ReplicationState::TakeReportedView(const std::string&
 
 ReplicaView ReplicationState::RetentionView(const std::string& id, const Replica& r) {
   if (!r.report) return r.driver_view;
-  return ReplicaView{id,
-                     MergeReported(r.report->verified_blocks, r.driver_view.verified_blocks)};
+  return ReplicaView{id, MergeReported(r.report->verified_blocks, r.driver_view.verified_blocks)};
 }
 
 bool ReplicationState::HasReported(const std::string& id) {

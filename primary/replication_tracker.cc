@@ -56,9 +56,9 @@ std::vector<ReplicaLag> ReplicationTracker::Evaluate(const HeadRecord& primary_h
     lag.lag_bytes = primary_head.log_bytes > r.head.log_bytes && r.block
                         ? primary_head.log_bytes - r.head.log_bytes
                         : (r.block ? 0 : primary_head.log_bytes);
-    lag.lag_blocks = static_cast<uint64_t>(
-        std::count_if(primary_blocks.begin(), primary_blocks.end(),
-                      [&](const BlockInfo& b) { return b.seq > seq; }));
+    lag.lag_blocks =
+        static_cast<uint64_t>(std::count_if(primary_blocks.begin(), primary_blocks.end(),
+                                            [&](const BlockInfo& b) { return b.seq > seq; }));
     if (lag.lag_events > 0 && r.block)
       lag.lag_seconds =
           std::max<double>(0, static_cast<double>(primary_head.head.ts - r.head.head.ts) / 1e6);

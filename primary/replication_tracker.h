@@ -22,11 +22,11 @@ struct ReplicaLag {
   std::string replica_id;
   ReplicaHealth health = ReplicaHealth::kUnknown;
   std::optional<std::string> last_verified_block;
-  HeadRecord head;              // the replica's newest verified head (seq 0 if none)
-  uint64_t lag_events = 0;      // primary head seq - replica head seq
-  uint64_t lag_blocks = 0;      // primary blocks newer than the replica's newest
-  uint64_t lag_bytes = 0;       // primary log bytes - replica log bytes
-  double lag_seconds = 0;       // primary head ts - replica head ts (0 when caught up)
+  HeadRecord head;                  // the replica's newest verified head (seq 0 if none)
+  uint64_t lag_events = 0;          // primary head seq - replica head seq
+  uint64_t lag_blocks = 0;          // primary blocks newer than the replica's newest
+  uint64_t lag_bytes = 0;           // primary log bytes - replica log bytes
+  double lag_seconds = 0;           // primary head ts - replica head ts (0 when caught up)
   int64_t last_success_micros = 0;  // wall clock of the last verified transfer; 0 if none
   std::string last_error;
 };

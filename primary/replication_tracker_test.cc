@@ -50,8 +50,7 @@ TEST_F(TrackerTest, ReplicaAtTheNewestBlockIsInSyncWithZeroBlockLag) {
 TEST_F(TrackerTest, BehindButRecentlySuccessfulIsCatchingUpThenStalled) {
   tracker_.RecordVerified("r1", Block(400), Head(400, 90, 40000), 100 * kSecond);
   std::vector<BlockInfo> blocks = {Block(400), Block(500)};
-  EXPECT_EQ(Only(Head(500, 110, 50000), blocks, 110 * kSecond).health,
-            ReplicaHealth::kCatchingUp);
+  EXPECT_EQ(Only(Head(500, 110, 50000), blocks, 110 * kSecond).health, ReplicaHealth::kCatchingUp);
   EXPECT_EQ(Only(Head(500, 140, 50000), blocks, 140 * kSecond).health, ReplicaHealth::kStalled);
 }
 
@@ -72,9 +71,9 @@ TEST_F(TrackerTest, FailureAfterTheLastSuccessIsFailingWithItsError) {
 TEST_F(TrackerTest, LateConfirmationOfAnOlderBlockChangesNothing) {
   tracker_.RecordVerified("r1", Block(500), Head(500, 100, 50000), 100 * kSecond);
   tracker_.RecordVerified("r1", Block(400), Head(400, 90, 40000), 101 * kSecond);
-  EXPECT_EQ(Only(Head(500, 100, 50000), {Block(400), Block(500)}, 101 * kSecond)
-                .last_verified_block,
-            Block(500).name);
+  EXPECT_EQ(
+      Only(Head(500, 100, 50000), {Block(400), Block(500)}, 101 * kSecond).last_verified_block,
+      Block(500).name);
 }
 
 }  // namespace

@@ -19,10 +19,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/ledger/block.h"
 #include "common/base/byte_stream.h"
 #include "common/base/clock.h"
 #include "common/btrfs/btrfs.h"
+#include "common/ledger/block.h"
 #include "common/ledger/event_format.h"
 #include "common/ledger/head_file.h"
 #include "replica/stream_verifier.h"
@@ -31,9 +31,9 @@ namespace snapledger {
 
 // The receive command's arguments, as given by the primary.
 struct ReceiveRequest {
-  std::string block;                  // block-<seq>-<hash12>
-  std::optional<std::string> parent;  // the delta's parent, a block this replica holds
-  uint64_t epoch = 0;                 // the primary's epoch; the block's head file must match
+  std::string block;                   // block-<seq>-<hash12>
+  std::optional<std::string> parent;   // the delta's parent, a block this replica holds
+  uint64_t epoch = 0;                  // the primary's epoch; the block's head file must match
   std::optional<ChainHead> announced;  // the head the primary announced (seq and full hash)
 };
 
@@ -54,11 +54,11 @@ struct ReceiveTimings {
 
 struct ReceiveResult {
   BlockInfo block;
-  HeadRecord head;             // the promoted block's head
+  HeadRecord head;  // the promoted block's head
   uint64_t events_verified = 0;
   uint64_t prefix_bytes_shared = 0;    // old bytes proven unchanged by shared extents
   uint64_t prefix_bytes_compared = 0;  // old bytes read and compared with the parent
-  bool already_held = false;   // the block was already verified here; the stream was drained
+  bool already_held = false;  // the block was already verified here; the stream was drained
   ReceiveTimings timings;
   // How much events.jsonl grew over the newest block held before (all of it for the first
   // block; 0 when already held).

@@ -25,15 +25,15 @@ ReceiveRequest Request(std::string block, std::optional<std::string> parent = st
 }
 
 TEST(ValidateReceiveRequest, AcceptsExactBlockNames) {
-  EXPECT_TRUE(ValidateReceiveRequest(Request("block-000000000200-0123456789ab",
-                                             "block-000000000100-ba9876543210"))
+  EXPECT_TRUE(ValidateReceiveRequest(
+                  Request("block-000000000200-0123456789ab", "block-000000000100-ba9876543210"))
                   .ok());
 }
 
 TEST(ValidateReceiveRequest, RejectsPathTricksInBlockAndParent) {
-  for (std::string bad : {"../blocks/block-000000000200-0123456789ab",
-                          "block-000000000200-0123456789ab/..", "/etc/passwd", "..",
-                          "block-000000000200-0123456789ab/../../x", "block-0000000002000123"}) {
+  for (std::string bad :
+       {"../blocks/block-000000000200-0123456789ab", "block-000000000200-0123456789ab/..",
+        "/etc/passwd", "..", "block-000000000200-0123456789ab/../../x", "block-0000000002000123"}) {
     auto st = ValidateReceiveRequest(Request(bad));
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_NE(st.message().find("--block"), absl::string_view::npos) << bad;
@@ -43,8 +43,8 @@ TEST(ValidateReceiveRequest, RejectsPathTricksInBlockAndParent) {
 }
 
 TEST(ValidateReceiveRequest, ParentMustBeOlder) {
-  EXPECT_FALSE(ValidateReceiveRequest(Request("block-000000000100-0123456789ab",
-                                              "block-000000000200-ba9876543210"))
+  EXPECT_FALSE(ValidateReceiveRequest(
+                   Request("block-000000000100-0123456789ab", "block-000000000200-ba9876543210"))
                    .ok());
 }
 

@@ -29,7 +29,7 @@ using ::testing::HasSubstr;
 
 constexpr char kOptions[] =
     " --block block-000000000009-0123456789ab --parent block-000000000004-aaaaaaaaaaaa"
-    " --epoch 3 --head-seq 9 --head-hash " 
+    " --epoch 3 --head-seq 9 --head-hash "
     "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef --compress zstd";
 
 TEST(ParseOriginalCommand, TakesTheTransferArgumentsAfterTheProgram) {
@@ -48,10 +48,10 @@ TEST(ParseOriginalCommand, TakesTheTransferArgumentsAfterTheProgram) {
 }
 
 TEST(ParseOriginalCommand, RefusesAnyOtherProgram) {
-  for (const char* command : {"", "sh -c id", "btrfs receive /", "snapledger-replica serve",
-                              "snapledger-replica", "evil-snapledger-receive --block x",
-                              "snapledger-receive-evil --epoch 1",
-                              "snapledger-replica receive --session", "receive --session"}) {
+  for (const char* command :
+       {"", "sh -c id", "btrfs receive /", "snapledger-replica serve", "snapledger-replica",
+        "evil-snapledger-receive --block x", "snapledger-receive-evil --epoch 1",
+        "snapledger-replica receive --session", "receive --session"}) {
     TransferArgs t;
     std::string error;
     EXPECT_FALSE(ParseOriginalCommand(command, t, &error)) << command;
@@ -61,9 +61,10 @@ TEST(ParseOriginalCommand, RefusesAnyOtherProgram) {
 
 TEST(ParseOriginalCommand, RefusesOptionsItDoesNotKnow) {
   // The root comes from the forced command only; anything else is refused, not ignored.
-  for (const char* command : {"snapledger-receive --root /tmp --block block-000000000009-0123456789ab",
-                              "snapledger-receive --block block-000000000009-0123456789ab ; id",
-                              "snapledger-receive extra-argument"}) {
+  for (const char* command :
+       {"snapledger-receive --root /tmp --block block-000000000009-0123456789ab",
+        "snapledger-receive --block block-000000000009-0123456789ab ; id",
+        "snapledger-receive extra-argument"}) {
     TransferArgs t;
     std::string error;
     EXPECT_FALSE(ParseOriginalCommand(command, t, &error)) << command;
@@ -80,8 +81,8 @@ TEST(ParseOriginalCommand, TakesASessionWithoutTransferArguments) {
 
   // A session's blocks are named on stdin, one request each; not on the command line.
   TransferArgs both;
-  EXPECT_FALSE(ParseOriginalCommand(std::string("snapledger-receive --session") + kOptions, both,
-                                    &error));
+  EXPECT_FALSE(
+      ParseOriginalCommand(std::string("snapledger-receive --session") + kOptions, both, &error));
   EXPECT_THAT(error, HasSubstr("not on the command line"));
 }
 

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -17,10 +16,14 @@ namespace {
 constexpr uint64_t kRotateBytes = 4 << 20;
 
 nlohmann::json ToJson(const ReceiveOutcome& o) {
-  nlohmann::json j = {{"ts", o.ts_micros},          {"block", o.block},
-                      {"ok", o.ok},                 {"already_held", o.already_held},
-                      {"reason", o.reason},         {"error", o.error},
-                      {"log_bytes", o.log_bytes}, {"events_verified", o.events_verified},
+  nlohmann::json j = {{"ts", o.ts_micros},
+                      {"block", o.block},
+                      {"ok", o.ok},
+                      {"already_held", o.already_held},
+                      {"reason", o.reason},
+                      {"error", o.error},
+                      {"log_bytes", o.log_bytes},
+                      {"events_verified", o.events_verified},
                       {"seconds", o.seconds}};
   if (o.parent) j["parent"] = *o.parent;
   return j;
@@ -68,8 +71,7 @@ absl::Status AppendReceiveOutcome(const std::string& root, const ReceiveOutcome&
   return absl::OkStatus();
 }
 
-ReceiveJournalReader::ReceiveJournalReader(std::string root)
-    : path_(ReceiveJournalPath(root)) {
+ReceiveJournalReader::ReceiveJournalReader(std::string root) : path_(ReceiveJournalPath(root)) {
   struct stat st;
   if (::stat(path_.c_str(), &st) == 0) {
     inode_ = st.st_ino;
@@ -122,7 +124,8 @@ void ReceiveJournalReader::ReadLines(int fd, uint64_t size, std::vector<ReceiveO
     } else {
       ReceiveOutcome bad;
       bad.reason = "local";
-      bad.error = absl::StrCat(path_, " line ", line_, " (counted from where the daemon started) "
+      bad.error = absl::StrCat(path_, " line ", line_,
+                               " (counted from where the daemon started) "
                                "is not a receive outcome");
       out->push_back(std::move(bad));
     }

@@ -1,8 +1,8 @@
 #include "replica/receive_journal.h"
 
-#include <fstream>
-
 #include <gtest/gtest.h>
+
+#include <fstream>
 
 #include "common/testing/temp_dir.h"
 

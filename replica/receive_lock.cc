@@ -43,9 +43,9 @@ absl::StatusOr<ReceiveLock> ReceiveLock::Acquire(const std::string& root, absl::
     if (taken) return ReceiveLock(std::move(fd));
     const absl::Time now = clock->Now();
     if (now >= give_up)
-      return absl::FailedPreconditionError(absl::StrCat(
-          "another receive is running on ", root, " (", ReceiveLockPath(root), " still held after ",
-          absl::FormatDuration(patience), ")"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("another receive is running on ", root, " (", ReceiveLockPath(root),
+                       " still held after ", absl::FormatDuration(patience), ")"));
     clock->SleepFor(std::min(pause, give_up - now));
     pause = std::min(pause * 2, absl::Milliseconds(20));
   }

@@ -1,12 +1,11 @@
 #include "replica/receive_lock.h"
 
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "common/testing/manual_clock.h"
 #include "common/testing/temp_dir.h"

@@ -32,7 +32,8 @@ absl::StatusOr<ReplicaConfig> LoadReplicaConfig(const std::string& path) {
 
 absl::Status ValidateReplicaConfig(const ReplicaConfig& config) {
   if (config.node_id.empty())
-    return absl::InvalidArgumentError("node_id: required (the id the primary knows this replica by)");
+    return absl::InvalidArgumentError(
+        "node_id: required (the id the primary knows this replica by)");
   if (config.ledger_root.empty())
     return absl::InvalidArgumentError("ledger_root: required (a directory on btrfs)");
   if (config.grpc_listen.empty()) return absl::InvalidArgumentError("grpc_listen: required");

@@ -11,17 +11,17 @@
 namespace snapledger {
 
 struct ReplicaConfig {
-  std::string node_id;                       // required: the id the primary knows it by
-  std::string ledger_root;                   // required; on btrfs; receive lands here too
+  std::string node_id;      // required: the id the primary knows it by
+  std::string ledger_root;  // required; on btrfs; receive lands here too
   std::string grpc_listen = "127.0.0.1:7401";
   std::string metrics_listen = "127.0.0.1:9401";  // empty: no metrics endpoint
-  std::string primary_grpc;                  // where progress is reported; empty: nowhere
-  std::string index_dir;                     // default <ledger_root>/index/lookup
-  size_t keep_newest = 8;                    // verified blocks kept (at least 2)
-  absl::Duration poll_interval = absl::Milliseconds(50);    // how often new blocks are noticed
-  absl::Duration report_interval = absl::Seconds(2);        // heartbeat when nothing changed
+  std::string primary_grpc;                       // where progress is reported; empty: nowhere
+  std::string index_dir;                          // default <ledger_root>/index/lookup
+  size_t keep_newest = 8;                         // verified blocks kept (at least 2)
+  absl::Duration poll_interval = absl::Milliseconds(50);  // how often new blocks are noticed
+  absl::Duration report_interval = absl::Seconds(2);      // heartbeat when nothing changed
   absl::Duration report_timeout = absl::Seconds(2);
-  VectorIndexConfig vector_index;            // dir defaults to <ledger_root>/index/vectors
+  VectorIndexConfig vector_index;  // dir defaults to <ledger_root>/index/vectors
 };
 
 // Reads `path`; InvalidArgument naming the file and key for a bad or unknown setting.

@@ -1,25 +1,25 @@
 #include "replica/replica_daemon.h"
 
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
 #include <filesystem>
 #include <mutex>
 #include <thread>
 
-#include <grpcpp/grpcpp.h>
-#include <spdlog/spdlog.h>
-
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/base/fmt_absl.h"
+#include "common/base/posix_file.h"
+#include "common/base/status_macros.h"
 #include "common/ledger/block.h"
 #include "common/ledger/block_maker.h"
-#include "common/lookup/event_query.h"
-#include "common/base/posix_file.h"
-#include "common/base/fmt_absl.h"
 #include "common/ledger/head_file.h"
+#include "common/lookup/event_query.h"
 #include "common/node/node_services.h"
 #include "common/ops/metrics.h"
 #include "common/rpc/query_service.h"
-#include "common/base/status_macros.h"
 #include "replica/receive_journal.h"
 #include "replica/receive_lock.h"
 #include "snapledger/v1/snapledger.grpc.pb.h"
@@ -29,12 +29,17 @@ namespace snapledger {
 class ReplicaDaemon::Impl {
  public:
   Impl(ReplicaConfig config, Btrfs& btrfs, Clock* clock)
-      : config_(std::move(config)), btrfs_(btrfs), clock_(clock), layout_(config_.ledger_root),
+      : config_(std::move(config)),
+        btrfs_(btrfs),
+        clock_(clock),
+        layout_(config_.ledger_root),
         journal_(config_.ledger_root) {}
   ~Impl() { Stop(); }
 
   absl::Status Init();
-  void Stop() { std::call_once(stop_once_, [this] { StopOnce(); }); }
+  void Stop() {
+    std::call_once(stop_once_, [this] { StopOnce(); });
+  }
   int grpc_port() const { return node_ ? node_->grpc_port() : 0; }
   int metrics_port() const { return node_ ? node_->metrics_port() : 0; }
 
@@ -171,7 +176,8 @@ void ReplicaDaemon::Impl::Tick() {
     if (absl::StatusOr<IndexStatus> index = query->CheckIndex(); index.ok())
       metrics_->lookup_index_lag_events().Set(static_cast<double>(index->lag));
   }
-  const absl::Duration since_report = absl::Nanoseconds(clock_->MonotonicNanos() - last_report_nanos_);
+  const absl::Duration since_report =
+      absl::Nanoseconds(clock_->MonotonicNanos() - last_report_nanos_);
   // While the primary is unreachable, a due report is retried at most every 500 ms rather
   // than every poll: each attempt may block this thread for report_timeout, and new blocks
   // must still be noticed and served meanwhile.
@@ -274,7 +280,8 @@ void ReplicaDaemon::Impl::Report(const std::vector<BlockInfo>& blocks) {
     last_report_failed_ = true;
     return;  // report_due_ stays set: retried next tick
   }
-  if (last_report_failed_) spdlog::info("reporting progress to {} works again", config_.primary_grpc);
+  if (last_report_failed_)
+    spdlog::info("reporting progress to {} works again", config_.primary_grpc);
   last_report_failed_ = false;
   report_due_ = false;
 }

@@ -16,8 +16,8 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "common/btrfs/btrfs.h"
 #include "common/base/clock.h"
+#include "common/btrfs/btrfs.h"
 #include "replica/replica_config.h"
 
 namespace snapledger {

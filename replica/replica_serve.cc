@@ -1,12 +1,12 @@
 #include "replica/replica_serve.h"
 
-#include <iostream>
-
 #include <spdlog/spdlog.h>
 
-#include "common/btrfs/btrfs.h"
+#include <iostream>
+
 #include "common/base/fmt_absl.h"
 #include "common/base/signals.h"
+#include "common/btrfs/btrfs.h"
 #include "replica/replica_config.h"
 #include "replica/replica_daemon.h"
 

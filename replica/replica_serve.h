@@ -8,7 +8,7 @@ namespace snapledger {
 
 struct ServeFlags {
   std::string config_path;
-  std::string ledger_root;     // overrides when not empty
+  std::string ledger_root;  // overrides when not empty
   std::string grpc_listen;
   std::string metrics_listen;
   std::string primary_grpc;

@@ -22,9 +22,9 @@
 #include <thread>
 #include <vector>
 
+#include "common/btrfs/send_stream.h"
 #include "common/ledger/chain_verifier.h"
 #include "common/ledger/head_file.h"
-#include "common/btrfs/send_stream.h"
 
 namespace snapledger {
 

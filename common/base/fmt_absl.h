@@ -3,9 +3,9 @@
 // header wherever a Status or its message() goes into a log line or fmt::format.
 #pragma once
 
-#include <string_view>
-
 #include <fmt/format.h>
+
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"

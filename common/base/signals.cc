@@ -1,8 +1,8 @@
 #include "common/base/signals.h"
 
-#include <csignal>
-
 #include <pthread.h>
+
+#include <csignal>
 
 namespace snapledger {
 namespace {

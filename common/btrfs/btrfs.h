@@ -2,8 +2,8 @@
 //
 // Business logic sees only `Btrfs`. Btrfs::Linux() is the real one (libbtrfsutil for
 // subvolume operations, `btrfs send` / `btrfs receive` from btrfs-progs for streams);
-// common/testing/memory_btrfs.h is an in-memory double for unit tests. Integration tests use the real
-// one on loop-mounted filesystems.
+// common/testing/memory_btrfs.h is an in-memory double for unit tests. Integration tests use the
+// real one on loop-mounted filesystems.
 //
 // Paths are absolute or relative to the working directory. Errors name the operation and the
 // path; errors of btrfs-progs commands quote their stderr. Codes: NotFound (path missing),

@@ -14,9 +14,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/base/status_macros.h"
 #include "common/btrfs/btrfs.h"
 #include "common/btrfs/send_stream.h"
-#include "common/base/status_macros.h"
 
 namespace snapledger {
 namespace {
@@ -143,8 +143,8 @@ class LinuxBtrfs : public Btrfs {
     namespace fs = std::filesystem;
     if (fs::path(from).parent_path().lexically_normal() !=
         fs::path(to).parent_path().lexically_normal())
-      return absl::InvalidArgumentError(absl::StrCat(
-          "rename subvolume ", from, " to ", to, ": not in the same directory"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("rename subvolume ", from, " to ", to, ": not in the same directory"));
     RETURN_IF_ERROR(CheckIsSubvolume(from));
     if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) != 0)
       return ErrnoStatus(absl::StrCat("rename subvolume ", from, " to ", to), errno);
@@ -213,8 +213,8 @@ class LinuxBtrfs : public Btrfs {
   // Runs `btrfs receive` fed with `start` and then the rest of `source`. When the receiver
   // fails, its error (quoting its stderr) is the cause; when the source or the stream does,
   // the receiver is killed first, so that a cut stream cannot look like a complete one.
-  absl::Status RunReceive(const std::string& dest_dir, std::string_view start,
-                          ByteSource& source, SendCommandObserver* observer) {
+  absl::Status RunReceive(const std::string& dest_dir, std::string_view start, ByteSource& source,
+                          SendCommandObserver* observer) {
     std::vector<std::string> argv = BtrfsCommand({"receive", dest_dir});
     ProcessSpec spec;
     spec.argv = argv;
@@ -230,9 +230,9 @@ class LinuxBtrfs : public Btrfs {
     if (streamed.ok()) return receiver;
     if (forwarder.pipe_failed()) {
       if (!receiver.ok()) return receiver;
-      return absl::InternalError(absl::StrCat("`", CommandLineForMessages(argv),
-                                              "` stopped reading before the stream ended: ",
-                                              streamed.message()));
+      return absl::InternalError(
+          absl::StrCat("`", CommandLineForMessages(argv),
+                       "` stopped reading before the stream ended: ", streamed.message()));
     }
     if (receiver.ok() || exit.signal == SIGKILL) return streamed;
     return Annotate(streamed, std::string(receiver.message()));

@@ -8,9 +8,9 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/btrfs/btrfs.h"
 #include "common/base/byte_stream.h"
 #include "common/base/posix_file.h"
+#include "common/btrfs/btrfs.h"
 #include "common/btrfs/send_stream.h"
 #include "tests/integration/loop_btrfs.h"
 #include "tests/integration/pipe_transfer.h"

@@ -7,8 +7,8 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
-#include "common/ledger/canonical_json.h"
 #include "common/base/status_macros.h"
+#include "common/ledger/canonical_json.h"
 
 namespace snapledger {
 namespace {

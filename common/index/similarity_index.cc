@@ -4,21 +4,26 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/status_macros.h"
 #include "common/ledger/event_format.h"
 #include "common/ledger/log_reader.h"
 #include "common/lookup/lookup_index.h"
-#include "common/base/status_macros.h"
 #include "spdlog/spdlog.h"
 
 namespace snapledger {
 
 std::string_view VectorIndexStateName(VectorIndexState state) {
   switch (state) {
-    case VectorIndexState::kCurrent: return "current";
-    case VectorIndexState::kLagging: return "lagging";
-    case VectorIndexState::kMissing: return "missing";
-    case VectorIndexState::kRebuilding: return "rebuilding";
-    case VectorIndexState::kFailed: return "failed";
+    case VectorIndexState::kCurrent:
+      return "current";
+    case VectorIndexState::kLagging:
+      return "lagging";
+    case VectorIndexState::kMissing:
+      return "missing";
+    case VectorIndexState::kRebuilding:
+      return "rebuilding";
+    case VectorIndexState::kFailed:
+      return "failed";
   }
   return "unknown";
 }
@@ -51,8 +56,8 @@ absl::StatusOr<SimilarityIndex::Cursor> FindCursor(const LogFile& log, uint64_t 
     return false;
   }));
   if (!found)
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the index covers seq 1..", last_seq, " but ", log.path(), " has fewer events"));
+    return absl::FailedPreconditionError(absl::StrCat("the index covers seq 1..", last_seq, " but ",
+                                                      log.path(), " has fewer events"));
   return cursor;
 }
 
@@ -60,27 +65,27 @@ absl::StatusOr<SimilarityIndex::Cursor> FindCursor(const LogFile& log, uint64_t 
 absl::Status CheckCursor(const LogFile& log, const SimilarityIndex::Cursor& cursor) {
   if (cursor.head.seq == 0) return absl::OkStatus();
   if (log.size() < cursor.end_offset)
-    return absl::FailedPreconditionError(
-        absl::StrCat(log.path(), " is shorter than the index (it ends at seq ",
-                     cursor.head.seq, ")"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        log.path(), " is shorter than the index (it ends at seq ", cursor.head.seq, ")"));
   ASSIGN_OR_RETURN(std::optional<std::string> line, log.LineEndingAt(cursor.end_offset));
   absl::StatusOr<EventView> ev =
       line.has_value() ? ParseEventLine(*line) : absl::NotFoundError("no line ends there");
   if (!ev.ok() || ev->seq != cursor.head.seq || ev->hash != cursor.head.hash)
-    return absl::FailedPreconditionError(absl::StrCat(
-        log.path(), " no longer holds the index's last event (seq ", cursor.head.seq,
-        ") where it was: another ledger, or the log was replaced"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(log.path(), " no longer holds the index's last event (seq ", cursor.head.seq,
+                     ") where it was: another ledger, or the log was replaced"));
   return absl::OkStatus();
 }
 
 absl::Status NotAvailable(std::string_view why) {
-  return absl::FailedPreconditionError(absl::StrCat("vector index not available: ", std::string(why)));
+  return absl::FailedPreconditionError(
+      absl::StrCat("vector index not available: ", std::string(why)));
 }
 
 }  // namespace
 
-SimilarityIndex::SimilarityIndex(std::string ledger_dir, EmbedderPtr embedder,
-                                 VectorStorePtr store, SimilarityIndexOptions options)
+SimilarityIndex::SimilarityIndex(std::string ledger_dir, EmbedderPtr embedder, VectorStorePtr store,
+                                 SimilarityIndexOptions options)
     : embedder_(std::move(embedder)),
       store_(std::move(store)),
       options_(options),
@@ -124,9 +129,8 @@ void SimilarityIndex::Publish(std::shared_ptr<VectorIndex> index) {
 SimilarityIndexStatus SimilarityIndex::Status() const {
   absl::MutexLock lock(&mu_);
   SimilarityIndexStatus status = status_;
-  status.lag = status.log_events > status.indexed_through
-                   ? status.log_events - status.indexed_through
-                   : 0;
+  status.lag =
+      status.log_events > status.indexed_through ? status.log_events - status.indexed_through : 0;
   return status;
 }
 
@@ -164,8 +168,7 @@ absl::Status SimilarityIndex::OpenPublishedLocked() {
   ASSIGN_OR_RETURN(LogFile log, LogFile::Open(LedgerDir()));
   ASSIGN_OR_RETURN(Cursor cursor, FindCursor(log, (*opened)->LastSeq()));
   cursor_ = std::make_unique<Cursor>(std::move(cursor));
-  spdlog::info("vector index {} opened through seq {}", store_->Describe(),
-               (*opened)->LastSeq());
+  spdlog::info("vector index {} opened through seq {}", store_->Describe(), (*opened)->LastSeq());
   Publish(std::shared_ptr<VectorIndex>(std::move(*opened)));
   return absl::OkStatus();
 }
@@ -182,8 +185,7 @@ absl::Status SimilarityIndex::FollowLocked() {
     if (absl::Status published = store_->CheckPublished(); !published.ok()) {
       // Only a removed or replaced index is dropped; a backend that is briefly unreachable
       // (Qdrant down) keeps its index, and the step is retried.
-      if (!absl::IsNotFound(published) && !absl::IsFailedPrecondition(published))
-        return published;
+      if (!absl::IsNotFound(published) && !absl::IsFailedPrecondition(published)) return published;
       unusable = std::string(published.message());
       spdlog::warn("vector index {}: {}; dropping it", store_->Describe(), unusable);
       Publish(nullptr);
@@ -219,8 +221,8 @@ absl::Status SimilarityIndex::FollowLocked() {
     SetState(VectorIndexState::kMissing, unusable);
     return absl::OkStatus();
   }
-  spdlog::warn("vector index {} is not usable ({}); rebuilding it from the log",
-               store_->Describe(), unusable);
+  spdlog::warn("vector index {} is not usable ({}); rebuilding it from the log", store_->Describe(),
+               unusable);
   SetState(VectorIndexState::kRebuilding, unusable);
   return RebuildLocked({});
 }
@@ -280,9 +282,8 @@ absl::Status SimilarityIndex::RebuildLocked(const RebuildProgressFn& progress) {
 
 absl::Status SimilarityIndex::EmbedBatch(absl::Span<const std::string_view> bodies,
                                          std::vector<float>* out) {
-  const int threads =
-      std::max(1, std::min({options_.embed_threads, embedder_->MaxConcurrency(),
-                            static_cast<int>(bodies.size() / 512)}));
+  const int threads = std::max(1, std::min({options_.embed_threads, embedder_->MaxConcurrency(),
+                                            static_cast<int>(bodies.size() / 512)}));
   return EmbedInParallel(*embedder_, bodies, threads, out);
 }
 
@@ -317,9 +318,8 @@ absl::Status SimilarityIndex::AddNewEvents(
     status_.log_events = cursor.head.seq + backlog;
   }
   const bool may_give_way = options_.give_way && backlog <= options_.give_way_max_backlog;
-  const size_t batch_events = may_give_way
-                                  ? std::min(options_.batch_events, kGiveWayBatchEvents)
-                                  : options_.batch_events;
+  const size_t batch_events =
+      may_give_way ? std::min(options_.batch_events, kGiveWayBatchEvents) : options_.batch_events;
   std::vector<IndexedEvent> batch;
   std::vector<std::string_view> bodies;
   std::vector<float> vectors;

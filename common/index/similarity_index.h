@@ -159,7 +159,7 @@ class SimilarityIndex {
   const IndexIdentity identity_;
   std::atomic<bool> cancel_{false};
 
-  absl::Mutex work_mu_;  // held by Follow and Rebuild
+  absl::Mutex work_mu_;                                       // held by Follow and Rebuild
   std::unique_ptr<Cursor> cursor_ ABSL_GUARDED_BY(work_mu_);  // where the published index ends
 
   mutable absl::Mutex mu_;

@@ -11,11 +11,11 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "common/ledger/event_log.h"
-#include "common/lookup/event_query.h"
 #include "common/index/faiss/faiss_vector_store.h"
 #include "common/index/feature_hash_embedder.h"
 #include "common/index/similarity_query.h"
+#include "common/ledger/event_log.h"
+#include "common/lookup/event_query.h"
 #include "common/testing/manual_clock.h"
 #include "common/testing/ovs_event_generator.h"
 #include "common/testing/temp_dir.h"
@@ -189,7 +189,8 @@ TEST_F(SimilarityIndexTest, FollowIndexesEveryEventAndFindsAnEventByItsOwnBody) 
   auto answer = FindSimilar(events, *index, q);
   ASSERT_TRUE(answer.ok()) << answer.status();
   ASSERT_EQ(answer->events.size(), 3u);
-  for (const SimilarEvent& e : answer->events) EXPECT_FALSE(absl::StrContains(e.line, "\"seq\":123,"));
+  for (const SimilarEvent& e : answer->events)
+    EXPECT_FALSE(absl::StrContains(e.line, "\"seq\":123,"));
 
   auto line = events.Get(123);
   ASSERT_TRUE(line.ok());
@@ -278,8 +279,7 @@ TEST_F(SimilarityIndexTest, WithoutAnIndexSimilarityIsNotAvailableAndSaysWhy) {
   EXPECT_EQ(index->Status().state, VectorIndexState::kMissing);
   auto still = index->Search(q, 3, SearchFilter{});
   EXPECT_EQ(still.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_TRUE(absl::StrContains(still.status().message(), "no index published"))
-      << still.status();
+  EXPECT_TRUE(absl::StrContains(still.status().message(), "no index published")) << still.status();
 
   ASSERT_TRUE(index->Rebuild().ok());
   EXPECT_TRUE(index->Search(q, 3, SearchFilter{}).ok());

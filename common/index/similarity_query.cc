@@ -4,9 +4,9 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/status_macros.h"
 #include "common/ledger/canonical_json.h"
 #include "common/ledger/event_format.h"
-#include "common/base/status_macros.h"
 
 namespace snapledger {
 namespace {
@@ -18,8 +18,8 @@ bool IsScalar(const nlohmann::json& v) {
 absl::StatusOr<EventView> ParseStored(const std::string& line, uint64_t seq) {
   absl::StatusOr<EventView> ev = ParseEventLine(line);
   if (!ev.ok())
-    return absl::DataLossError(absl::StrCat("events.jsonl line ", seq, " (seq ", seq,
-                                            "): ", ev.status().message()));
+    return absl::DataLossError(
+        absl::StrCat("events.jsonl line ", seq, " (seq ", seq, "): ", ev.status().message()));
   return ev;
 }
 
@@ -80,8 +80,8 @@ absl::StatusOr<std::vector<float>> EmbedQuestion(EventQuery& events, Embedder& e
 absl::StatusOr<FieldMatch> ParseFieldMatch(std::string_view spec) {
   const size_t eq = spec.find('=');
   if (eq == std::string_view::npos || eq == 0)
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a field filter is field=value, not \"", std::string(spec), "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("a field filter is field=value, not \"", std::string(spec), "\""));
   FieldMatch m{std::string(spec.substr(0, eq)), nullptr};
   std::string_view value = spec.substr(eq + 1);
   nlohmann::json parsed = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);

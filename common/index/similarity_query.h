@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/lookup/event_query.h"
 #include "common/index/similarity_index.h"
+#include "common/lookup/event_query.h"
 
 namespace snapledger {
 

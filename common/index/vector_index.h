@@ -47,9 +47,9 @@ struct FieldMatch {
 // Which events a search may return. Time ranges are resolved to seq ranges by the caller
 // (ts is non-decreasing in seq), so backends only see seqs.
 struct SearchFilter {
-  uint64_t min_seq = 1;                                    // inclusive
+  uint64_t min_seq = 1;                                     // inclusive
   uint64_t max_seq = std::numeric_limits<uint64_t>::max();  // inclusive
-  std::vector<FieldMatch> fields;                          // all must hold
+  std::vector<FieldMatch> fields;                           // all must hold
   // For backends that cannot evaluate `fields` on their own data (the embedded index):
   // whether the event at `seq` satisfies `fields`. Set by the caller whenever `fields` is
   // non-empty; an error from it ends the search with that error.
@@ -112,7 +112,8 @@ class VectorStore {
   // dropped), FailedPrecondition if something else was published meanwhile. Cheap (a stat or
   // one request); the updater calls it before each step.
   virtual absl::Status CheckPublished() { return absl::OkStatus(); }
-  // Human-readable location ("/var/lib/snapledger/index/vectors", "qdrant http://h:6333 alias events").
+  // Human-readable location ("/var/lib/snapledger/index/vectors", "qdrant http://h:6333 alias
+  // events").
   virtual std::string Describe() const = 0;
 };
 using VectorStorePtr = std::unique_ptr<VectorStore>;

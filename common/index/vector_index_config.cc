@@ -2,11 +2,11 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/status_macros.h"
 #include "common/index/faiss/faiss_vector_store.h"
 #include "common/index/feature_hash_embedder.h"
 #include "common/index/http/http_embedder.h"
 #include "common/index/qdrant/qdrant_vector_store.h"
-#include "common/base/status_macros.h"
 
 namespace snapledger {
 namespace {
@@ -94,10 +94,9 @@ absl::Status ValidateVectorIndexConfig(const VectorIndexConfig& c) {
   if (e.kind == "feature-hash") {
     if (e.dimension < FeatureHashEmbedder::kMinDimension ||
         e.dimension > FeatureHashEmbedder::kMaxDimension || (e.dimension & (e.dimension - 1)))
-      return Invalid("embedder.dimension",
-                     absl::StrCat(e.dimension, " is not a power of two in [",
-                                  FeatureHashEmbedder::kMinDimension, ", ",
-                                  FeatureHashEmbedder::kMaxDimension, "]"));
+      return Invalid("embedder.dimension", absl::StrCat(e.dimension, " is not a power of two in [",
+                                                        FeatureHashEmbedder::kMinDimension, ", ",
+                                                        FeatureHashEmbedder::kMaxDimension, "]"));
   } else if (e.kind == "http") {
     if (e.url.empty()) return Invalid("embedder.url", "required when kind is http");
     if (e.model.empty()) return Invalid("embedder.model", "required when kind is http");

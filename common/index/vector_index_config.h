@@ -31,11 +31,11 @@ struct VectorIndexConfig {
   std::string backend = "embedded";  // "embedded" or "qdrant"
   std::string dir;                   // embedded: default <ledger_root>/index/vectors
   // backend: qdrant
-  std::string qdrant_url;            // e.g. http://127.0.0.1:6333
+  std::string qdrant_url;  // e.g. http://127.0.0.1:6333
   std::string qdrant_alias = "snapledger-events";
   std::string qdrant_api_key;
   absl::Duration qdrant_timeout = absl::Seconds(10);
-  bool auto_rebuild = true;          // rebuild a missing/damaged/foreign index by itself
+  bool auto_rebuild = true;  // rebuild a missing/damaged/foreign index by itself
   absl::Duration follow_interval = absl::Seconds(1);  // catch-up when no block signalled it
   // Steps start at least this far apart: blocks cut meanwhile are indexed together.
   absl::Duration follow_min_spacing = absl::Seconds(1);

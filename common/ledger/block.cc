@@ -7,8 +7,8 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/btrfs/btrfs.h"
 #include "common/base/status_macros.h"
+#include "common/btrfs/btrfs.h"
 
 namespace snapledger {
 namespace {

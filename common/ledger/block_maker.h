@@ -22,9 +22,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "common/ledger/block.h"
-#include "common/btrfs/btrfs.h"
 #include "common/base/clock.h"
+#include "common/btrfs/btrfs.h"
+#include "common/ledger/block.h"
 #include "common/ledger/event_log.h"
 
 namespace snapledger {
@@ -104,7 +104,6 @@ class BlockMaker {
   // Written under mu_; read without it by SinceLastCut, which must not wait for a cut.
   std::atomic<int64_t> last_cut_nanos_;
 };
-
 
 // FailedPrecondition unless the log at `head` can continue from `newest` (the newest block):
 // the log must not be behind it, and when it is at the block's seq their hashes must agree.

@@ -1,9 +1,8 @@
 #include "common/ledger/canonical_json.h"
 
+#include <nlohmann/json.hpp>
 #include <set>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 
@@ -87,13 +86,20 @@ class CanonicalScanner {
   bool Value(int depth) {
     if (p_ == end_) return false;
     switch (*p_) {
-      case '{': return Object(depth + 1);
-      case '[': return Array(depth + 1);
-      case '"': return String(nullptr);
-      case 't': return Literal("true");
-      case 'f': return Literal("false");
-      case 'n': return Literal("null");
-      default: return Integer();
+      case '{':
+        return Object(depth + 1);
+      case '[':
+        return Array(depth + 1);
+      case '"':
+        return String(nullptr);
+      case 't':
+        return Literal("true");
+      case 'f':
+        return Literal("false");
+      case 'n':
+        return Literal("null");
+      default:
+        return Integer();
     }
   }
   bool Object(int depth) {
@@ -158,9 +164,8 @@ class CanonicalScanner {
 
 absl::StatusOr<std::string> CanonicalizeBody(std::string_view text, size_t max_bytes) {
   if (text.size() > max_bytes)
-    return absl::InvalidArgumentError(absl::StrCat("event body is ", text.size(),
-                                                   " bytes, more than the maximum of ",
-                                                   max_bytes, " bytes"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "event body is ", text.size(), " bytes, more than the maximum of ", max_bytes, " bytes"));
   if (CanonicalScanner(text).IsCanonicalObject()) return std::string(text);
   absl::StatusOr<Json> parsed = ParseBody(text, /*name_duplicates=*/false);
   if (!parsed.ok()) return parsed.status();

@@ -80,8 +80,8 @@ TEST(CanonicalBody, NumberOutOfRangeIsRejectedNotACrash) {
 }
 
 TEST(CanonicalBody, AlreadyCanonicalBodiesComeBackUnchanged) {
-  for (const char* body : {R"({})", R"({"a":[1,-2,true,null,{"b":"x y"}],"c":"d"})",
-                           R"({"":0,"a":{"b":{"c":[]}}})"}) {
+  for (const char* body :
+       {R"({})", R"({"a":[1,-2,true,null,{"b":"x y"}],"c":"d"})", R"({"":0,"a":{"b":{"c":[]}}})"}) {
     auto c = CanonicalizeBody(body);
     ASSERT_TRUE(c.ok()) << body;
     EXPECT_EQ(*c, body);

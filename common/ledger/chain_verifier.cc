@@ -41,8 +41,7 @@ ChunkResult VerifyChunk(std::string_view data, uint64_t first_line, const ChainH
   uint64_t line_no = first_line;
   size_t pos = 0;
   while (pos < data.size()) {
-    const char* nl =
-        static_cast<const char*>(memchr(data.data() + pos, '\n', data.size() - pos));
+    const char* nl = static_cast<const char*>(memchr(data.data() + pos, '\n', data.size() - pos));
     uint64_t expected = have_prev ? prev.seq + 1 : 0;
     if (nl == nullptr) {
       r.failure = Fail(line_no, expected, "incomplete last line (no newline)");
@@ -62,15 +61,16 @@ ChunkResult VerifyChunk(std::string_view data, uint64_t first_line, const ChainH
         return r;
       }
       if (ev->prev != prev.hash) {
-        r.failure = Fail(line_no, expected,
-                         absl::StrCat("prev ", std::string(ev->prev), " does not equal the hash of seq ",
-                                      prev.seq, " (", prev.hash, ")"));
+        r.failure =
+            Fail(line_no, expected,
+                 absl::StrCat("prev ", std::string(ev->prev), " does not equal the hash of seq ",
+                              prev.seq, " (", prev.hash, ")"));
         return r;
       }
       if (ev->ts < prev.ts) {
-        r.failure = Fail(line_no, expected,
-                         absl::StrCat("ts ", ev->ts, " is before the ts of seq ", prev.seq, " (",
-                                      prev.ts, ")"));
+        r.failure = Fail(
+            line_no, expected,
+            absl::StrCat("ts ", ev->ts, " is before the ts of seq ", prev.seq, " (", prev.ts, ")"));
         return r;
       }
     } else {
@@ -80,10 +80,10 @@ ChunkResult VerifyChunk(std::string_view data, uint64_t first_line, const ChainH
     }
     ToHex(ComputeLineDigest(line, hasher), hex);
     if (std::string_view(hex, 64) != ev->hash) {
-      r.failure = Fail(line_no, ev->seq,
-                       absl::StrCat("hash mismatch: stored ", std::string(ev->hash), ", computed ",
-                                    std::string(hex, 64),
-                                    " (the line was changed after it was written)"));
+      r.failure =
+          Fail(line_no, ev->seq,
+               absl::StrCat("hash mismatch: stored ", std::string(ev->hash), ", computed ",
+                            std::string(hex, 64), " (the line was changed after it was written)"));
       return r;
     }
     if (!have_prev && from == nullptr && r.lines == 0) have_prev = true;
@@ -163,8 +163,8 @@ VerifyReport VerifyLines(std::string_view data, const ChainHead& from, uint64_t 
                                  report.head.seq, " (", report.head.hash, ")"));
       else if (r.first_ts < report.head.ts)
         link = Fail(line, expected,
-                    absl::StrCat("ts ", r.first_ts, " is before the ts of seq ",
-                                 report.head.seq, " (", report.head.ts, ")"));
+                    absl::StrCat("ts ", r.first_ts, " is before the ts of seq ", report.head.seq,
+                                 " (", report.head.ts, ")"));
       if (link) {
         report.failure = link;
         return report;
@@ -206,8 +206,8 @@ absl::StatusOr<uint64_t> CheckTrustedLine(std::string_view data, uint64_t end,
   std::string_view line = data.substr(start, end - 1 - start);
   auto ev = ParseEventLine(line);
   if (!ev.ok())
-    return absl::DataLossError(absl::StrCat("line of trusted head seq ", trusted.seq, ": ",
-                                            ev.status().message()));
+    return absl::DataLossError(
+        absl::StrCat("line of trusted head seq ", trusted.seq, ": ", ev.status().message()));
   Sha256 hasher;
   if (ev->seq != trusted.seq || ev->hash != trusted.hash ||
       ToHex(ComputeLineDigest(line, hasher)) != trusted.hash)
@@ -222,8 +222,7 @@ uint64_t ForEachLine(std::string_view data, uint64_t first_line, uint64_t base_o
   size_t pos = 0;
   uint64_t line_no = first_line;
   while (pos < data.size()) {
-    const char* nl =
-        static_cast<const char*>(memchr(data.data() + pos, '\n', data.size() - pos));
+    const char* nl = static_cast<const char*>(memchr(data.data() + pos, '\n', data.size() - pos));
     if (nl == nullptr) break;
     size_t end = nl - data.data();
     bool more = fn(line_no++, base_offset + pos, data.substr(pos, end - pos));
@@ -250,7 +249,8 @@ std::string_view LogView(const MappedFile& log, HeadCheck check) {
   std::string_view data = log.data();
   if (check != HeadCheck::kMayLag || data.empty() || data.back() == '\n') return data;
   const void* nl = memrchr(data.data(), '\n', data.size());
-  return nl == nullptr ? std::string_view() : data.substr(0, static_cast<const char*>(nl) - data.data() + 1);
+  return nl == nullptr ? std::string_view()
+                       : data.substr(0, static_cast<const char*>(nl) - data.data() + 1);
 }
 
 void CheckHeadFile(const std::string& dir, std::string_view log, const HeadRead& head,
@@ -269,30 +269,28 @@ void CheckHeadFile(const std::string& dir, std::string_view log, const HeadRead&
     if (h.head.seq != report->head.seq || h.head.hash != report->head.hash ||
         h.head.ts != report->head.ts || h.log_bytes != report->end_offset ||
         h.log_bytes != log.size())
-      report->failure = Fail(
-          0, 0,
-          absl::StrCat(kHeadFile, " names seq ", h.head.seq, " hash ", h.head.hash, " ts ",
-                       h.head.ts, " at byte ", h.log_bytes, ", but the log ends at seq ",
-                       report->head.seq, " hash ", report->head.hash, " ts ", report->head.ts,
-                       " at byte ", log.size()));
+      report->failure =
+          Fail(0, 0,
+               absl::StrCat(kHeadFile, " names seq ", h.head.seq, " hash ", h.head.hash, " ts ",
+                            h.head.ts, " at byte ", h.log_bytes, ", but the log ends at seq ",
+                            report->head.seq, " hash ", report->head.hash, " ts ", report->head.ts,
+                            " at byte ", log.size()));
     return;
   }
   if (h.head.seq > report->head.seq) {
-    report->failure = Fail(0, 0,
-                           absl::StrCat(kHeadFile, " names seq ", h.head.seq,
-                                        ", beyond the end of the log at seq ",
-                                        report->head.seq, ": events are missing"));
+    report->failure = Fail(
+        0, 0,
+        absl::StrCat(kHeadFile, " names seq ", h.head.seq, ", beyond the end of the log at seq ",
+                     report->head.seq, ": events are missing"));
     return;
   }
   auto st = CheckTrustedLine(log, h.log_bytes, h.head);
-  if (!st.ok())
-    report->failure = Fail(0, 0, absl::StrCat(kHeadFile, ": ", st.status().message()));
+  if (!st.ok()) report->failure = Fail(0, 0, absl::StrCat(kHeadFile, ": ", st.status().message()));
 }
 
 }  // namespace
 
-absl::StatusOr<VerifyReport> VerifyLedgerDir(const std::string& dir,
-                                             const VerifyOptions& options) {
+absl::StatusOr<VerifyReport> VerifyLedgerDir(const std::string& dir, const VerifyOptions& options) {
   HeadRead head = ReadHeadFirst(dir, options.head_check);
   ASSIGN_OR_RETURN(MappedFile log, MappedFile::Open(absl::StrCat(dir, "/", kEventsFile)));
   std::string_view data = LogView(log, options.head_check);
@@ -301,8 +299,7 @@ absl::StatusOr<VerifyReport> VerifyLedgerDir(const std::string& dir,
   return report;
 }
 
-absl::StatusOr<VerifyReport> VerifyLedgerDirFrom(const std::string& dir,
-                                                 const HeadRecord& trusted,
+absl::StatusOr<VerifyReport> VerifyLedgerDirFrom(const std::string& dir, const HeadRecord& trusted,
                                                  const VerifyOptions& options) {
   HeadRead head = ReadHeadFirst(dir, options.head_check);
   ASSIGN_OR_RETURN(MappedFile log, MappedFile::Open(absl::StrCat(dir, "/", kEventsFile)));
@@ -311,7 +308,8 @@ absl::StatusOr<VerifyReport> VerifyLedgerDirFrom(const std::string& dir,
   report.head = trusted.head;
   auto start = CheckTrustedLine(data, trusted.log_bytes, trusted.head);
   if (!start.ok()) {
-    report.failure = Fail(trusted.head.seq, trusted.head.seq, std::string(start.status().message()));
+    report.failure =
+        Fail(trusted.head.seq, trusted.head.seq, std::string(start.status().message()));
     return report;
   }
   std::string_view rest = data.substr(trusted.log_bytes);

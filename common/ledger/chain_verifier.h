@@ -26,10 +26,10 @@ struct VerifyFailure {
 };
 
 struct VerifyReport {
-  ChainHead head;              // the last event verified (the start head when none were)
+  ChainHead head;  // the last event verified (the start head when none were)
   uint64_t events_verified = 0;
   uint64_t bytes_verified = 0;
-  uint64_t end_offset = 0;     // byte offset just past the last verified line
+  uint64_t end_offset = 0;  // byte offset just past the last verified line
   std::optional<VerifyFailure> failure;
   bool ok() const { return !failure.has_value(); }
 };
@@ -47,9 +47,9 @@ absl::StatusOr<uint64_t> CheckTrustedLine(std::string_view data, uint64_t end,
                                           const ChainHead& trusted);
 
 enum class HeadCheck {
-  kExact,     // metadata/current_hash must name the last event (blocks, received copies)
-  kMayLag,    // it may name an earlier event, which must match (the live subvolume)
-  kIgnore,    // do not read it
+  kExact,   // metadata/current_hash must name the last event (blocks, received copies)
+  kMayLag,  // it may name an earlier event, which must match (the live subvolume)
+  kIgnore,  // do not read it
 };
 
 struct VerifyOptions {
@@ -65,8 +65,7 @@ absl::StatusOr<VerifyReport> VerifyLedgerDir(const std::string& dir,
 // an earlier block of the same ledger): line trusted.head.seq must end at trusted.log_bytes and
 // recompute to trusted.head.hash; only the bytes after it are read. Then the head file per
 // `options`. By collision resistance of SHA-256 nothing before the trusted line can differ.
-absl::StatusOr<VerifyReport> VerifyLedgerDirFrom(const std::string& dir,
-                                                 const HeadRecord& trusted,
+absl::StatusOr<VerifyReport> VerifyLedgerDirFrom(const std::string& dir, const HeadRecord& trusted,
                                                  const VerifyOptions& options = {});
 
 // Calls `fn(line_number, offset, line)` for each complete line of `data` (line without '\n'),

@@ -4,13 +4,13 @@
 
 #include <atomic>
 #include <fstream>
-#include <thread>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/ledger/event_log.h"
 #include "common/base/posix_file.h"
+#include "common/ledger/event_log.h"
 #include "common/testing/manual_clock.h"
 #include "common/testing/temp_dir.h"
 
@@ -28,7 +28,8 @@ void WriteLedger(const std::string& dir, int n, int body_bytes = 40) {
   ASSERT_TRUE(log.ok()) << log.status();
   std::vector<std::string> bodies;
   for (int i = 1; i <= n; ++i) {
-    bodies.push_back(absl::StrCat("{\"i\":", i, ",\"pad\":\"", std::string(body_bytes, 'p'), "\"}"));
+    bodies.push_back(
+        absl::StrCat("{\"i\":", i, ",\"pad\":\"", std::string(body_bytes, 'p'), "\"}"));
     if (i % 3 == 0) clock.Advance(1);
   }
   ASSERT_TRUE((*log)->AppendBatch(bodies).ok());

@@ -2,7 +2,6 @@
 
 #include <charconv>
 
-
 namespace snapledger {
 namespace {
 
@@ -30,7 +29,7 @@ bool EatInteger(std::string_view* s, T* out) {
   auto [ptr, ec] = std::from_chars(begin, end, *out);
   if (ec != std::errc() || ptr == begin) return false;
   if (*digits == '0' && ptr - digits > 1) return false;  // leading zero
-  if (negative && *out == 0) return false;                // "-0"
+  if (negative && *out == 0) return false;               // "-0"
   s->remove_prefix(ptr - begin);
   return true;
 }
@@ -74,8 +73,7 @@ Digest ComputeLineDigest(std::string_view line, Sha256& hasher) {
 }
 
 std::string AppendEventLine(uint64_t seq, int64_t ts, std::string_view prev,
-                            std::string_view canonical_body, Sha256& hasher,
-                            std::string* out) {
+                            std::string_view canonical_body, Sha256& hasher, std::string* out) {
   size_t start = out->size();
   char num[24];
   out->append(kSeqKey);

@@ -39,9 +39,9 @@ struct EventView {
   uint64_t seq = 0;
   int64_t ts = 0;
   std::string_view prev;
-  std::string_view body;   // canonical JSON object text
-  std::string_view hash;   // as stored
-  std::string_view line;   // without the trailing newline
+  std::string_view body;  // canonical JSON object text
+  std::string_view hash;  // as stored
+  std::string_view line;  // without the trailing newline
 };
 
 // Parses the envelope of `line` (no trailing newline) without touching the body's JSON. Errors
@@ -58,7 +58,6 @@ std::string EncodeEventLine(uint64_t seq, int64_t ts, std::string_view prev,
 
 // Appends the encoded line to `out` (faster for batches); returns the hash hex.
 std::string AppendEventLine(uint64_t seq, int64_t ts, std::string_view prev,
-                            std::string_view canonical_body, Sha256& hasher,
-                            std::string* out);
+                            std::string_view canonical_body, Sha256& hasher, std::string* out);
 
 }  // namespace snapledger

@@ -16,8 +16,8 @@ TEST(EventLine, EncodesFixedEnvelopeWithHashLast) {
 TEST(EventLine, HashIsSha256OfRecordWithoutHashMember) {
   std::string hash;
   std::string line = EncodeEventLine(7, 42, kGenesisHash, R"({"k":"v"})", &hash);
-  std::string record = std::string("{\"seq\":7,\"ts\":42,\"prev\":\"") +
-                       std::string(kGenesisHash) + "\",\"body\":{\"k\":\"v\"}}";
+  std::string record = std::string("{\"seq\":7,\"ts\":42,\"prev\":\"") + std::string(kGenesisHash) +
+                       "\",\"body\":{\"k\":\"v\"}}";
   EXPECT_EQ(hash, ToHex(Sha256::Of(record)));
 }
 
@@ -40,10 +40,10 @@ TEST(EventLine, RejectsMalformedEnvelopes) {
   std::string hash;
   std::string good = EncodeEventLine(3, 5, kGenesisHash, "{}", &hash);
   good.pop_back();
-  for (std::string bad : {std::string("{}"), std::string("garbage"),
-                          std::string("{\"seq\":03") + good.substr(9),
-                          std::string("{\"ts\":5,\"seq\":3}"), good.substr(0, good.size() - 1),
-                          good.substr(0, good.size() - 3) + "X\"}"}) {
+  for (std::string bad :
+       {std::string("{}"), std::string("garbage"), std::string("{\"seq\":03") + good.substr(9),
+        std::string("{\"ts\":5,\"seq\":3}"), good.substr(0, good.size() - 1),
+        good.substr(0, good.size() - 3) + "X\"}"}) {
     EXPECT_FALSE(ParseEventLine(bad).ok()) << bad;
   }
 }

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -14,15 +15,12 @@
 #include <thread>
 #include <variant>
 
-#include <spdlog/spdlog.h>
-
-#include "common/base/fmt_absl.h"
-
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "common/ledger/chain_verifier.h"
+#include "common/base/fmt_absl.h"
 #include "common/base/posix_file.h"
 #include "common/base/status_macros.h"
+#include "common/ledger/chain_verifier.h"
 
 namespace snapledger {
 namespace {
@@ -145,9 +143,8 @@ class EventLog::Impl {
     while (true) {
       {
         absl::MutexLock l(&mu_);
-        auto has_work = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-          return stop_ || !queue_.empty();
-        };
+        auto has_work = [this]()
+                            ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stop_ || !queue_.empty(); };
         const int64_t wait = NanosUntilHousekeeping();
         options_.clock->AwaitWithTimeout(
             mu_, absl::Condition(&has_work),
@@ -231,10 +228,10 @@ class EventLog::Impl {
   }
 
   void Poison(absl::Status cause) {
-    poisoned_ = absl::UnavailableError(
-        absl::StrCat("ledger ", dir_, " stopped accepting appends after an I/O error (",
-                     cause.message(), "); the failed batch may or may not be on disk (check by "
-                     "hash after reopening, before retrying); reopen the ledger to recover"));
+    poisoned_ = absl::UnavailableError(absl::StrCat(
+        "ledger ", dir_, " stopped accepting appends after an I/O error (", cause.message(),
+        "); the failed batch may or may not be on disk (check by "
+        "hash after reopening, before retrying); reopen the ledger to recover"));
     spdlog::error("{}", poisoned_.message());
   }
 
@@ -340,10 +337,13 @@ absl::StatusOr<Recovered> Recover(const std::string& dir, int fd,
   // atomically, so damage means something outside snapledger changed it.
   ASSIGN_OR_RETURN(std::optional<HeadRecord> head_file, ReadHeadFile(dir));
   if (!head_file && !epoch_if_head_missing)
-    return absl::FailedPreconditionError(absl::StrCat(
-        "ledger ", dir, ": ", kHeadFile, " is missing, so the ledger's epoch is unknown; "
-        "restore it (e.g. from the newest block's ", kHeadFile, ") or reopen with an explicit "
-        "epoch to rebuild it from the log"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("ledger ", dir, ": ", kHeadFile,
+                     " is missing, so the ledger's epoch is unknown; "
+                     "restore it (e.g. from the newest block's ",
+                     kHeadFile,
+                     ") or reopen with an explicit "
+                     "epoch to rebuild it from the log"));
   ASSIGN_OR_RETURN(MappedFile log, MappedFile::Open(LogPath(dir)));
   std::string_view data = log.data();
   size_t complete = data.size();
@@ -356,36 +356,36 @@ absl::StatusOr<Recovered> Recover(const std::string& dir, int fd,
     trusted = *head_file;
     // Checked before anything is truncated, so a damaged log is left as it was found.
     if (trusted.log_bytes > complete)
-      return absl::DataLossError(absl::StrCat(
-          "ledger ", dir, ": ", kHeadFile, " names seq ", trusted.head.seq, " ending at byte ",
-          trusted.log_bytes, ", but ", kEventsFile, " has only ", complete,
-          " bytes of complete lines: acknowledged events are missing"));
+      return absl::DataLossError(
+          absl::StrCat("ledger ", dir, ": ", kHeadFile, " names seq ", trusted.head.seq,
+                       " ending at byte ", trusted.log_bytes, ", but ", kEventsFile, " has only ",
+                       complete, " bytes of complete lines: acknowledged events are missing"));
     auto start = CheckTrustedLine(data, trusted.log_bytes, trusted.head);
     if (!start.ok())
-      return absl::DataLossError(absl::StrCat("ledger ", dir, ": ", kHeadFile,
-                                              " disagrees with the log: ",
-                                              start.status().message()));
+      return absl::DataLossError(absl::StrCat(
+          "ledger ", dir, ": ", kHeadFile, " disagrees with the log: ", start.status().message()));
   } else {
     out.report.head_file_missing = true;
     trusted.epoch = *epoch_if_head_missing;
-    spdlog::warn("ledger {}: {} is missing; rebuilding it from the log (epoch {}) after full "
-                 "verification", dir, kHeadFile, trusted.epoch);
+    spdlog::warn(
+        "ledger {}: {} is missing; rebuilding it from the log (epoch {}) after full "
+        "verification",
+        dir, kHeadFile, trusted.epoch);
   }
   if (complete < data.size()) {
     out.report.torn_tail_bytes = data.size() - complete;
     out.report.torn_tails_truncated = 1;
-    spdlog::warn("ledger {}: truncating a torn last line of {} bytes at byte {} (a crash "
-                 "interrupted a write; that event was never acknowledged)",
-                 dir, out.report.torn_tail_bytes, complete);
+    spdlog::warn(
+        "ledger {}: truncating a torn last line of {} bytes at byte {} (a crash "
+        "interrupted a write; that event was never acknowledged)",
+        dir, out.report.torn_tail_bytes, complete);
     if (::ftruncate(fd, static_cast<off_t>(complete)) != 0 || ::fdatasync(fd) != 0)
       return ErrnoStatus(absl::StrCat("truncate torn tail of ", LogPath(dir)), errno);
     data = data.substr(0, complete);
   }
-  VerifyReport v = VerifyLines(data.substr(trusted.log_bytes), trusted.head,
-                               trusted.head.seq + 1);
+  VerifyReport v = VerifyLines(data.substr(trusted.log_bytes), trusted.head, trusted.head.seq + 1);
   if (!v.ok())
-    return absl::DataLossError(
-        absl::StrCat("ledger ", dir, ": ", v.failure->ToString()));
+    return absl::DataLossError(absl::StrCat("ledger ", dir, ": ", v.failure->ToString()));
   out.report.events_verified = v.events_verified;
   out.head = trusted;
   out.head.head = v.head;
@@ -418,12 +418,11 @@ absl::StatusOr<EventLogPtr> EventLog::Create(const std::string& dir, uint64_t ep
   head.epoch = epoch;
   RETURN_IF_ERROR(WriteHeadFile(dir, head));
   RETURN_IF_ERROR(SyncDir(dir));
-  return EventLogPtr(new EventLog(
-      std::make_unique<Impl>(dir, options, std::move(fd), head, RecoveryReport{})));
+  return EventLogPtr(
+      new EventLog(std::make_unique<Impl>(dir, options, std::move(fd), head, RecoveryReport{})));
 }
 
-absl::StatusOr<EventLogPtr> EventLog::Open(const std::string& dir,
-                                           const EventLogOptions& options) {
+absl::StatusOr<EventLogPtr> EventLog::Open(const std::string& dir, const EventLogOptions& options) {
   auto fd = OpenFile(LogPath(dir), O_RDWR | O_APPEND);
   if (absl::IsNotFound(fd.status()))
     return absl::NotFoundError(absl::StrCat("no ledger in ", dir, " (", kEventsFile,
@@ -456,8 +455,8 @@ absl::StatusOr<std::vector<AppendResult>> EventLog::AppendBatch(
   for (size_t i = 0; i < bodies.size(); ++i) {
     auto c = CanonicalizeBody(bodies[i], impl_->options().max_body_bytes);
     if (!c.ok())
-      return absl::InvalidArgumentError(absl::StrCat("event ", i + 1, " of ", bodies.size(),
-                                                     ": ", c.status().message(),
+      return absl::InvalidArgumentError(absl::StrCat("event ", i + 1, " of ", bodies.size(), ": ",
+                                                     c.status().message(),
                                                      " (nothing was appended)"));
     canonical.push_back(*std::move(c));
   }

@@ -24,8 +24,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "common/ledger/canonical_json.h"
 #include "common/base/clock.h"
+#include "common/ledger/canonical_json.h"
 #include "common/ledger/head_file.h"
 
 namespace snapledger {
@@ -54,11 +54,11 @@ struct AppendResult {
 
 // What Open() found and repaired.
 struct RecoveryReport {
-  uint64_t torn_tail_bytes = 0;        // bytes of an incomplete last line that were truncated
-  uint64_t torn_tails_truncated = 0;   // 0 or 1
-  uint64_t events_verified = 0;        // lines verified on open (after the trusted head)
+  uint64_t torn_tail_bytes = 0;       // bytes of an incomplete last line that were truncated
+  uint64_t torn_tails_truncated = 0;  // 0 or 1
+  uint64_t events_verified = 0;       // lines verified on open (after the trusted head)
   bool head_file_missing = false;
-  bool head_file_rewritten = false;    // the head file lagged the log and was brought forward
+  bool head_file_rewritten = false;  // the head file lagged the log and was brought forward
 };
 
 class EventLog;

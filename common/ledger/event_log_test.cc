@@ -1,11 +1,10 @@
 #include "common/ledger/event_log.h"
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <fstream>
@@ -15,8 +14,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/ledger/chain_verifier.h"
 #include "common/base/posix_file.h"
+#include "common/ledger/chain_verifier.h"
 #include "common/testing/manual_clock.h"
 #include "common/testing/temp_dir.h"
 
@@ -25,7 +24,9 @@ namespace {
 
 using testing::TempDir;
 
-std::string Body(int i) { return absl::StrCat("{\"port\":\"tap", i, "\",\"vlan\":", i % 4094, "}"); }
+std::string Body(int i) {
+  return absl::StrCat("{\"port\":\"tap", i, "\",\"vlan\":", i % 4094, "}");
+}
 
 uint64_t FileSize(const std::string& path) {
   auto s = ReadFileToString(path);
@@ -82,8 +83,9 @@ TEST(EventLog, RejectedBodiesAppendNothing) {
   ASSERT_TRUE(log.ok());
   ASSERT_TRUE((*log)->Append(Body(1)).ok());
   uint64_t size = FileSize(dir.Sub("events.jsonl"));
-  for (std::string bad : {std::string("[1]"), std::string("{\"a\":\"\xff\"}"),
-                          std::string("not json"), std::string("{\"a\":\"") + std::string(200, 'x') + "\"}"}) {
+  for (std::string bad :
+       {std::string("[1]"), std::string("{\"a\":\"\xff\"}"), std::string("not json"),
+        std::string("{\"a\":\"") + std::string(200, 'x') + "\"}"}) {
     auto r = (*log)->Append(bad);
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
@@ -265,8 +267,7 @@ TEST(EventLogRecovery, BadLineInTheMiddleIsAnErrorNamingItsLine) {
   auto log = EventLog::Open(dir.path());
   ASSERT_FALSE(log.ok());
   EXPECT_EQ(log.status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_NE(log.status().message().find("line 7 (seq 7)"), absl::string_view::npos)
-      << log.status();
+  EXPECT_NE(log.status().message().find("line 7 (seq 7)"), absl::string_view::npos) << log.status();
 }
 
 TEST(EventLogRecovery, HeadBeyondTheLogMeansLostEventsAndIsAnError) {
@@ -280,8 +281,7 @@ TEST(EventLogRecovery, HeadBeyondTheLogMeansLostEventsAndIsAnError) {
   ASSERT_TRUE(WriteFileAtomic(dir.Sub("events.jsonl"), text).ok());
   auto log = EventLog::Open(dir.path());
   ASSERT_FALSE(log.ok());
-  EXPECT_NE(log.status().message().find("acknowledged events are missing"),
-            absl::string_view::npos)
+  EXPECT_NE(log.status().message().find("acknowledged events are missing"), absl::string_view::npos)
       << log.status();
 }
 

@@ -1,17 +1,16 @@
 // Keeps docs/FORMAT.md true: its worked example must be what the code computes, and its
 // verification recipe (jq, sed, sha256sum) must accept a ledger snapledger wrote and reject a
 // tampered one.
+#include <gtest/gtest.h>
 #include <stdio.h>
 #include <sys/wait.h>
-
-#include <gtest/gtest.h>
 
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/ledger/event_log.h"
 #include "common/base/posix_file.h"
+#include "common/ledger/event_log.h"
 #include "common/testing/temp_dir.h"
 
 #ifndef SNAPLEDGER_SOURCE_DIR
@@ -52,9 +51,8 @@ ShellRun RunShell(const std::string& dir, const std::string& script) {
 }
 
 TEST(FormatDoc, WorkedExampleIsWhatTheCodeComputes) {
-  std::vector<std::string> lines =
-      absl::StrSplit(DocSection("<!-- example:begin -->", "<!-- example:end -->"), '\n',
-                     absl::SkipEmpty());
+  std::vector<std::string> lines = absl::StrSplit(
+      DocSection("<!-- example:begin -->", "<!-- example:end -->"), '\n', absl::SkipEmpty());
   ASSERT_EQ(lines.size(), 2u);
   std::string prev(kGenesisHash);
   for (const std::string& line : lines) {

@@ -15,9 +15,8 @@ TEST(HeadFile, RoundTripsEveryField) {
   h.head = ChainHead{42, std::string(64, 'c'), 1764000000000000};
   h.epoch = 3;
   h.log_bytes = 12345;
-  EXPECT_EQ(SerializeHead(h),
-            "{\"seq\":42,\"hash\":\"" + std::string(64, 'c') +
-                "\",\"epoch\":3,\"ts\":1764000000000000,\"log_bytes\":12345}\n");
+  EXPECT_EQ(SerializeHead(h), "{\"seq\":42,\"hash\":\"" + std::string(64, 'c') +
+                                  "\",\"epoch\":3,\"ts\":1764000000000000,\"log_bytes\":12345}\n");
   auto parsed = ParseHead(SerializeHead(h));
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(*parsed, h);

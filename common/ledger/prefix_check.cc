@@ -3,8 +3,8 @@
 #include <fcntl.h>
 #include <linux/btrfs.h>
 #include <linux/fiemap.h>
-#include <string.h>
 #include <linux/fs.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>

@@ -5,8 +5,8 @@
 // change to the bytes before line `s` (a delta that rewrote old events would verify). A block
 // received as a delta from its parent shares the parent's unchanged extents (btrfs receive
 // snapshots the parent and applies the changes), so with FIEMAP the check costs about the size
-// of what changed, not of the file. Where extents are not shared or sharing cannot be proven (files on
-// different filesystems, not btrfs, a full send, compressed extents), it reads and compares
+// of what changed, not of the file. Where extents are not shared or sharing cannot be proven (files
+// on different filesystems, not btrfs, a full send, compressed extents), it reads and compares
 // those bytes.
 #pragma once
 

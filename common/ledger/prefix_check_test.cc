@@ -20,8 +20,8 @@ class PrefixCheckTest : public ::testing::Test {
 
 TEST_F(PrefixCheckTest, AppendedFileKeepsItsPrefix) {
   std::string old_text(300000, 'a');
-  auto r = ComparePrefix(Write("a", old_text), Write("b", old_text + "new events"),
-                         old_text.size());
+  auto r =
+      ComparePrefix(Write("a", old_text), Write("b", old_text + "new events"), old_text.size());
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(r->equal);
   EXPECT_EQ(r->bytes_compared + r->bytes_shared, old_text.size());

@@ -13,9 +13,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/base/fmt_absl.h"
+#include "common/base/status_macros.h"
 #include "common/ledger/head_file.h"
 #include "common/ledger/log_reader.h"
-#include "common/base/status_macros.h"
 
 namespace snapledger {
 

@@ -13,9 +13,9 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/posix_file.h"
 #include "common/ledger/event_log.h"
 #include "common/ledger/log_reader.h"
-#include "common/base/posix_file.h"
 #include "common/testing/temp_dir.h"
 #include "common/testing/test_ledger.h"
 

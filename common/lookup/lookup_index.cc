@@ -259,8 +259,7 @@ class LookupIndex::Impl {
   absl::Status ReserveForCommit(uint64_t bytes) {
     ASSIGN_OR_RETURN(FileCover c, DataFileCover());
     uint64_t want = c.needed + (bytes / c.page_size + 256) * c.page_size;
-    if (c.file_size < want &&
-        ::ftruncate(DataFd(), static_cast<off_t>(want + kExtendStep)) != 0)
+    if (c.file_size < want && ::ftruncate(DataFd(), static_cast<off_t>(want + kExtendStep)) != 0)
       return ErrnoStatus(absl::StrCat("extend ", dir_, "/data.mdb"), errno);
     return absl::OkStatus();
   }
@@ -335,8 +334,8 @@ class LookupIndex::Impl {
   // Appends `batch` (the digests of the events after runs->back(), in seq order) as a new run,
   // then merges runs as PlanHashRunMerge says, and records the runs. Reorders `batch`; adds the
   // number of digests the merges rewrote to `*merged`.
-  absl::Status AddHashRun(const Txn& txn, std::vector<HashEntry>& batch,
-                          std::vector<HashRun>* runs, uint64_t* merged) {
+  absl::Status AddHashRun(const Txn& txn, std::vector<HashEntry>& batch, std::vector<HashRun>* runs,
+                          uint64_t* merged) {
     if (batch.empty()) return absl::OkStatus();
     std::sort(batch.begin(), batch.end(),
               [](const HashEntry& a, const HashEntry& b) { return a.digest < b.digest; });
@@ -345,8 +344,8 @@ class LookupIndex::Impl {
     for (size_t i = 0; i < batch.size(); ++i) {
       const HashEntry& e = batch[i];
       if (i > 0 && e.digest == batch[i - 1].digest)
-        return absl::DataLossError(absl::StrCat("seq ", e.seq, " and seq ", batch[i - 1].seq,
-                                                " have the same hash"));
+        return absl::DataLossError(
+            absl::StrCat("seq ", e.seq, " and seq ", batch[i - 1].seq, " have the same hash"));
       RETURN_IF_ERROR(AppendHash(out, run.id, e.digest, e.seq));
       run.first_seq = std::min(run.first_seq, e.seq);
       run.last_seq = std::max(run.last_seq, e.seq);
@@ -506,8 +505,7 @@ class LookupIndex::Impl {
 
   // Replaces the runs [begin, end) of `*runs` by one new run holding their digests: a k-way
   // merge of their sorted keys appended under a new id, then their keys deleted.
-  absl::Status MergeHashRuns(const Txn& txn, size_t begin, size_t end,
-                             std::vector<HashRun>* runs) {
+  absl::Status MergeHashRuns(const Txn& txn, size_t begin, size_t end, std::vector<HashRun>* runs) {
     HashRun merged{NextRunId(*runs), (*runs)[begin].first_seq, (*runs)[end - 1].last_seq};
     {
       struct Source {
@@ -529,7 +527,8 @@ class LookupIndex::Impl {
       };
       for (size_t i = begin; i < end; ++i) {
         ASSIGN_OR_RETURN(Cursor c, OpenCursor(txn, hash_));
-        sources.push_back(Source{std::move(c), (*runs)[i].id, EncodeSeqKey((*runs)[i].id), {}, {}, false});
+        sources.push_back(
+            Source{std::move(c), (*runs)[i].id, EncodeSeqKey((*runs)[i].id), {}, {}, false});
         HashKey first = EncodeHashKey((*runs)[i].id, Digest{});
         sources.back().key = Val(first.data(), first.size());
         RETURN_IF_ERROR(step(sources.back(), MDB_SET_RANGE));
@@ -539,9 +538,9 @@ class LookupIndex::Impl {
       while (true) {
         Source* next = nullptr;
         for (Source& s : sources) {
-          if (s.live && (next == nullptr || memcmp(static_cast<char*>(s.key.mv_data) + 8,
-                                                   static_cast<char*>(next->key.mv_data) + 8,
-                                                   32) < 0))
+          if (s.live &&
+              (next == nullptr || memcmp(static_cast<char*>(s.key.mv_data) + 8,
+                                         static_cast<char*>(next->key.mv_data) + 8, 32) < 0))
             next = &s;
         }
         if (next == nullptr) break;
@@ -556,9 +555,9 @@ class LookupIndex::Impl {
         RETURN_IF_ERROR(step(*next, MDB_NEXT));
       }
       if (copied != merged.size())
-        return absl::InternalError(Damaged(absl::StrCat("hash runs ", (*runs)[begin].id, "..",
-                                                        (*runs)[end - 1].id, " hold ", copied,
-                                                        " entries for ", merged.size(), " events")));
+        return absl::InternalError(
+            Damaged(absl::StrCat("hash runs ", (*runs)[begin].id, "..", (*runs)[end - 1].id,
+                                 " hold ", copied, " entries for ", merged.size(), " events")));
     }
     for (size_t i = begin; i < end; ++i) RETURN_IF_ERROR(DeleteHashRun(txn, (*runs)[i].id));
     runs->erase(runs->begin() + begin, runs->begin() + end);
@@ -922,4 +921,3 @@ std::optional<std::pair<size_t, size_t>> PlanHashRunMerge(const std::vector<Hash
 }
 
 }  // namespace snapledger
-

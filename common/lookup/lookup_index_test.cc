@@ -11,9 +11,9 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/posix_file.h"
 #include "common/ledger/event_log.h"
 #include "common/ledger/log_reader.h"
-#include "common/base/posix_file.h"
 #include "common/testing/temp_dir.h"
 #include "common/testing/test_ledger.h"
 
@@ -389,8 +389,7 @@ TEST(LookupIndex, HashRunsThatDoNotCoverTheEventsAreDamaged) {
   ReadRunsRecord(tmp.Sub("index"), runs);
   auto opened = LookupIndex::Open(tmp.Sub("index"));
   EXPECT_TRUE(absl::IsDataLoss(opened.status())) << opened.status();
-  EXPECT_NE(opened.status().message().find("hash run"), absl::string_view::npos)
-      << opened.status();
+  EXPECT_NE(opened.status().message().find("hash run"), absl::string_view::npos) << opened.status();
 }
 
 std::vector<HashRun> RunsOfSizes(const std::vector<uint64_t>& sizes) {
@@ -442,7 +441,8 @@ TEST(PlanHashRunMerge, PastTheLimitMergesTheSmallestAdjacentPair) {
   // runs of its top level.
   std::vector<uint64_t> sizes;
   for (int round = 0; round < 4; ++round)
-    for (int level = 0; level < (round < 3 ? 10 : 3); ++level) sizes.push_back(uint64_t{1} << (2 * level));
+    for (int level = 0; level < (round < 3 ? 10 : 3); ++level)
+      sizes.push_back(uint64_t{1} << (2 * level));
   ASSERT_EQ(sizes.size(), kMaxOpenHashRuns + 1);
   EXPECT_EQ(PlanHashRunMerge(RunsOfSizes(std::vector<uint64_t>(sizes.begin(), sizes.end() - 1))),
             Merge());

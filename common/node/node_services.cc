@@ -51,10 +51,9 @@ absl::Status NodeServices::StartServing(RoleServing role) {
 void NodeServices::StartIndexFollower() {
   absl::MutexLock lock(&mu_);
   if (!similarity_ || index_follower_ || !server_ || stopped_) return;
-  index_follower_ = std::make_unique<IndexFollower>(*similarity_, vector_index_metrics_,
-                                                    config_.vector_index.follow_interval,
-                                                    config_.vector_index.follow_min_spacing,
-                                                    config_.clock);
+  index_follower_ = std::make_unique<IndexFollower>(
+      *similarity_, vector_index_metrics_, config_.vector_index.follow_interval,
+      config_.vector_index.follow_min_spacing, config_.clock);
 }
 
 void NodeServices::FollowLedgerDir(std::string ledger_dir) {

@@ -76,11 +76,11 @@ using MetricsServerPtr = std::unique_ptr<MetricsServer>;
 
 // The derived vector index's series, the same on both daemons (each registers them once).
 struct VectorIndexMetrics {
-  prometheus::Gauge& lag_events;    // events in the log the vector index does not cover yet
-  prometheus::Gauge& indexed_seq;   // last seq in the index that answers similarity queries
-  prometheus::Gauge& available;     // 1 while similarity queries can be answered
-  prometheus::Counter& rebuilds;    // rebuilds completed (automatic or requested)
-  prometheus::Counter& failures;    // catch-up or rebuild steps that failed
+  prometheus::Gauge& lag_events;          // events in the log the vector index does not cover yet
+  prometheus::Gauge& indexed_seq;         // last seq in the index that answers similarity queries
+  prometheus::Gauge& available;           // 1 while similarity queries can be answered
+  prometheus::Counter& rebuilds;          // rebuilds completed (automatic or requested)
+  prometheus::Counter& failures;          // catch-up or rebuild steps that failed
   prometheus::Counter& gave_way_seconds;  // time the index waited for receives (give_way)
 };
 VectorIndexMetrics RegisterVectorIndexMetrics(prometheus::Registry& registry);

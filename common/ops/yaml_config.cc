@@ -18,8 +18,8 @@ absl::StatusOr<YAML::Node> LoadYamlFile(const std::string& path) {
     root = YAML::LoadFile(path);
   } catch (const YAML::Exception& e) {
     // yaml-cpp's marks are 0-based.
-    return absl::InvalidArgumentError(absl::StrCat(path, " line ", e.mark.line + 1, " column ",
-                                                   e.mark.column + 1, ": ", e.msg));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " line ", e.mark.line + 1, " column ", e.mark.column + 1, ": ", e.msg));
   }
   if (!root.IsMap())
     return absl::InvalidArgumentError(
@@ -57,8 +57,8 @@ absl::Status YamlSection::Get(const std::string& key, bool* out) {
   if (!v) return absl::OkStatus();
   bool value = false;
   if (!v.IsScalar() || !YAML::convert<bool>::decode(v, value))
-    return Error(key, absl::StrCat("must be true or false, not '", v.IsScalar() ? v.Scalar() : "?",
-                                   "'"));
+    return Error(
+        key, absl::StrCat("must be true or false, not '", v.IsScalar() ? v.Scalar() : "?", "'"));
   *out = value;
   return absl::OkStatus();
 }
@@ -70,8 +70,8 @@ absl::Status YamlSection::GetInteger(const std::string& key, T* out, absl::strin
   if (!v) return absl::OkStatus();
   T value = 0;
   if (!v.IsScalar() || !absl::SimpleAtoi(v.Scalar(), &value))
-    return Error(key, absl::StrCat("must be ", expected, ", not '",
-                                   v.IsScalar() ? v.Scalar() : "?", "'"));
+    return Error(
+        key, absl::StrCat("must be ", expected, ", not '", v.IsScalar() ? v.Scalar() : "?", "'"));
   *out = value;
   return absl::OkStatus();
 }

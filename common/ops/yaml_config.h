@@ -3,12 +3,12 @@
 // key the reader does not know is an error, so a typo never silently falls back to a default.
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <cstdint>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <yaml-cpp/yaml.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -25,7 +25,8 @@ absl::StatusOr<YAML::Node> LoadYamlFile(const std::string& path);
 // (so callers set defaults first) and records the key as known. Not thread-safe.
 class YamlSection {
  public:
-  // The top-level mapping of the file `where`; errors read "primary.yaml: shipping.watchdog_seconds:
+  // The top-level mapping of the file `where`; errors read "primary.yaml:
+  // shipping.watchdog_seconds:
   // ...", and where() of a nested section is e.g. "primary.yaml: replicas[1]".
   YamlSection(YAML::Node node, std::string where);
 

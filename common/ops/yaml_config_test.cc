@@ -1,8 +1,8 @@
 #include "common/ops/yaml_config.h"
 
-#include <fstream>
-
 #include <gtest/gtest.h>
+
+#include <fstream>
 
 #include "absl/strings/match.h"
 #include "common/testing/temp_dir.h"

@@ -1,8 +1,8 @@
 #include "common/rpc/grpc_server.h"
 
-#include <chrono>
-
 #include <grpcpp/health_check_service_interface.h>
+
+#include <chrono>
 
 #include "absl/strings/str_cat.h"
 
@@ -17,8 +17,8 @@ absl::StatusOr<GrpcServerPtr> GrpcServer::Start(const std::string& address,
   for (grpc::Service* service : services) builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0)
-    return absl::UnavailableError(absl::StrCat("cannot serve gRPC on ", address,
-                                               " (address in use or not local?)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve gRPC on ", address, " (address in use or not local?)"));
   if (auto* health = server->GetHealthCheckService()) health->SetServingStatus(true);
   return GrpcServerPtr(new GrpcServer(std::move(server), port));
 }

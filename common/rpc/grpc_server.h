@@ -2,11 +2,11 @@
 // (grpc.health.v1.Health, so probes and load balancers work) and a chosen address.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/status/statusor.h"
 

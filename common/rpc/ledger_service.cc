@@ -47,8 +47,8 @@ grpc::Status LedgerService::AppendStream(grpc::ServerContext*,
     uint64_t at = acknowledged + 1;
     if (!r.ok())
       return grpc::Status(ToGrpcStatus(r.status()).error_code(),
-                          absl::StrCat("event ", at, " of the stream: ", r.status().message(),
-                                       " (", acknowledged, " events before it were appended)"));
+                          absl::StrCat("event ", at, " of the stream: ", r.status().message(), " (",
+                                       acknowledged, " events before it were appended)"));
     if (acknowledged == 0) first = *r;
     last = *std::move(r);
     ++acknowledged;
@@ -70,10 +70,10 @@ grpc::Status LedgerService::AppendStream(grpc::ServerContext*,
       Observe(false, received);
       while (!in_flight.empty() && status.ok()) status = settle_one();
       if (status.ok())
-        status = grpc::Status(ToGrpcStatus(rejected).error_code(),
-                              absl::StrCat("event ", position, " of the stream: ",
-                                           rejected.message(), " (", acknowledged,
-                                           " events before it were appended)"));
+        status =
+            grpc::Status(ToGrpcStatus(rejected).error_code(),
+                         absl::StrCat("event ", position, " of the stream: ", rejected.message(),
+                                      " (", acknowledged, " events before it were appended)"));
       break;
     }
     if (in_flight.size() >= window_) status = settle_one();

@@ -7,8 +7,8 @@
 #include <memory>
 #include <string>
 
-#include "common/lookup/event_query.h"
 #include "common/ledger/head_file.h"
+#include "common/lookup/event_query.h"
 #include "snapledger/v1/snapledger.grpc.pb.h"
 
 namespace snapledger {

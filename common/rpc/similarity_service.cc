@@ -32,9 +32,8 @@ absl::StatusOr<SimilarQuestion> FromProto(const v1::SimilarRequest& request) {
   for (const v1::FieldFilter& f : request.fields()) {
     nlohmann::json value = nlohmann::json::parse(f.value_json(), nullptr, false);
     if (value.is_discarded())
-      return absl::InvalidArgumentError(absl::StrCat("field filter \"", f.field(),
-                                                     "\": value_json is not JSON: ",
-                                                     f.value_json()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "field filter \"", f.field(), "\": value_json is not JSON: ", f.value_json()));
     q.fields.push_back(FieldMatch{f.field(), std::move(value)});
   }
   return q;

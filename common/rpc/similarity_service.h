@@ -6,8 +6,8 @@
 #include <functional>
 #include <memory>
 
-#include "common/lookup/event_query.h"
 #include "common/index/similarity_index.h"
+#include "common/lookup/event_query.h"
 #include "snapledger/v1/snapledger.grpc.pb.h"
 
 namespace snapledger {

@@ -11,8 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/base/posix_file.h"
-#include "common/btrfs/send_stream.h"
 #include "common/base/status_macros.h"
+#include "common/btrfs/send_stream.h"
 
 namespace snapledger {
 namespace {
@@ -322,7 +322,8 @@ absl::StatusOr<std::string> MemoryBtrfs::ReceiveLocked(const std::string& dest_d
 
   std::string name = options.as_name.value_or(sent_name);
   if (absl::Status st = ValidateSubvolumeName(name); !st.ok() && !options.as_name)
-    return absl::DataLossError(absl::StrCat("the stream's subvolume name is unusable: ", st.message()));
+    return absl::DataLossError(
+        absl::StrCat("the stream's subvolume name is unusable: ", st.message()));
   const std::string path = absl::StrCat(dest_dir, "/", name);
   const std::string p = Normalize(path);
   RETURN_IF_ERROR(CheckCanCreate(p));

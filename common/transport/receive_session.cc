@@ -74,8 +74,8 @@ absl::Status SessionReader::ReadExact(char* out, size_t n, std::string_view what
     if (begin_ == end_) {
       ASSIGN_OR_RETURN(bool more, Fill());
       if (!more)
-        return absl::DataLossError(absl::StrCat(what_, ": input ends at byte ", offset_,
-                                                " inside ", std::string(what)));
+        return absl::DataLossError(
+            absl::StrCat(what_, ": input ends at byte ", offset_, " inside ", std::string(what)));
     }
     const size_t take = std::min(n, end_ - begin_);
     std::memcpy(out, buf_.data() + begin_, take);
@@ -97,8 +97,8 @@ absl::StatusOr<std::optional<std::string>> SessionReader::ReadRequest() {
       ASSIGN_OR_RETURN(bool more, Fill());
       if (!more) {
         if (line.empty()) return std::nullopt;
-        return absl::DataLossError(absl::StrCat(what_, ": input ends at byte ", offset_,
-                                                " inside a request line"));
+        return absl::DataLossError(
+            absl::StrCat(what_, ": input ends at byte ", offset_, " inside a request line"));
       }
     }
     const char* start = buf_.data() + begin_;
@@ -141,8 +141,8 @@ absl::StatusOr<size_t> SessionReader::FramedStream::ReadFrames(char* buf, size_t
       return 0;
     }
     if (length > kMaxFrame)
-      return absl::DataLossError(absl::StrCat(r_.what_, ": the frame at byte ", at, " is ",
-                                              length, " bytes long, more than the ", kMaxFrame,
+      return absl::DataLossError(absl::StrCat(r_.what_, ": the frame at byte ", at, " is ", length,
+                                              " bytes long, more than the ", kMaxFrame,
                                               " a frame may be"));
     remaining_ = length;
   }
@@ -156,8 +156,7 @@ absl::StatusOr<size_t> SessionReader::FramedStream::ReadFrames(char* buf, size_t
     ASSIGN_OR_RETURN(n, r_.in_.Read(buf, want));
     if (n == 0)
       return absl::DataLossError(absl::StrCat(r_.what_, ": input ends at byte ", r_.offset_,
-                                              " inside a frame (", remaining_,
-                                              " bytes missing)"));
+                                              " inside a frame (", remaining_, " bytes missing)"));
   }
   r_.offset_ += n;
   remaining_ -= static_cast<uint32_t>(n);

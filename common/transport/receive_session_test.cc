@@ -125,8 +125,7 @@ TEST(SessionReader, RefusesALongOrCutRequestLine) {
   SessionReader a(long_line, "stdin");
   absl::StatusOr<std::optional<std::string>> r = a.ReadRequest();
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(r.status().message().find("longer than 4096 bytes"), std::string::npos)
-      << r.status();
+  EXPECT_NE(r.status().message().find("longer than 4096 bytes"), std::string::npos) << r.status();
 
   StringSource cut("--block one");
   SessionReader b(cut, "stdin");
@@ -155,8 +154,7 @@ TEST(SessionReader, NamesWhereAStreamIsCutOrMalformed) {
     absl::StatusOr<std::string> all = ReadAll(reader.Stream());
     ASSERT_FALSE(all.ok());
     EXPECT_EQ(all.status().code(), absl::StatusCode::kDataLoss);
-    EXPECT_NE(all.status().message().find("stdin: " + c.error), std::string::npos)
-        << all.status();
+    EXPECT_NE(all.status().message().find("stdin: " + c.error), std::string::npos) << all.status();
     EXPECT_FALSE(reader.StreamEnded());
   }
 }

@@ -1,13 +1,11 @@
 #include "common/transport/ssh_transport.h"
 
+#include <libssh/libssh.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <algorithm>
-
-#include <libssh/libssh.h>
-
 #include <atomic>
 
 #include "absl/strings/str_cat.h"
@@ -30,7 +28,6 @@ void DetectDeadPeer(int fd, absl::Duration timeout) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
 }
-
 
 constexpr size_t kMaxStdout = 1 << 20;
 constexpr size_t kMaxStderr = 64 << 10;
@@ -106,8 +103,8 @@ class LibsshCommand : public RemoteCommand {
         return line;
       }
       if (unread_stdout_.size() > max)
-        return absl::DataLossError(absl::StrCat(description_, " wrote a line longer than ", max,
-                                                " bytes"));
+        return absl::DataLossError(
+            absl::StrCat(description_, " wrote a line longer than ", max, " bytes"));
       int n = ssh_channel_read(channel_.get(), buf, sizeof buf, 0);
       if (n == SSH_ERROR)
         return SessionError(session_, absl::StatusCode::kUnavailable,

@@ -1,15 +1,15 @@
 #include "tests/integration/cluster_client.h"
 
-#include <chrono>
-#include <fstream>
-#include <sstream>
-#include <thread>
+#include <grpcpp/grpcpp.h>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <grpcpp/grpcpp.h>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -44,10 +44,10 @@ absl::StatusOr<uint64_t> PrimaryClient::Append(uint64_t count, const std::string
   auto writer = ledger_->AppendStream(&context, &response);
   v1::AppendRequest request;
   for (uint64_t i = 0; i < count; ++i) {
-    request.set_body_json(absl::StrCat(
-        R"({"test":")", tag, R"(","i":)", i,
-        R"(,"host":"ovs-node-07","port":"vnet12","event":"link_state","state":"up",)",
-        R"("mtu":1500,"rx_packets":)", i * 7, R"(,"tx_packets":)", i * 5, "}"));
+    request.set_body_json(
+        absl::StrCat(R"({"test":")", tag, R"(","i":)", i,
+                     R"(,"host":"ovs-node-07","port":"vnet12","event":"link_state","state":"up",)",
+                     R"("mtu":1500,"rx_packets":)", i * 7, R"(,"tx_packets":)", i * 5, "}"));
     if (!writer->Write(request)) break;
   }
   writer->WritesDone();

@@ -8,8 +8,8 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
-#include "common/btrfs/btrfs.h"
 #include "common/base/byte_stream.h"
+#include "common/btrfs/btrfs.h"
 
 namespace snapledger::testing {
 

@@ -5,10 +5,10 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "common/ledger/block_maker.h"
-#include "common/btrfs/btrfs.h"
-#include "common/ledger/event_log.h"
 #include "common/base/status_macros.h"
+#include "common/btrfs/btrfs.h"
+#include "common/ledger/block_maker.h"
+#include "common/ledger/event_log.h"
 
 namespace snapledger::testing {
 

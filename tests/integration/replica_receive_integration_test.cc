@@ -3,26 +3,26 @@
 // `snapledger-receive` binary. Blocks are promoted only when they verify; anything
 // else leaves the replica on its last verified block with nothing half-received.
 #include <fcntl.h>
-#include <poll.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/ledger/block_maker.h"
-#include "common/btrfs/btrfs.h"
 #include "common/base/byte_stream.h"
-#include "common/ledger/event_log.h"
 #include "common/base/posix_file.h"
-#include "common/ledger/head_file.h"
 #include "common/base/process.h"
+#include "common/base/status_macros.h"
+#include "common/btrfs/btrfs.h"
+#include "common/ledger/block_maker.h"
+#include "common/ledger/event_log.h"
+#include "common/ledger/head_file.h"
+#include "common/testing/temp_dir.h"
 #include "common/transport/receive_protocol.h"
 #include "common/transport/receive_session.h"
-#include "common/base/status_macros.h"
-#include "common/testing/temp_dir.h"
 #include "common/transport/zstd_stream.h"
 #include "tests/integration/loop_btrfs.h"
 #include "tests/integration/primary_ledger.h"
@@ -161,8 +161,8 @@ class ReplicaReceiveTest : public ::testing::Test {
   // The request line a shipper writes for `block` (a delta from `parent` when given).
   std::string Request(const BlockInfo& block, const std::optional<BlockInfo>& parent) {
     HeadRecord head = **ReadHeadFile(PrimaryBlock(block));
-    std::string r = absl::StrCat("--block ", block.name, " --epoch 1 --head-seq ",
-                                 head.head.seq, " --head-hash ", head.head.hash);
+    std::string r = absl::StrCat("--block ", block.name, " --epoch 1 --head-seq ", head.head.seq,
+                                 " --head-hash ", head.head.hash);
     if (parent) absl::StrAppend(&r, " --parent ", parent->name);
     return r;
   }
@@ -409,8 +409,8 @@ TEST_F(ReplicaReceiveTest, SessionEndsAtABlockThatDoesNotVerify) {
   BlockInfo second = Cut();
 
   ReceiveSession session(ReplicaRoot());
-  ASSERT_TRUE(session.Send(*btrfs_, Request(first, std::nullopt), PrimaryBlock(first),
-                           std::nullopt));
+  ASSERT_TRUE(
+      session.Send(*btrfs_, Request(first, std::nullopt), PrimaryBlock(first), std::nullopt));
   ASSERT_TRUE(session.Verdict().has_value());
   (void)session.Send(*btrfs_, Request(second, first), PrimaryBlock(second), PrimaryBlock(first));
   // No received verdict for a block that does not verify: its failure verdict, then the end.
@@ -435,8 +435,8 @@ TEST_F(ReplicaReceiveTest, SessionCutInsideAStreamLeavesNothingHalfReceived) {
   BlockInfo second = Cut();
 
   ReceiveSession session(ReplicaRoot());
-  ASSERT_TRUE(session.Send(*btrfs_, Request(first, std::nullopt), PrimaryBlock(first),
-                           std::nullopt));
+  ASSERT_TRUE(
+      session.Send(*btrfs_, Request(first, std::nullopt), PrimaryBlock(first), std::nullopt));
   ASSERT_TRUE(session.Verdict().has_value());
   // Part of the delta, then the input ends inside its frame.
   session.SendCut(*btrfs_, Request(second, first), PrimaryBlock(second), PrimaryBlock(first),
@@ -474,18 +474,18 @@ TEST_F(ReplicaReceiveTest, SessionGoesOnAfterABlockAlreadyHeld) {
   BlockInfo second = Cut();
 
   ReceiveSession session(ReplicaRoot());
-  ASSERT_TRUE(session.Send(*btrfs_, Request(first, std::nullopt), PrimaryBlock(first),
-                           std::nullopt));
+  ASSERT_TRUE(
+      session.Send(*btrfs_, Request(first, std::nullopt), PrimaryBlock(first), std::nullopt));
   ASSERT_TRUE(session.Verdict().has_value());
   // The same block again (a primary that did not hear the verdict): drained, acknowledged.
-  ASSERT_TRUE(session.Send(*btrfs_, Request(first, std::nullopt), PrimaryBlock(first),
-                           std::nullopt));
+  ASSERT_TRUE(
+      session.Send(*btrfs_, Request(first, std::nullopt), PrimaryBlock(first), std::nullopt));
   std::optional<std::string> again = session.Verdict();
   ASSERT_TRUE(again.has_value()) << session.Finish().err;
   EXPECT_THAT(*again, HasSubstr("\"already_held\":true"));
   // ... and the session lines up with the next request.
-  ASSERT_TRUE(session.Send(*btrfs_, Request(second, first), PrimaryBlock(second),
-                           PrimaryBlock(first)));
+  ASSERT_TRUE(
+      session.Send(*btrfs_, Request(second, first), PrimaryBlock(second), PrimaryBlock(first)));
   std::optional<std::string> next = session.Verdict();
   ASSERT_TRUE(next.has_value()) << session.Finish().err;
   EXPECT_THAT(*next, HasSubstr("\"events_verified\":200"));
@@ -532,12 +532,12 @@ TEST_F(ReplicaReceiveTest, SessionEndsAfterABlockOnceItsProgramWasReplaced) {
   install();
 
   ReceiveSession session(ReplicaRoot(), program);
-  ASSERT_TRUE(session.Send(*btrfs_, Request(first, std::nullopt), PrimaryBlock(first),
-                           std::nullopt));
+  ASSERT_TRUE(
+      session.Send(*btrfs_, Request(first, std::nullopt), PrimaryBlock(first), std::nullopt));
   ASSERT_TRUE(session.Verdict().has_value());
   install();
-  ASSERT_TRUE(session.Send(*btrfs_, Request(second, first), PrimaryBlock(second),
-                           PrimaryBlock(first)));
+  ASSERT_TRUE(
+      session.Send(*btrfs_, Request(second, first), PrimaryBlock(second), PrimaryBlock(first)));
   std::optional<std::string> verdict = session.Verdict();
   ASSERT_TRUE(verdict.has_value()) << "the block in progress is still answered";
   EXPECT_THAT(*verdict, HasSubstr(second.name));

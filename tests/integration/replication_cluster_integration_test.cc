@@ -3,23 +3,22 @@
 // test_cluster.h). Nothing is a double: blocks are btrfs snapshots, streams are
 // `btrfs send`, they travel over libssh channels to the replicas' sshd, whose forced command
 // verifies and promotes them.
+#include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <set>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
-#include <yaml-cpp/yaml.h>
+#include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/ledger/block.h"
 #include "common/base/posix_file.h"
 #include "common/base/process.h"
+#include "common/ledger/block.h"
 #include "common/ledger/sha256.h"
 #include "replica/receive_journal.h"
 #include "tests/integration/cluster_client.h"
@@ -139,14 +138,16 @@ class ReplicationClusterTest : public ::testing::Test {
   double SettledStreamBytes(const std::string& replica) {
     const std::map<std::string, std::string> labels = {{"replica", replica}};
     double bytes = -1;
-    bool settled = WaitFor([&] {
-      double received = 0;
-      for (const auto& o : JournalLines(cluster_->host(replica).ledger_root))
-        received += o.value("ok", false) ? 1 : 0;
-      double shipped = PrimaryMetric("snapledger_replication_transfers_total", labels);
-      bytes = PrimaryMetric("snapledger_replication_stream_bytes_total", labels);
-      return shipped == received;
-    }, absl::Seconds(10));
+    bool settled = WaitFor(
+        [&] {
+          double received = 0;
+          for (const auto& o : JournalLines(cluster_->host(replica).ledger_root))
+            received += o.value("ok", false) ? 1 : 0;
+          double shipped = PrimaryMetric("snapledger_replication_transfers_total", labels);
+          bytes = PrimaryMetric("snapledger_replication_stream_bytes_total", labels);
+          return shipped == received;
+        },
+        absl::Seconds(10));
     EXPECT_TRUE(settled) << "the primary's transfer count for " << replica
                          << " never matched the replica's journal";
     return bytes;
@@ -188,9 +189,9 @@ TEST_F(ReplicationClusterTest, TwoReplicasConvergeWhileEventsAreAppended) {
     EXPECT_EQ(FileSha256(BlockDir(r, newest) + "/events.jsonl"), primary_sum) << r;
     EXPECT_EQ(ReplicaIn(status, r)->head().seq(), 200'000u);
     // An independent full verification of what the replica holds.
-    absl::StatusOr<std::string> verify = cluster_->ExecOk(
-        r, {cluster_->BinaryPath("snapledger"), "--root", cluster_->host(r).ledger_root, "verify",
-            "--block", newest});
+    absl::StatusOr<std::string> verify =
+        cluster_->ExecOk(r, {cluster_->BinaryPath("snapledger"), "--root",
+                             cluster_->host(r).ledger_root, "verify", "--block", newest});
     EXPECT_TRUE(verify.ok()) << verify.status();
     // Blocks were shipped as they were cut, so most transfers were deltas.
     std::vector<nlohmann::json> journal = JournalLines(cluster_->host(r).ledger_root);
@@ -229,11 +230,14 @@ TEST_F(ReplicationClusterTest, StoppedReplicaCatchesUpWithDeltas) {
   const std::string r2_root = cluster_->host("r2").ledger_root;
   // The primary may learn of the verified block (from r2's report) before the receive command
   // has journaled it.
-  ASSERT_TRUE(WaitFor([&] {
-    for (const auto& o : JournalLines(r2_root))
-      if (o.value("ok", false) && o.value("block", "") == before) return true;
-    return false;
-  }, absl::Seconds(10))) << "r2's journal never recorded " << before;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        for (const auto& o : JournalLines(r2_root))
+          if (o.value("ok", false) && o.value("block", "") == before) return true;
+        return false;
+      },
+      absl::Seconds(10)))
+      << "r2's journal never recorded " << before;
   const size_t journal_before = JournalLines(r2_root).size();
   const std::set<std::string> held_before = BlocksOf("r2");
   const double stream_before = SettledStreamBytes("r2");
@@ -295,8 +299,8 @@ TEST_F(ReplicationClusterTest, LinkCutMidStreamLeavesNothingHalfDoneAndConverges
   ExpectInSync({"r1"}, absl::Seconds(60));
   // Slow the link to r1 to ~4 MB/s so a block of megabytes takes seconds to stream.
   const std::string veth = absl::StrCat("sl", cluster_->tag(), "v1");
-  CommandOutput tc = RunHere({"tc", "qdisc", "add", "dev", veth, "root", "tbf", "rate",
-                                 "32mbit", "burst", "64kb", "latency", "2s"});
+  CommandOutput tc = RunHere({"tc", "qdisc", "add", "dev", veth, "root", "tbf", "rate", "32mbit",
+                              "burst", "64kb", "latency", "2s"});
   if (!tc.exit.ok()) GTEST_SKIP() << "tc tbf is not available: " << tc.stderr_text;
   ASSERT_TRUE(primary_->Append(80'000, "big").ok());
   // Cut only while a block is being received with megabytes still to come (its log on the
@@ -304,22 +308,24 @@ TEST_F(ReplicationClusterTest, LinkCutMidStreamLeavesNothingHalfDoneAndConverges
   // channel's window (2 MiB) and the buffers can hold, so the primary is still writing and the
   // cut lands mid-stream, not between two transfers or while the verdict is awaited.
   std::string cut_block;
-  bool mid_stream = WaitFor([&] {
-    for (const std::string& name : IncomingOf("r1")) {
-      std::error_code ec1, ec2;
-      uintmax_t total = fs::file_size(BlockDir("primary", name) + "/events.jsonl", ec1);
-      uintmax_t landed = fs::file_size(
-          absl::StrCat(cluster_->host("r1").ledger_root, "/blocks/",
-                       std::string(kIncomingBlockPrefix), name, "/events.jsonl"),
-          ec2);
-      if (ec2) landed = 0;  // not created yet
-      if (!ec1 && total > landed + (6 << 20)) {
-        cut_block = name;
-        return true;
-      }
-    }
-    return false;
-  }, absl::Seconds(60));
+  bool mid_stream = WaitFor(
+      [&] {
+        for (const std::string& name : IncomingOf("r1")) {
+          std::error_code ec1, ec2;
+          uintmax_t total = fs::file_size(BlockDir("primary", name) + "/events.jsonl", ec1);
+          uintmax_t landed =
+              fs::file_size(absl::StrCat(cluster_->host("r1").ledger_root, "/blocks/",
+                                         std::string(kIncomingBlockPrefix), name, "/events.jsonl"),
+                            ec2);
+          if (ec2) landed = 0;  // not created yet
+          if (!ec1 && total > landed + (6 << 20)) {
+            cut_block = name;
+            return true;
+          }
+        }
+        return false;
+      },
+      absl::Seconds(60));
   ASSERT_TRUE(mid_stream) << "no transfer with megabytes to go was seen";
   const std::map<std::string, std::string> r1 = {{"replica", "r1"}};
   auto stalled_failures = [&] {
@@ -332,20 +338,26 @@ TEST_F(ReplicationClusterTest, LinkCutMidStreamLeavesNothingHalfDoneAndConverges
   ASSERT_TRUE(cluster_->LinkDown("r1").ok());
   // The primary's watchdog aborts the transfer: the stall one (3 s) if it was still writing,
   // the verdict one (10 s) if everything had left it.
-  EXPECT_TRUE(WaitFor([&] {
-    std::optional<v1::ReplicaStatus> r = ReplicaIn(Status(), "r1");
-    return r && r->state() == v1::REPLICA_STATE_FAILING;
-  }, absl::Seconds(60))) << Status().DebugString();
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        std::optional<v1::ReplicaStatus> r = ReplicaIn(Status(), "r1");
+        return r && r->state() == v1::REPLICA_STATE_FAILING;
+      },
+      absl::Seconds(60)))
+      << Status().DebugString();
   EXPECT_GT(stalled_failures(), failures_before);
   // The replica's sshd drops the dead client (ClientAliveInterval), the receive fails, and
   // the half-received subvolume is deleted — all while the link is still down, so no retry
   // cleaned it up.
   const std::string r1_root = cluster_->host("r1").ledger_root;
-  EXPECT_TRUE(WaitFor([&] {
-    for (const auto& o : JournalLines(r1_root))
-      if (!o.value("ok", true) && o.value("block", "") == cut_block) return true;
-    return false;
-  }, absl::Seconds(60))) << "r1 never journaled the failed receive of " << cut_block;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        for (const auto& o : JournalLines(r1_root))
+          if (!o.value("ok", true) && o.value("block", "") == cut_block) return true;
+        return false;
+      },
+      absl::Seconds(60)))
+      << "r1 never journaled the failed receive of " << cut_block;
   EXPECT_TRUE(WaitFor([&] { return IncomingOf("r1").empty(); }, absl::Seconds(10)))
       << "a half-received subvolume remains after the receive failed";
   EXPECT_FALSE(BlocksOf("r1").contains(cut_block)) << cut_block << " was promoted after the cut";
@@ -381,17 +393,22 @@ TEST_F(ReplicationClusterTest, TamperedHistoryIsRefusedByEveryReplica) {
   }
   ASSERT_TRUE(primary_->Append(3'000, "after").ok());
   for (const std::string r : {"r1", "r2"}) {
-    EXPECT_TRUE(WaitFor([&] {
-      std::optional<v1::ReplicaStatus> s = ReplicaIn(Status(), r);
-      return s && s->state() == v1::REPLICA_STATE_FAILING;
-    }, absl::Seconds(60))) << Status().DebugString();
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          std::optional<v1::ReplicaStatus> s = ReplicaIn(Status(), r);
+          return s && s->state() == v1::REPLICA_STATE_FAILING;
+        },
+        absl::Seconds(60)))
+        << Status().DebugString();
     EXPECT_EQ(ReplicaIn(Status(), r)->last_verified_block(), good);
     EXPECT_NE(ReplicaIn(Status(), r)->last_error().find("verif"), std::string::npos)
         << ReplicaIn(Status(), r)->last_error();
     EXPECT_GE(PrimaryMetric("snapledger_replication_failures_total",
-                            {{"replica", r}, {"reason", "verification"}}), 1);
-    EXPECT_TRUE(WaitFor([&] { return ReplicaMetric(r, "snapledger_verification_failures_total") >= 1; },
-                        absl::Seconds(10)));
+                            {{"replica", r}, {"reason", "verification"}}),
+              1);
+    EXPECT_TRUE(
+        WaitFor([&] { return ReplicaMetric(r, "snapledger_verification_failures_total") >= 1; },
+                absl::Seconds(10)));
     std::set<std::string> held = BlocksOf(r);
     ASSERT_FALSE(held.empty()) << r;
     EXPECT_EQ(*held.rbegin(), good) << r << " holds a block after the last good one";
@@ -403,8 +420,8 @@ TEST_F(ReplicationClusterTest, TamperedHistoryIsRefusedByEveryReplica) {
     for (const auto& o : JournalLines(cluster_->host(r).ledger_root)) {
       absl::StatusOr<BlockInfo> b = ParseBlockName(o.value("block", ""));
       if (!b.ok() || b->seq <= good_seq) continue;
-      EXPECT_FALSE(o.value("ok", false)) << r << " promoted a block after " << good << ": "
-                                         << o.dump();
+      EXPECT_FALSE(o.value("ok", false))
+          << r << " promoted a block after " << good << ": " << o.dump();
       refused += o.value("reason", "") == "verification";
     }
     EXPECT_GE(refused, 1u) << r;
@@ -438,10 +455,12 @@ TEST_F(ReplicationClusterTest, UnknownHostKeyIsRefusedAndTheKeyRunsNothingElse) 
   ASSERT_TRUE(cluster_->StartDaemon("primary").ok());
   ASSERT_TRUE(primary_->Append(2'000).ok());
   ExpectInSync({"r1"}, absl::Seconds(60));
-  EXPECT_TRUE(WaitFor([&] {
-    return PrimaryMetric("snapledger_replication_failures_total",
-                         {{"replica", "r2"}, {"reason", "trust"}}) >= 1;
-  }, absl::Seconds(30)));
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return PrimaryMetric("snapledger_replication_failures_total",
+                             {{"replica", "r2"}, {"reason", "trust"}}) >= 1;
+      },
+      absl::Seconds(30)));
   std::optional<v1::ReplicaStatus> r2 = ReplicaIn(Status(), "r2");
   ASSERT_TRUE(r2.has_value());
   EXPECT_EQ(r2->state(), v1::REPLICA_STATE_FAILING);
@@ -449,9 +468,15 @@ TEST_F(ReplicationClusterTest, UnknownHostKeyIsRefusedAndTheKeyRunsNothingElse) 
   EXPECT_TRUE(BlocksOf("r2").empty());
 
   // The primary's key, used by hand from the primary's namespace, runs only the forced command.
-  std::vector<std::string> ssh = {"ssh", "-i", cluster_->identity_file(),
-                                  "-o", absl::StrCat("UserKnownHostsFile=", cluster_->known_hosts_file()),
-                                  "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+  std::vector<std::string> ssh = {"ssh",
+                                  "-i",
+                                  cluster_->identity_file(),
+                                  "-o",
+                                  absl::StrCat("UserKnownHostsFile=", cluster_->known_hosts_file()),
+                                  "-o",
+                                  "StrictHostKeyChecking=yes",
+                                  "-o",
+                                  "BatchMode=yes",
                                   absl::StrCat("root@", cluster_->host("r1").address)};
   auto run = [&](const std::string& command) {
     std::vector<std::string> argv = ssh;
@@ -469,8 +494,8 @@ TEST_F(ReplicationClusterTest, UnknownHostKeyIsRefusedAndTheKeyRunsNothingElse) 
     EXPECT_EQ(out.exit.code, 2) << bad << ": " << out.stderr_text;
     EXPECT_TRUE(absl::StrContains(out.stderr_text, "--block")) << out.stderr_text;
   }
-  CommandOutput parent = run(
-      "snapledger-receive --block block-000000000009-aaaaaaaaaaaa --parent ../x --epoch 1");
+  CommandOutput parent =
+      run("snapledger-receive --block block-000000000009-aaaaaaaaaaaa --parent ../x --epoch 1");
   EXPECT_EQ(parent.exit.code, 2) << parent.stderr_text;
 }
 
@@ -503,18 +528,22 @@ TEST_F(ReplicationClusterTest, MetricsAreServedAndLagMovesWithTheReplica) {
 
   ASSERT_TRUE(cluster_->LinkDown("r1").ok());
   ASSERT_TRUE(primary_->Append(4'000, "away").ok());
-  EXPECT_TRUE(WaitFor([&] {
-    return PrimaryMetric("snapledger_replica_lag_blocks", r1) >= 1 &&
-           PrimaryMetric("snapledger_replica_lag_events", r1) >= 4'000;
-  }, absl::Seconds(30)));
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return PrimaryMetric("snapledger_replica_lag_blocks", r1) >= 1 &&
+               PrimaryMetric("snapledger_replica_lag_events", r1) >= 4'000;
+      },
+      absl::Seconds(30)));
   EXPECT_GT(PrimaryMetric("snapledger_replica_lag_bytes", r1), 0);
   ASSERT_TRUE(cluster_->LinkUp("r1").ok());
   ExpectInSync({"r1"}, absl::Seconds(60));
-  EXPECT_TRUE(WaitFor([&] {
-    return PrimaryMetric("snapledger_replica_lag_blocks", r1) == 0 &&
-           PrimaryMetric("snapledger_replica_lag_events", r1) == 0 &&
-           PrimaryMetric("snapledger_replica_lag_seconds", r1) == 0;
-  }, absl::Seconds(10)));
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return PrimaryMetric("snapledger_replica_lag_blocks", r1) == 0 &&
+               PrimaryMetric("snapledger_replica_lag_events", r1) == 0 &&
+               PrimaryMetric("snapledger_replica_lag_seconds", r1) == 0;
+      },
+      absl::Seconds(10)));
   EXPECT_TRUE(WaitFor([&] { return ReplicaMetric("r1", "snapledger_head_seq") == 7'000; },
                       absl::Seconds(10)));
 }

@@ -6,17 +6,16 @@
 // reading.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
 #include <prometheus/registry.h>
 
 #include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "common/ledger/block_maker.h"
-#include "common/btrfs/btrfs.h"
-#include "common/ledger/event_log.h"
 #include "common/base/posix_file.h"
+#include "common/btrfs/btrfs.h"
+#include "common/ledger/block_maker.h"
+#include "common/ledger/event_log.h"
 #include "primary/block_shipper.h"
 #include "primary/replica_driver.h"
 #include "primary/replication_state.h"
@@ -69,8 +68,8 @@ class ShipOverSshTest : public ::testing::Test {
   void SetUp() override {
     ASSIGN_LOOP_BTRFS_OR_SKIP(primary_fs_);
     ASSIGN_LOOP_BTRFS_OR_SKIP(replica_fs_);
-    ASSIGN_TEST_SSHD_OR_SKIP(sshd_, absl::StrCat(SNAPLEDGER_RECEIVE_BIN, " --root ",
-                                                 replica_fs_->mount_point()));
+    ASSIGN_TEST_SSHD_OR_SKIP(
+        sshd_, absl::StrCat(SNAPLEDGER_RECEIVE_BIN, " --root ", replica_fs_->mount_point()));
     btrfs_ = Btrfs::Linux();
     auto primary = testing::CreatePrimaryLedger(*btrfs_, primary_fs_->mount_point());
     ASSERT_TRUE(primary.ok()) << primary.status();

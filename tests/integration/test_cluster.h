@@ -26,8 +26,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/base/process.h"
-#include "common/transport/ssh_transport.h"
 #include "common/base/status_macros.h"
+#include "common/transport/ssh_transport.h"
 
 namespace YAML {
 class Node;

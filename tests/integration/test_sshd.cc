@@ -1,8 +1,8 @@
 #include "tests/integration/test_sshd.h"
 
 #include <arpa/inet.h>
-#include <signal.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -43,9 +43,8 @@ bool Accepts(int port) {
 }
 
 absl::Status KeyGen(const std::string& path) {
-  return RunCommandOk(*ProcessRunner::Real(),
-                      {"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "snapledger-test",
-                       "-f", path})
+  return RunCommandOk(*ProcessRunner::Real(), {"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
+                                               "snapledger-test", "-f", path})
       .status();
 }
 
@@ -89,8 +88,8 @@ absl::StatusOr<TestSshdPtr> TestSshd::Start(const std::string& forced_command) {
   for (int i = 0; i < 500 && !Accepts(port); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   if (!Accepts(port))
-    return absl::InternalError(absl::StrCat("sshd did not listen on port ", port, ": ",
-                                            sshd->sshd_->Stderr()));
+    return absl::InternalError(
+        absl::StrCat("sshd did not listen on port ", port, ": ", sshd->sshd_->Stderr()));
   return sshd;
 }
 

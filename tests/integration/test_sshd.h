@@ -45,7 +45,7 @@ class TestSshd {
 }  // namespace snapledger::testing
 
 // Assigns a started TestSshdPtr to `lhs`, or skips the test saying what is missing.
-#define ASSIGN_TEST_SSHD_OR_SKIP(lhs, command)                                               \
+#define ASSIGN_TEST_SSHD_OR_SKIP(lhs, command)                                                \
   auto SNAPLEDGER_CONCAT(_sshd_, __LINE__) = ::snapledger::testing::TestSshd::Start(command); \
   if (absl::IsFailedPrecondition(SNAPLEDGER_CONCAT(_sshd_, __LINE__).status())) {             \
     GTEST_SKIP() << SNAPLEDGER_CONCAT(_sshd_, __LINE__).status().message();                   \

@@ -2,11 +2,11 @@
 // builds its own index from the events it holds; nothing of it is snapshotted or streamed.
 // Real daemons, btrfs, sshd and namespaces; the embedded (FAISS) backend and the default
 // feature-hashing embedder.
-#include <filesystem>
-
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
+
+#include <filesystem>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -121,9 +121,7 @@ class VectorIndexClusterTest : public ::testing::Test {
     primary_ = std::make_unique<PrimaryClient>(cluster_->primary().grpc_address);
   }
 
-  NodeClient Node(const std::string& host) {
-    return NodeClient(cluster_->host(host).grpc_address);
-  }
+  NodeClient Node(const std::string& host) { return NodeClient(cluster_->host(host).grpc_address); }
 
   // Appends `count` Open vSwitch port-agent events (deterministic); returns the last seq.
   uint64_t AppendOvsEvents(size_t count) {
@@ -137,10 +135,12 @@ class VectorIndexClusterTest : public ::testing::Test {
   void ExpectIndexed(const std::string& host, uint64_t seq, absl::Duration timeout) {
     NodeClient node = Node(host);
     v1::VectorIndexStatus last;
-    bool ok = WaitFor([&] {
-      last = node.IndexStatus();
-      return last.indexed_through() >= seq && last.state() == "current";
-    }, timeout);
+    bool ok = WaitFor(
+        [&] {
+          last = node.IndexStatus();
+          return last.indexed_through() >= seq && last.state() == "current";
+        },
+        timeout);
     EXPECT_TRUE(ok) << host << "'s vector index did not reach seq " << seq << ":\n"
                     << last.DebugString();
   }
@@ -162,8 +162,7 @@ class VectorIndexClusterTest : public ::testing::Test {
     EXPECT_TRUE(absl::StrContains(rebuilt->stdout_text, "rebuilt the vector index"))
         << rebuilt->stdout_text;
     // Not a terminal: progress comes as plain lines.
-    EXPECT_TRUE(absl::StrContains(rebuilt->stderr_text, "rebuild-index: "))
-        << rebuilt->stderr_text;
+    EXPECT_TRUE(absl::StrContains(rebuilt->stderr_text, "rebuild-index: ")) << rebuilt->stderr_text;
   }
 
   std::vector<Answer> AnswersOf(const std::string& host) {
@@ -203,9 +202,11 @@ TEST_F(VectorIndexClusterTest, ReplicaIndexFollowsVerifiedBlocks) {
   ExpectIndexed("r1", head, absl::Seconds(90));
   ExpectIndexed("primary", head, absl::Seconds(30));
   // The metrics are published when the follower's step ends, just after the status moves.
-  EXPECT_TRUE(WaitFor([&] {
-    return Metric("r1", "snapledger_vector_index_indexed_seq") == static_cast<double>(head);
-  }, absl::Seconds(10)));
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return Metric("r1", "snapledger_vector_index_indexed_seq") == static_cast<double>(head);
+      },
+      absl::Seconds(10)));
   EXPECT_EQ(Metric("r1", "snapledger_vector_index_lag_events"), 0);
   EXPECT_EQ(Metric("r1", "snapledger_vector_index_available"), 1);
   // The replica's index was built from nothing once, then followed block after block.
@@ -217,12 +218,14 @@ TEST_F(VectorIndexClusterTest, ReplicaIndexFollowsVerifiedBlocks) {
   ASSERT_TRUE(marker.ok()) << marker.status();
   NodeClient r1 = Node("r1");
   Answer found;
-  bool ok = WaitFor([&] {
-    found = r1.Similar(TextRequest("tenant_quarantined zebra-striped", 1));
-    return found.status.ok() && !found.hits.empty() && found.hits[0].first == *marker;
-  }, absl::Seconds(30));
-  EXPECT_TRUE(ok) << "r1 never found seq " << *marker << "; last answer: "
-                  << (found.hits.empty() ? 0 : found.hits[0].first) << " "
+  bool ok = WaitFor(
+      [&] {
+        found = r1.Similar(TextRequest("tenant_quarantined zebra-striped", 1));
+        return found.status.ok() && !found.hits.empty() && found.hits[0].first == *marker;
+      },
+      absl::Seconds(30));
+  EXPECT_TRUE(ok) << "r1 never found seq " << *marker
+                  << "; last answer: " << (found.hits.empty() ? 0 : found.hits[0].first) << " "
                   << found.status.error_message();
 
   // Nothing of the index is in the blocks the replica received.
@@ -253,10 +256,12 @@ TEST_F(VectorIndexClusterTest, DeletedIndexIsNotAvailableUntilRebuiltWithTheSame
   fs::remove_all(cluster_->host("r1").ledger_root + "/index/vectors");
   NodeClient r1 = Node("r1");
   Answer gone;
-  bool unavailable = WaitFor([&] {
-    gone = r1.Similar(TextRequest("port_created"));
-    return gone.status.error_code() == grpc::StatusCode::FAILED_PRECONDITION;
-  }, absl::Seconds(10));
+  bool unavailable = WaitFor(
+      [&] {
+        gone = r1.Similar(TextRequest("port_created"));
+        return gone.status.error_code() == grpc::StatusCode::FAILED_PRECONDITION;
+      },
+      absl::Seconds(10));
   ASSERT_TRUE(unavailable) << gone.status.error_message();
   EXPECT_TRUE(absl::StartsWith(gone.status.error_message(), "vector index not available: "))
       << gone.status.error_message();
@@ -273,10 +278,12 @@ TEST_F(VectorIndexClusterTest, DeletedIndexIsNotAvailableUntilRebuiltWithTheSame
   // The primary rebuilds by itself.
   const double rebuilds = Metric("primary", "snapledger_vector_index_rebuilds_total");
   fs::remove_all(cluster_->host("primary").ledger_root + "/index/vectors");
-  bool back = WaitFor([&] {
-    return Metric("primary", "snapledger_vector_index_rebuilds_total") > rebuilds &&
-           Metric("primary", "snapledger_vector_index_available") == 1;
-  }, absl::Seconds(60));
+  bool back = WaitFor(
+      [&] {
+        return Metric("primary", "snapledger_vector_index_rebuilds_total") > rebuilds &&
+               Metric("primary", "snapledger_vector_index_available") == 1;
+      },
+      absl::Seconds(60));
   ASSERT_TRUE(back) << Node("primary").IndexStatus().DebugString();
   ExpectSameAnswers(before_primary, AnswersOf("primary"), "primary before vs after rebuild");
 }
@@ -292,8 +299,8 @@ TEST_F(VectorIndexClusterTest, TruncatedIndexFileIsDetectedAndRebuiltAtStart) {
   absl::StatusOr<StopOutcome> stopped = cluster_->StopDaemon("primary");
   ASSERT_TRUE(stopped.ok()) << stopped.status();
   size_t truncated = 0;
-  for (const auto& e : fs::directory_iterator(cluster_->host("primary").ledger_root +
-                                              "/index/vectors")) {
+  for (const auto& e :
+       fs::directory_iterator(cluster_->host("primary").ledger_root + "/index/vectors")) {
     if (!e.is_regular_file() || e.file_size() < 64) continue;
     fs::resize_file(e.path(), e.file_size() / 2);
     ++truncated;

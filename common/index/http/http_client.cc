@@ -56,8 +56,7 @@ class HttpConnection::Impl {
 
  private:
   http::request<http::string_body> Build(const HttpRequest& request) const {
-    http::request<http::string_body> req{http::string_to_verb(request.method), request.target,
-                                         11};
+    http::request<http::string_body> req{http::string_to_verb(request.method), request.target, 11};
     req.set(http::field::host, authority_);
     req.set(http::field::user_agent, "snapledger");
     for (const auto& [name, value] : request.headers) req.set(name, value);
@@ -83,7 +82,8 @@ class HttpConnection::Impl {
     if (ec) return Fail(HttpFailure::Stage::kReceive, ec, reused, parser.got_some(), stale);
     http::response<http::string_body> res = parser.release();
     if (!res.keep_alive()) Close();
-    HttpResponse response{static_cast<int>(res.result_int()), std::string(res.reason()), std::move(res.body())};
+    HttpResponse response{static_cast<int>(res.result_int()), std::string(res.reason()),
+                          std::move(res.body())};
     if (response.reason.empty()) response.reason = std::string(http::obsolete_reason(res.result()));
     return response;
   }

@@ -20,7 +20,7 @@ struct HttpRequest {
   std::string target;  // path and query, e.g. "/collections/x?wait=true"
   // Sent after Host and User-Agent, in this order.
   std::vector<std::pair<std::string, std::string>> headers;
-  std::string body;  // empty: none
+  std::string body;                         // empty: none
   uint64_t body_limit = uint64_t{8} << 20;  // largest response body accepted
 };
 

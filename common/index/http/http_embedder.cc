@@ -8,8 +8,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "common/index/http/http_client.h"
 #include "common/base/status_macros.h"
+#include "common/index/http/http_client.h"
 
 namespace snapledger {
 namespace {
@@ -92,8 +92,7 @@ absl::Status FailureStatus(const HttpFailure& failure, const std::string& endpoi
     case HttpFailure::Kind::kRefused:
       return absl::UnavailableError(absl::StrCat(prefix, "connection refused"));
     case HttpFailure::Kind::kMalformed:
-      return absl::InternalError(
-          absl::StrCat(prefix, "malformed HTTP response: ", failure.detail));
+      return absl::InternalError(absl::StrCat(prefix, "malformed HTTP response: ", failure.detail));
     case HttpFailure::Kind::kOther:
       break;
   }
@@ -281,8 +280,8 @@ absl::Status HttpEmbedder::EmbedBatch(absl::Span<const std::string_view> texts, 
       if (response.status == 200)
         return ParseEmbeddings(response.body, texts.size(), options_.dimension, endpoint_, out);
       last = absl::Status(CodeForHttpStatus(response.status),
-                          absl::StrCat("embedding endpoint ", endpoint_, ": HTTP ",
-                                       response.status, ": ", ServerErrorMessage(response.body)));
+                          absl::StrCat("embedding endpoint ", endpoint_, ": HTTP ", response.status,
+                                       ": ", ServerErrorMessage(response.body)));
     }
     if (!Retryable(last)) return last;
   }

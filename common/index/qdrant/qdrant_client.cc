@@ -11,8 +11,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
-#include "common/index/http/http_client.h"
 #include "common/base/status_macros.h"
+#include "common/index/http/http_client.h"
 
 namespace snapledger {
 

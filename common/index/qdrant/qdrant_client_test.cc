@@ -24,9 +24,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "common/base/clock.h"
+#include "common/index/qdrant/qdrant_vector_store.h"
 #include "common/testing/manual_clock.h"
 #include "common/testing/openapi_schema.h"
-#include "common/index/qdrant/qdrant_vector_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

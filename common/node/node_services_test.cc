@@ -15,6 +15,7 @@
 #include "common/ledger/event_log.h"
 #include "common/ops/metrics.h"
 #include "common/rpc/ledger_service.h"
+#include "common/testing/metrics_scrape.h"
 #include "common/testing/temp_dir.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "snapledger/v1/snapledger.grpc.pb.h"
@@ -23,30 +24,6 @@ namespace snapledger {
 namespace {
 
 using ::testing::HasSubstr;
-
-// GET http://127.0.0.1:<port>/metrics; the response body, or "" with a test failure.
-std::string Scrape(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ADD_FAILURE() << "connect to 127.0.0.1:" << port << ": " << strerror(errno);
-    ::close(fd);
-    return "";
-  }
-  std::string request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-  EXPECT_EQ(::write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
-  std::string response;
-  char buf[8192];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0) response.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  size_t body = response.find("\r\n\r\n");
-  EXPECT_NE(body, std::string::npos) << response.substr(0, 200);
-  return body == std::string::npos ? "" : response.substr(body + 4);
-}
 
 // A node on 127.0.0.1 (ports chosen by the kernel) serving one ledger, the way the primary
 // wires it: its metrics registered in the node's registry, its Ledger service beside the
@@ -149,7 +126,7 @@ TEST_F(NodeServicesTest, TheMetricsEndpointServesTheRolesSeriesAndTheVectorIndex
   ASSERT_TRUE(Start(Config(true)));
   ASSERT_NE(node_->metrics_port(), 0);
   metrics_->events_appended().Increment(3);
-  std::string scrape = Scrape(node_->metrics_port());
+  std::string scrape = testing::ScrapeMetrics(node_->metrics_port());
   EXPECT_THAT(scrape, HasSubstr("\nsnapledger_events_appended_total 3"));
   EXPECT_THAT(scrape, HasSubstr("\nsnapledger_vector_index_available "));
 }

@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/base/posix_file.h"
+#include "common/testing/metrics_scrape.h"
 
 #ifndef SNAPLEDGER_SOURCE_DIR
 #error "SNAPLEDGER_SOURCE_DIR must be defined"
@@ -63,32 +64,6 @@ MetricTable ExportedMetrics(const std::string& scrape) {
     if (parts.size() == 2) exported[parts[0]] = parts[1];
   }
   return exported;
-}
-
-// GET http://127.0.0.1:<port>/metrics; the response body, or "" with a test failure.
-std::string Scrape(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ADD_FAILURE() << "connect to 127.0.0.1:" << port << ": " << strerror(errno);
-    ::close(fd);
-    return "";
-  }
-  std::string request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-  EXPECT_EQ(::write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
-  std::string response;
-  char buf[8192];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0) response.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  EXPECT_TRUE(absl::StartsWith(response, "HTTP/1.1 200") ||
-              absl::StartsWith(response, "HTTP/1.0 200"))
-      << response.substr(0, 200);
-  size_t body = response.find("\r\n\r\n");
-  return body == std::string::npos ? "" : response.substr(body + 4);
 }
 
 bool CanConnect(int port) {
@@ -141,7 +116,7 @@ TEST_F(MetricsTest, PrimaryExportsEveryDocumentedMetricBeforeAnythingHappens) {
   metrics.ForReplica("replica-a");  // what the daemon does for each configured replica
   int port = StartServer();
   ASSERT_GT(port, 0);
-  std::string scrape = Scrape(port);
+  std::string scrape = testing::ScrapeMetrics(port);
   ExpectScrapeMatchesDoc(scrape, DocumentedMetrics("## Primary"));
   for (std::string_view reason : kReplicationFailureReasons)
     EXPECT_THAT(scrape,
@@ -159,7 +134,7 @@ TEST_F(MetricsTest, ReplicaExportsEveryDocumentedMetricBeforeAnythingHappens) {
   ReplicaMetrics metrics(*registry_);
   int port = StartServer();
   ASSERT_GT(port, 0);
-  std::string scrape = Scrape(port);
+  std::string scrape = testing::ScrapeMetrics(port);
   ExpectScrapeMatchesDoc(scrape, DocumentedMetrics("## Replica"));
   for (std::string_view reason : kReceiveFailureReasons)
     EXPECT_THAT(scrape, HasSubstr(absl::StrCat("snapledger_receive_failures_total{reason=\"",
@@ -181,7 +156,7 @@ TEST_F(MetricsTest, PrimaryCountersAndGaugesMoveOnTheScrape) {
   metrics.CountFailure("r1", "network");
   metrics.CountFailure("r1", "network");
   metrics.SetReplicaState("r1", "catching_up");
-  std::string scrape = Scrape(port);
+  std::string scrape = testing::ScrapeMetrics(port);
   EXPECT_THAT(scrape, HasSubstr("snapledger_events_appended_total 3\n"));
   EXPECT_THAT(scrape, HasSubstr("snapledger_append_latency_seconds_count 1\n"));
   EXPECT_THAT(scrape, HasSubstr("snapledger_append_latency_seconds_bucket{le=\"0.00025\"} 1\n"));
@@ -209,7 +184,7 @@ TEST_F(MetricsTest, ReplicaCountersMoveOnTheScrape) {
   metrics.CountReceiveFailure("stream");
   metrics.progress_reports("ok").Increment(2);
   metrics.head_timestamp().Set(1700000000.5);
-  std::string scrape = Scrape(port);
+  std::string scrape = testing::ScrapeMetrics(port);
   EXPECT_THAT(scrape, HasSubstr("snapledger_received_blocks_total 1\n"));
   EXPECT_THAT(scrape, HasSubstr("snapledger_received_log_bytes_total 4096\n"));
   EXPECT_THAT(scrape, HasSubstr("snapledger_receive_failures_total{reason=\"stream\"} 1\n"));

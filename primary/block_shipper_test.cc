@@ -10,8 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/ledger/block_maker.h"
-#include "common/ledger/event_log.h"
+#include "common/testing/block_ledger.h"
 #include "common/testing/memory_btrfs.h"
 #include "common/testing/replica_ssh_double.h"
 #include "common/testing/temp_dir.h"
@@ -34,13 +33,9 @@ std::string_view Label(const absl::Status& status) {
 class BlockShipperSessionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(InitializeLedgerRoot(btrfs_, dir_.path()).ok());
-    auto log = EventLog::Create(LedgerLayout(dir_.path()).live(), 1, {});
-    ASSERT_TRUE(log.ok()) << log.status();
-    log_ = std::move(*log);
-    auto maker = BlockMaker::Create(btrfs_, dir_.path(), *log_, {16, Clock::Real()});
-    ASSERT_TRUE(maker.ok()) << maker.status();
-    maker_ = std::move(*maker);
+    auto ledger = testing::BlockLedger::Create(btrfs_, dir_.path());
+    ASSERT_TRUE(ledger.ok()) << ledger.status();
+    ledger_ = std::move(*ledger);
   }
 
   BlockShipper Shipper(bool receive_session = true) {
@@ -51,11 +46,8 @@ class BlockShipperSessionTest : public ::testing::Test {
 
   // Appends an event, cuts a block, and returns every block.
   std::vector<BlockInfo> NewBlock() {
-    EXPECT_TRUE(log_->Append(absl::StrCat("{\"i\":", next_++, "}")).ok());
-    EXPECT_TRUE(maker_->Cut().ok());
-    auto blocks = maker_->ListBlocks();
-    EXPECT_TRUE(blocks.ok()) << blocks.status();
-    return blocks.value_or(std::vector<BlockInfo>{});
+    ledger_->Cut(1);
+    return ledger_->Blocks();
   }
 
   // The step a driver plans for the newest block: a delta from the last block shipped (a full
@@ -77,9 +69,7 @@ class BlockShipperSessionTest : public ::testing::Test {
   MemoryBtrfs btrfs_;
   FakeReplica replica_;
   FakeTransport transport_{replica_};
-  EventLogPtr log_;
-  BlockMakerPtr maker_;
-  int next_ = 0;
+  testing::BlockLedgerPtr ledger_;
   std::optional<BlockInfo> shipped_;  // the last block shipped
 };
 
@@ -90,7 +80,7 @@ TEST_F(BlockShipperSessionTest, BlocksFollowOneAnotherOnOneReceiveCommand) {
   EXPECT_EQ(shipper.ReceiveCommandsStarted(), 1u);
   ASSERT_EQ(replica_.requests.size(), 3u);
   // Each request names its block and, after the first, the previous block as its parent.
-  std::vector<BlockInfo> blocks = *maker_->ListBlocks();
+  std::vector<BlockInfo> blocks = *ledger_->maker().ListBlocks();
   EXPECT_EQ(OptionValue(replica_.requests[0], "--parent"), "");
   for (size_t i = 0; i < 3; ++i)
     EXPECT_EQ(OptionValue(replica_.requests[i], "--block"), blocks[i].name);

@@ -11,9 +11,7 @@
 #include <set>
 #include <string>
 
-#include "absl/strings/str_cat.h"
-#include "common/ledger/block_maker.h"
-#include "common/ledger/event_log.h"
+#include "common/testing/block_ledger.h"
 #include "common/testing/manual_clock.h"
 #include "common/testing/memory_btrfs.h"
 #include "common/testing/replica_ssh_double.h"
@@ -125,13 +123,9 @@ class ObservingTransport final : public SshTransport {
 class ReplicaDriverTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(InitializeLedgerRoot(btrfs_, dir_.path()).ok());
-    auto log = EventLog::Create(LedgerLayout(dir_.path()).live(), 1, {});
-    ASSERT_TRUE(log.ok()) << log.status();
-    log_ = std::move(*log);
-    auto maker = BlockMaker::Create(btrfs_, dir_.path(), *log_, {16, Clock::Real()});
-    ASSERT_TRUE(maker.ok()) << maker.status();
-    maker_ = std::move(*maker);
+    auto ledger = testing::BlockLedger::Create(btrfs_, dir_.path());
+    ASSERT_TRUE(ledger.ok()) << ledger.status();
+    ledger_ = std::move(*ledger);
     metrics_.ForReplica("r1");
   }
 
@@ -155,16 +149,11 @@ class ReplicaDriverTest : public ::testing::Test {
 
   // Appends an event, cuts a block, and returns every block.
   std::vector<BlockInfo> NewBlock() {
-    EXPECT_TRUE(log_->Append(absl::StrCat("{\"i\":", next_++, "}")).ok());
-    EXPECT_TRUE(maker_->Cut().ok());
+    ledger_->Cut(1);
     return Blocks();
   }
 
-  std::vector<BlockInfo> Blocks() {
-    auto blocks = maker_->ListBlocks();
-    EXPECT_TRUE(blocks.ok()) << blocks.status();
-    return blocks.value_or(std::vector<BlockInfo>{});
-  }
+  std::vector<BlockInfo> Blocks() { return ledger_->Blocks(); }
 
   // The replica reports holding `blocks`.
   void Report(const std::vector<std::string>& blocks) {
@@ -190,7 +179,8 @@ class ReplicaDriverTest : public ::testing::Test {
   }
 
   ReplicaLag Lag() {
-    std::vector<ReplicaLag> lags = state_.Evaluate(log_->Head(), Blocks(), clock_.NowMicros());
+    std::vector<ReplicaLag> lags =
+        state_.Evaluate(ledger_->log().Head(), Blocks(), clock_.NowMicros());
     EXPECT_EQ(lags.size(), 1u);
     return lags.empty() ? ReplicaLag{} : lags[0];
   }
@@ -201,15 +191,13 @@ class ReplicaDriverTest : public ::testing::Test {
   FakeReplica replica_;
   FakeTransport transport_{replica_};
   FlakyTransport flaky_{transport_};
-  EventLogPtr log_;
-  BlockMakerPtr maker_;
+  testing::BlockLedgerPtr ledger_;
   ReplicationState state_{{"r1"}, {}};
   prometheus::Registry registry_;
   PrimaryMetrics metrics_{registry_};
   absl::Mutex retention_mu_;
   std::unique_ptr<BlockShipper> shipper_;
   std::unique_ptr<ReplicaDriver> driver_;
-  int next_ = 0;
 };
 
 TEST_F(ReplicaDriverTest, ShipsTheNewestBlockAsADeltaFromTheLastOneShipped) {

@@ -6,8 +6,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "common/ledger/block_maker.h"
-#include "common/ledger/event_log.h"
+#include "common/testing/block_ledger.h"
 #include "common/testing/manual_clock.h"
 #include "common/testing/memory_btrfs.h"
 #include "common/testing/temp_dir.h"
@@ -72,22 +71,13 @@ using ::testing::IsEmpty;
 class BlockReceiverTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(InitializeLedgerRoot(primary_btrfs_, primary_.path()).ok());
-    auto log = EventLog::Create(LedgerLayout(primary_.path()).live(), 1);
-    ASSERT_TRUE(log.ok()) << log.status();
-    log_ = std::move(*log);
-    auto maker = BlockMaker::Create(primary_btrfs_, primary_.path(), *log_);
-    ASSERT_TRUE(maker.ok()) << maker.status();
-    maker_ = std::move(*maker);
+    auto ledger =
+        testing::BlockLedger::Create(primary_btrfs_, primary_.path(), {.restart_numbering = true});
+    ASSERT_TRUE(ledger.ok()) << ledger.status();
+    primary_ledger_ = std::move(*ledger);
   }
 
-  BlockInfo Cut(int events) {
-    for (int i = 0; i < events; ++i)
-      EXPECT_TRUE(log_->Append(absl::StrCat("{\"i\":", i, "}")).ok());
-    auto block = maker_->Cut();
-    EXPECT_TRUE(block.ok() && block->has_value()) << block.status();
-    return block.ok() && block->has_value() ? **block : BlockInfo{};
-  }
+  BlockInfo Cut(int events) { return primary_ledger_->Cut(events); }
 
   std::string Stream(const BlockInfo& block, const std::optional<BlockInfo>& parent = {}) {
     LedgerLayout primary(primary_.path());
@@ -127,8 +117,7 @@ class BlockReceiverTest : public ::testing::Test {
   testing::TempDir primary_, replica_;
   MemoryBtrfs primary_btrfs_, replica_btrfs_;
   ManualClock clock_;  // the receivers'
-  EventLogPtr log_;
-  BlockMakerPtr maker_;
+  testing::BlockLedgerPtr primary_ledger_;
 };
 
 TEST_F(BlockReceiverTest, AVerifiedBlockTakesItsNameInBlocksAndNothingElseIsLeft) {

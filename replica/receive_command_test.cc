@@ -12,9 +12,8 @@
 #include "common/base/byte_stream.h"
 #include "common/base/clock.h"
 #include "common/ledger/block.h"
-#include "common/ledger/block_maker.h"
-#include "common/ledger/event_log.h"
 #include "common/ledger/head_file.h"
+#include "common/testing/block_ledger.h"
 #include "common/testing/manual_clock.h"
 #include "common/testing/memory_btrfs.h"
 #include "common/testing/temp_dir.h"
@@ -118,22 +117,12 @@ TEST(ParseRequestLine, RefusesAProgramASessionOrUnknownOptions) {
 class ReceiveCommandTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(InitializeLedgerRoot(primary_btrfs_, primary_.path()).ok());
-    auto log = EventLog::Create(LedgerLayout(primary_.path()).live(), 1);
-    ASSERT_TRUE(log.ok()) << log.status();
-    log_ = std::move(*log);
-    auto maker = BlockMaker::Create(primary_btrfs_, primary_.path(), *log_);
-    ASSERT_TRUE(maker.ok()) << maker.status();
-    maker_ = std::move(*maker);
+    auto ledger = testing::BlockLedger::Create(primary_btrfs_, primary_.path());
+    ASSERT_TRUE(ledger.ok()) << ledger.status();
+    primary_ledger_ = std::move(*ledger);
   }
 
-  BlockInfo Cut(int events) {
-    for (int i = 0; i < events; ++i)
-      EXPECT_TRUE(log_->Append(absl::StrCat("{\"i\":", next_++, "}")).ok());
-    auto block = maker_->Cut();
-    EXPECT_TRUE(block.ok() && block->has_value()) << block.status();
-    return block.ok() && block->has_value() ? **block : BlockInfo{};
-  }
+  BlockInfo Cut(int events) { return primary_ledger_->Cut(events); }
 
   // `block`'s stream, a delta from `parent` when given.
   std::string Stream(const BlockInfo& block, const std::optional<BlockInfo>& parent = {}) {
@@ -222,9 +211,7 @@ class ReceiveCommandTest : public ::testing::Test {
   ManualClock clock_;
   std::ostringstream out_, err_;
   std::function<std::optional<std::string>()> program_replaced_;
-  EventLogPtr log_;
-  BlockMakerPtr maker_;
-  int next_ = 0;
+  testing::BlockLedgerPtr primary_ledger_;
 };
 
 TEST_F(ReceiveCommandTest, ASessionAnswersEachOfTwoBlocks) {

@@ -5,8 +5,8 @@
 
 #include <filesystem>
 
-#include "absl/strings/str_cat.h"
 #include "common/ledger/chain_verifier.h"
+#include "common/testing/block_ledger.h"
 #include "common/testing/manual_clock.h"
 #include "common/testing/memory_btrfs.h"
 #include "common/testing/temp_dir.h"
@@ -23,51 +23,36 @@ std::vector<uint64_t> Seqs(const std::vector<BlockInfo>& blocks) {
   return out;
 }
 
-// A ledger root on the in-memory btrfs with a real EventLog in live/.
+// A ledger root on the in-memory btrfs with a real EventLog in live/, both it and the block
+// maker on the manual clock.
 class BlockMakerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(InitializeLedgerRoot(btrfs_, dir_.path()).ok());
-    EventLogOptions log_options;
-    log_options.clock = &clock_;
-    auto log = EventLog::Create(layout_.live(), 1, log_options);
-    ASSERT_TRUE(log.ok()) << log.status();
-    log_ = std::move(*log);
-    MakeBlockMaker(/*keep_newest=*/16);
+    testing::BlockLedgerOptions options;
+    options.log.clock = &clock_;
+    options.maker = {/*keep_newest=*/16, &clock_};
+    options.restart_numbering = true;
+    auto ledger = testing::BlockLedger::Create(btrfs_, dir_.path(), options);
+    ASSERT_TRUE(ledger.ok()) << ledger.status();
+    ledger_ = std::move(*ledger);
   }
 
   void MakeBlockMaker(size_t keep_newest) {
-    maker_.reset();
-    auto maker = BlockMaker::Create(btrfs_, dir_.path(), *log_, {keep_newest, &clock_});
-    ASSERT_TRUE(maker.ok()) << maker.status();
-    maker_ = std::move(*maker);
+    absl::Status made = ledger_->RemakeMaker({keep_newest, &clock_});
+    ASSERT_TRUE(made.ok()) << made;
   }
 
-  void AppendEvents(int n) {
-    for (int i = 0; i < n; ++i) {
-      ASSERT_TRUE(log_->Append(absl::StrCat("{\"i\":", i, "}")).ok());
-    }
-  }
-
-  BlockInfo CutBlock() {
-    auto block = maker_->Cut();
-    EXPECT_TRUE(block.ok()) << block.status();
-    EXPECT_TRUE(block.ok() && block->has_value());
-    return block.ok() && block->has_value() ? **block : BlockInfo{};
-  }
-
-  std::vector<BlockInfo> Blocks() {
-    auto blocks = maker_->ListBlocks();
-    EXPECT_TRUE(blocks.ok()) << blocks.status();
-    return blocks.ok() ? *blocks : std::vector<BlockInfo>{};
-  }
+  void AppendEvents(int n) { ledger_->Append(n); }
+  BlockInfo CutBlock() { return ledger_->Cut(0); }
+  std::vector<BlockInfo> Blocks() { return ledger_->Blocks(); }
+  EventLog& log() { return ledger_->log(); }
+  BlockMaker& maker() { return ledger_->maker(); }
 
   testing::TempDir dir_;
   LedgerLayout layout_{dir_.path()};
   MemoryBtrfs btrfs_;
   ManualClock clock_;
-  EventLogPtr log_;
-  BlockMakerPtr maker_;
+  testing::BlockLedgerPtr ledger_;
 };
 
 TEST_F(BlockMakerTest, InitializeCreatesLiveSubvolumeAndBlocksDirectory) {
@@ -79,7 +64,7 @@ TEST_F(BlockMakerTest, InitializeCreatesLiveSubvolumeAndBlocksDirectory) {
 }
 
 TEST_F(BlockMakerTest, NoEventsMakesNoBlock) {
-  auto block = maker_->Cut();
+  auto block = maker().Cut();
   ASSERT_TRUE(block.ok()) << block.status();
   EXPECT_FALSE(block->has_value());
   EXPECT_THAT(Blocks(), IsEmpty());
@@ -88,7 +73,7 @@ TEST_F(BlockMakerTest, NoEventsMakesNoBlock) {
 TEST_F(BlockMakerTest, BlockIsAReadOnlySnapshotNamedAfterTheFrozenHead) {
   AppendEvents(5);
   BlockInfo block = CutBlock();
-  const HeadRecord head = log_->Head();
+  const HeadRecord head = log().Head();
   EXPECT_EQ(block.seq, 5u);
   EXPECT_EQ(block.hash12, head.head.hash.substr(0, 12));
   auto info = btrfs_.GetSubvolumeInfo(layout_.block(block));
@@ -107,13 +92,13 @@ TEST_F(BlockMakerTest, BlockVerifiesAndItsHeadFileNamesItsLastEvent) {
   EXPECT_EQ(report->head.seq, 7u);
   auto head = ReadHeadFile(layout_.block(block));
   ASSERT_TRUE(head.ok() && head->has_value());
-  EXPECT_EQ((*head)->head, log_->Head().head);
+  EXPECT_EQ((*head)->head, log().Head().head);
 }
 
 TEST_F(BlockMakerTest, CutWithoutNewEventsIsANoOp) {
   AppendEvents(3);
   CutBlock();
-  auto again = maker_->Cut();
+  auto again = maker().Cut();
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_FALSE(again->has_value());
   EXPECT_EQ(Blocks().size(), 1u);
@@ -148,10 +133,10 @@ TEST_F(BlockMakerTest, RetentionKeepsHeldBlocks) {
   BlockInfo held = CutBlock();
   for (int i = 0; i < 3; ++i) {
     AppendEvents(1);
-    ASSERT_TRUE(maker_->Cut({held.name}).ok());
+    ASSERT_TRUE(maker().Cut({held.name}).ok());
   }
   EXPECT_THAT(Seqs(Blocks()), ElementsAre(1, 4));
-  auto deleted = maker_->Prune();
+  auto deleted = maker().Prune();
   ASSERT_TRUE(deleted.ok()) << deleted.status();
   EXPECT_THAT(*deleted, ElementsAre(held.name));
   EXPECT_THAT(Seqs(Blocks()), ElementsAre(4));
@@ -160,10 +145,10 @@ TEST_F(BlockMakerTest, RetentionKeepsHeldBlocks) {
 TEST_F(BlockMakerTest, FailedSnapshotMakesNoBlockAndReleasesTheLog) {
   AppendEvents(2);
   btrfs_.FailNext(MemoryBtrfs::Op::kCreateSnapshot, absl::ResourceExhaustedError("no space"));
-  auto block = maker_->Cut();
+  auto block = maker().Cut();
   EXPECT_TRUE(absl::IsResourceExhausted(block.status())) << block.status();
   EXPECT_THAT(Blocks(), IsEmpty());
-  ASSERT_TRUE(log_->Append("{\"after\":true}").ok()) << "the log stayed frozen";
+  ASSERT_TRUE(log().Append("{\"after\":true}").ok()) << "the log stayed frozen";
   EXPECT_EQ(CutBlock().seq, 3u);
 }
 
@@ -173,9 +158,9 @@ TEST_F(BlockMakerTest, FailedRetentionKeepsTheNewBlockAndIsRetried) {
   CutBlock();
   AppendEvents(1);
   btrfs_.FailNext(MemoryBtrfs::Op::kDeleteSubvolume, absl::InternalError("busy"));
-  EXPECT_FALSE(maker_->Cut().ok());
+  EXPECT_FALSE(maker().Cut().ok());
   EXPECT_THAT(Seqs(Blocks()), ElementsAre(1, 2));
-  auto again = maker_->Cut();
+  auto again = maker().Cut();
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_FALSE(again->has_value());
   EXPECT_THAT(Seqs(Blocks()), ElementsAre(2));
@@ -187,7 +172,7 @@ TEST_F(BlockMakerTest, ListBlocksFlagsSubvolumesThatAreNotBlocks) {
   ASSERT_TRUE(btrfs_.CreateSubvolume(layout_.blocks() + "/scratch").ok());
   ASSERT_TRUE(btrfs_.CreateSubvolume(layout_.blocks() + "/block-1-abc").ok());
   std::vector<std::string> unrecognized;
-  auto blocks = maker_->ListBlocks(&unrecognized);
+  auto blocks = maker().ListBlocks(&unrecognized);
   ASSERT_TRUE(blocks.ok()) << blocks.status();
   EXPECT_THAT(*blocks, ElementsAre(block));
   EXPECT_THAT(unrecognized, ElementsAre("block-1-abc", "scratch"));
@@ -195,7 +180,7 @@ TEST_F(BlockMakerTest, ListBlocksFlagsSubvolumesThatAreNotBlocks) {
 
 TEST_F(BlockMakerTest, CreateRefusesALogBehindTheNewestBlock) {
   ASSERT_TRUE(btrfs_.CreateSubvolume(layout_.blocks() + "/block-000000000009-0123456789ab").ok());
-  auto maker = BlockMaker::Create(btrfs_, dir_.path(), *log_, {});
+  auto maker = BlockMaker::Create(btrfs_, dir_.path(), log(), {});
   EXPECT_TRUE(absl::IsFailedPrecondition(maker.status())) << maker.status();
 }
 
@@ -209,18 +194,18 @@ TEST_F(BlockMakerTest, CreateRefusesALogOutsideLive) {
 
 TEST_F(BlockMakerTest, CreateRefusesARootThatIsNotBtrfs) {
   btrfs_.FailNext(MemoryBtrfs::Op::kCheckIsBtrfs, absl::FailedPreconditionError("not btrfs"));
-  auto maker = BlockMaker::Create(btrfs_, dir_.path(), *log_, {});
+  auto maker = BlockMaker::Create(btrfs_, dir_.path(), log(), {});
   EXPECT_TRUE(absl::IsFailedPrecondition(maker.status())) << maker.status();
 }
 
 TEST_F(BlockMakerTest, CutIfDueWaitsForEnoughEvents) {
   BlockPolicy policy{3, absl::InfiniteDuration()};
   AppendEvents(2);
-  auto none = maker_->CutIfDue(policy);
+  auto none = maker().CutIfDue(policy);
   ASSERT_TRUE(none.ok()) << none.status();
   EXPECT_FALSE(none->has_value());
   AppendEvents(1);
-  auto block = maker_->CutIfDue(policy);
+  auto block = maker().CutIfDue(policy);
   ASSERT_TRUE(block.ok() && block->has_value()) << block.status();
   EXPECT_EQ((*block)->seq, 3u);
 }
@@ -228,19 +213,19 @@ TEST_F(BlockMakerTest, CutIfDueWaitsForEnoughEvents) {
 TEST_F(BlockMakerTest, CutIfDueCutsAfterTheIntervalButNeverEmpty) {
   BlockPolicy policy{1000, absl::Milliseconds(100)};
   clock_.Advance(1'000'000);
-  auto empty = maker_->CutIfDue(policy);
+  auto empty = maker().CutIfDue(policy);
   ASSERT_TRUE(empty.ok());
   EXPECT_FALSE(empty->has_value());
   AppendEvents(1);
-  auto block = maker_->CutIfDue(policy);
+  auto block = maker().CutIfDue(policy);
   ASSERT_TRUE(block.ok() && block->has_value()) << block.status();
   AppendEvents(1);
   clock_.Advance(99'000);
-  auto early = maker_->CutIfDue(policy);
+  auto early = maker().CutIfDue(policy);
   ASSERT_TRUE(early.ok());
   EXPECT_FALSE(early->has_value());
   clock_.Advance(1'000);
-  auto due = maker_->CutIfDue(policy);
+  auto due = maker().CutIfDue(policy);
   ASSERT_TRUE(due.ok() && due->has_value());
   EXPECT_EQ((*due)->seq, 2u);
 }
@@ -249,18 +234,18 @@ TEST_F(BlockMakerTest, CutIfDueCutsForAWaitingReplicaOnceTheSpacingPassed) {
   BlockPolicy policy{1000, absl::Seconds(10), absl::Milliseconds(50)};
   AppendEvents(1);
   clock_.Advance(49'000);
-  EXPECT_EQ(maker_->SinceLastCut(), absl::Milliseconds(49));
-  auto early = maker_->CutIfDue(policy, {}, /*replica_waiting=*/true);
+  EXPECT_EQ(maker().SinceLastCut(), absl::Milliseconds(49));
+  auto early = maker().CutIfDue(policy, {}, /*replica_waiting=*/true);
   ASSERT_TRUE(early.ok());
   EXPECT_FALSE(early->has_value());
   clock_.Advance(1'000);
-  auto nobody_waiting = maker_->CutIfDue(policy);
+  auto nobody_waiting = maker().CutIfDue(policy);
   ASSERT_TRUE(nobody_waiting.ok());
   EXPECT_FALSE(nobody_waiting->has_value());
-  auto due = maker_->CutIfDue(policy, {}, /*replica_waiting=*/true);
+  auto due = maker().CutIfDue(policy, {}, /*replica_waiting=*/true);
   ASSERT_TRUE(due.ok() && due->has_value()) << due.status();
   EXPECT_EQ((*due)->seq, 1u);
-  EXPECT_EQ(maker_->SinceLastCut(), absl::ZeroDuration());
+  EXPECT_EQ(maker().SinceLastCut(), absl::ZeroDuration());
 }
 
 }  // namespace

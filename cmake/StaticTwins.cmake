@@ -8,8 +8,10 @@
 # sshd once per SSH session, link its few libraries statically while every other program shares
 # one copy of abseil with gRPC.
 
-# snapledger_static_twin(<imported target> <out var>): defines snapledger_static::<target> (once)
-# and sets <out var> to its name, or to <target> itself when it has no static archive.
+# snapledger_static_twin(<imported target> <out var>): defines the imported target
+# snapledger_static_<target, with :: as __> (once) and sets <out var> to its name, or to <target>
+# itself when it has no static archive (with a warning: a program asking for static libraries
+# then gets that one shared).
 function(snapledger_static_twin target out)
   string(REPLACE "::" "__" twin_id "${target}")
   set(twin "snapledger_static_${twin_id}")
@@ -51,6 +53,8 @@ function(snapledger_static_twin target out)
     endforeach()
     string(REGEX REPLACE "\\.so(\\.[0-9.]+)?$" ".a" archive "${location}")
     if(NOT location OR NOT EXISTS "${archive}")
+      message(WARNING "${target}: no static archive beside '${location}'; programs that set "
+                      "SNAPLEDGER_STATIC_DEPS link it shared")
       set(${out} ${target} PARENT_SCOPE)
       return()
     endif()

@@ -117,7 +117,7 @@ class TransferWatchdog {
     uint64_t last = progress_.load(std::memory_order_relaxed);
     int64_t last_move = clock_->MonotonicNanos();
     while (!done_) {
-      mu_.AwaitWithTimeout(absl::Condition(&done_), poll);
+      clock_->AwaitWithTimeout(mu_, absl::Condition(&done_), poll);
       if (done_) return;
       const int64_t now = clock_->MonotonicNanos();
       const uint64_t moved = progress_.load(std::memory_order_relaxed);
@@ -172,7 +172,8 @@ absl::StatusOr<ReceiveVerdict> VerdictIn(std::string_view stdout_text) {
 // alone decides.
 absl::Status ReceiveFailure(const std::string& who, const RemoteExit& exit,
                             const absl::StatusOr<ReceiveVerdict>& verdict) {
-  const absl::string_view stderr_text = absl::StripTrailingAsciiWhitespace(exit.stderr_text);
+  const std::string stderr_text =
+      ForeignText(std::string(absl::StripTrailingAsciiWhitespace(exit.stderr_text)));
   if (!verdict.ok()) {
     std::string why = absl::StrCat(who, " (exit ", exit.exit_status, "): ", stderr_text);
     if (!exit.stdout_text.empty())
@@ -213,6 +214,16 @@ bool IsRemoteFailureCode(absl::StatusCode code) {
   }
 }
 
+// A failure on the primary's own side (its head file, btrfs send, compression), with `prefix`
+// before its message: its code is kept unless it is one of the codes above, which would blame
+// the replica, the network or trust (a corrupt head file is DataLoss, an EACCES
+// PermissionDenied, a `btrfs send` killed by a signal Aborted); those become Internal.
+absl::Status AsLocalFailure(const absl::Status& status, std::string_view prefix) {
+  absl::StatusCode code =
+      IsRemoteFailureCode(status.code()) ? absl::StatusCode::kInternal : status.code();
+  return absl::Status(code, absl::StrCat(std::string(prefix), status.message()));
+}
+
 }  // namespace
 
 // What one transfer did, for Ship to classify once the watchdog has stopped.
@@ -248,7 +259,14 @@ absl::StatusOr<ShipResult> BlockShipper::Execute(const SendStep& step, uint64_t 
     absl::MutexLock lock(&abort_mu_);
     if (aborted_) return absl::CancelledError("the shipper was stopped");
   }
-  return Ship(step, epoch);
+  absl::StatusOr<ShipResult> shipped = Ship(step, epoch);
+  // Abort() breaks the session under a transfer in progress, which then fails like a network
+  // failure would; it is the stop, not a failure of the replica or the network.
+  absl::MutexLock lock(&abort_mu_);
+  if (!shipped.ok() && aborted_)
+    return absl::CancelledError(
+        absl::StrCat("the shipper was stopped during the transfer: ", shipped.status().message()));
+  return shipped;
 }
 
 absl::Status BlockShipper::EnsureSession() {
@@ -411,7 +429,9 @@ void BlockShipper::RunSessionTransfer(const SendStep& step, const std::string& o
 
 absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epoch) {
   int64_t start = clock_->MonotonicNanos();
-  ASSIGN_OR_RETURN(std::optional<HeadRecord> head, ReadHeadFile(layout_.block(step.block)));
+  absl::StatusOr<std::optional<HeadRecord>> read_head = ReadHeadFile(layout_.block(step.block));
+  if (!read_head.ok()) return AsLocalFailure(read_head.status(), "reading the block's head file: ");
+  std::optional<HeadRecord>& head = *read_head;
   if (!head)
     return absl::InternalError(absl::StrCat("block ", step.block.name, " has no head file"));
   RETURN_IF_ERROR(EnsureSession());
@@ -443,9 +463,7 @@ absl::StatusOr<ShipResult> BlockShipper::Ship(const SendStep& step, uint64_t epo
     end_receiver();
     // The primary's side failed (btrfs send, compression); the replica only saw a cut stream.
     // Its code must classify as local (a `btrfs send` killed by a signal is Aborted).
-    absl::StatusCode code =
-        IsRemoteFailureCode(t.sent.code()) ? absl::StatusCode::kInternal : t.sent.code();
-    return absl::Status(code, absl::StrCat(who, "sending failed: ", t.sent.message()));
+    return AsLocalFailure(t.sent, absl::StrCat(who, "sending failed: "));
   }
   const RemoteExit& exit = *t.exit;
   const absl::StatusOr<ReceiveVerdict> verdict = VerdictIn(exit.stdout_text);

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/posix_file.h"
+#include "common/ledger/head_file.h"
 #include "common/testing/block_ledger.h"
 #include "common/testing/memory_btrfs.h"
 #include "common/testing/replica_ssh_double.h"
@@ -86,6 +88,19 @@ TEST_F(BlockShipperSessionTest, BlocksFollowOneAnotherOnOneReceiveCommand) {
     EXPECT_EQ(OptionValue(replica_.requests[i], "--block"), blocks[i].name);
   EXPECT_EQ(OptionValue(replica_.requests[2], "--parent"), blocks[1].name);
   EXPECT_EQ(transport_.connects, 1);
+}
+
+TEST_F(BlockShipperSessionTest, ACorruptHeadFileOnThePrimaryIsALocalFailure) {
+  BlockShipper shipper = Shipper();
+  std::vector<BlockInfo> blocks = NewBlock();
+  // The primary's own block is damaged: that is no verification failure of the replica.
+  ASSERT_TRUE(WriteFileAtomic(absl::StrCat(ledger_->layout().block(blocks.back()), "/", kHeadFile),
+                              "garbage")
+                  .ok());
+  auto r = shipper.Execute(NextStep(blocks), 1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(Label(r.status()), "local") << r.status();
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("head file"));
 }
 
 TEST_F(BlockShipperSessionTest, ACommandThatEndedBetweenBlocksIsReplacedBeforeTheNext) {

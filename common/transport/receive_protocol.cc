@@ -43,6 +43,29 @@ std::string Cut(std::string_view text, size_t max) {
   return std::string(text.substr(0, n)) + "...";
 }
 
+// The length of the well-formed UTF-8 character at the start of `s` (RFC 3629: no overlong
+// forms, no surrogates, nothing above U+10FFFF), or 0.
+size_t Utf8CharLength(std::string_view s) {
+  auto byte = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
+  auto cont = [&](size_t i) { return i < s.size() && (byte(i) & 0xC0) == 0x80; };
+  const unsigned char b = byte(0);
+  if (b < 0x80) return 1;
+  if (b >= 0xC2 && b <= 0xDF) return cont(1) ? 2 : 0;
+  if (b >= 0xE0 && b <= 0xEF) {
+    if (!cont(1) || !cont(2)) return 0;
+    if (b == 0xE0 && byte(1) < 0xA0) return 0;   // overlong
+    if (b == 0xED && byte(1) >= 0xA0) return 0;  // a surrogate
+    return 3;
+  }
+  if (b >= 0xF0 && b <= 0xF4) {
+    if (!cont(1) || !cont(2) || !cont(3)) return 0;
+    if (b == 0xF0 && byte(1) < 0x90) return 0;   // overlong
+    if (b == 0xF4 && byte(1) >= 0x90) return 0;  // above U+10FFFF
+    return 4;
+  }
+  return 0;
+}
+
 double WrittenSeconds(double s) { return std::isfinite(s) && s > 0 ? s : 0; }
 
 using Json = nlohmann::json;
@@ -214,6 +237,23 @@ std::string WriteReceiveVerdict(const ReceiveVerdict& v) {
   return line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
+std::string ForeignText(std::string_view text, size_t max) {
+  std::string cut = Cut(text, max);
+  std::string out;
+  out.reserve(cut.size());
+  for (size_t i = 0; i < cut.size();) {
+    const size_t n = Utf8CharLength(std::string_view(cut).substr(i));
+    if (n == 0) {
+      out += "\xEF\xBF\xBD";  // U+FFFD
+      ++i;
+    } else {
+      out.append(cut, i, n);
+      i += n;
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<ReceiveVerdict> ParseReceiveVerdict(std::string_view line) {
   if (line.size() >= kMaxVerdictLine)
     return absl::InvalidArgumentError(absl::StrCat("the verdict line is ", line.size(),
@@ -222,11 +262,11 @@ absl::StatusOr<ReceiveVerdict> ParseReceiveVerdict(std::string_view line) {
   const Json json = Json::parse(line.begin(), line.end(), /*cb=*/nullptr,
                                 /*allow_exceptions=*/false);
   if (json.is_discarded())
-    return absl::InvalidArgumentError(
-        absl::StrCat("the verdict line is not JSON (malformed or cut short): ", Cut(line, 200)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the verdict line is not JSON (malformed or cut short): ", ForeignText(line, 200)));
   if (!json.is_object())
     return absl::InvalidArgumentError(absl::StrCat("the verdict line is ", json.type_name(),
-                                                   ", not an object: ", Cut(line, 200)));
+                                                   ", not an object: ", ForeignText(line, 200)));
   Members m(json, "the verdict");
   absl::StatusOr<std::string> name = m.String("verdict");
   if (!name.ok()) return name.status();
@@ -241,6 +281,8 @@ absl::StatusOr<ReceiveVerdict> ParseReceiveVerdict(std::string_view line) {
   if (!known)
     return absl::InvalidArgumentError(
         absl::StrCat("\"", Cut(*name, 64), "\" is not a verdict this primary knows"));
+  if (v.received() && json.contains("refusal"))
+    return absl::InvalidArgumentError("a \"received\" verdict carries a refusal");
   absl::Status parsed = v.received() ? ParseReceived(m, v) : ParseFailure(json, m, v);
   if (!parsed.ok()) return parsed;
   return v;

@@ -80,6 +80,12 @@ std::optional<ReceiveRefusal> RefusalOf(const absl::Status& status);
 inline constexpr size_t kMaxVerdictLine = 64 << 10;  // with its '\n'
 inline constexpr size_t kMaxVerdictError = 4 << 10;
 
+// Text from the other end that is not a parsed verdict (its stderr, a line that is no verdict)
+// made safe to log and to carry in a status or a proto string: at most `max` bytes of it (cut
+// at a character boundary and marked "..."), every byte that does not begin or continue a
+// well-formed UTF-8 character replaced by U+FFFD. Pure.
+std::string ForeignText(std::string_view text, size_t max = kMaxVerdictError);
+
 // Where the replica's time went, in seconds (ReceiveTimings, and the command's whole run).
 struct ReceiveSeconds {
   double stream = 0;

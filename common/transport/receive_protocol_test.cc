@@ -245,6 +245,27 @@ TEST(ReceiveVerdict, ARefusalBelongsToARefusedVerdictOnly) {
               HasSubstr("has no \"refusal\""));
   EXPECT_THAT(Refused("{\"verdict\":\"not_verified\",\"refusal\":\"bad_request\",\"error\":\"e\"}"),
               HasSubstr("carries a refusal"));
+  // A received verdict with a refusal beside it: the positive control is
+  // AReceivedVerdictRoundTrips.
+  std::string received = WriteReceiveVerdict(Received());
+  received.insert(received.size() - 1, ",\"refusal\":\"parent_not_held\"");
+  EXPECT_THAT(Refused(received), HasSubstr("carries a refusal"));
+}
+
+TEST(ReceiveVerdict, ForeignTextIsCutAndMadeUtf8) {
+  EXPECT_EQ(ForeignText("plain text\n", 100), "plain text\n");
+  EXPECT_EQ(ForeignText("caf\xC3\xA9", 100), "caf\xC3\xA9");
+  // A stray continuation byte, an overlong '/', a surrogate, a cut 3-byte character.
+  EXPECT_EQ(ForeignText("a\x80"
+                        "b\xC0\xAF"
+                        "c\xED\xA0\x80"
+                        "d\xE2\x82",
+                        100),
+            "a\uFFFD"
+            "b\uFFFD\uFFFD"
+            "c\uFFFD\uFFFD\uFFFD"
+            "d\uFFFD\uFFFD");
+  EXPECT_EQ(ForeignText(std::string(10000, 'x'), 100), std::string(97, 'x') + "...");
 }
 
 TEST(ReceiveVerdict, AFailureNeedsItsError) {

@@ -79,13 +79,9 @@ class BlockReceiverTest : public ::testing::Test {
 
   BlockInfo Cut(int events) { return primary_ledger_->Cut(events); }
 
+  // `block`'s stream, a delta from `parent` when given.
   std::string Stream(const BlockInfo& block, const std::optional<BlockInfo>& parent = {}) {
-    LedgerLayout primary(primary_.path());
-    std::optional<std::string> parent_path;
-    if (parent) parent_path = primary.block(*parent);
-    StringSink sink;
-    EXPECT_TRUE(primary_btrfs_.Send(primary.block(block), parent_path, sink).ok());
-    return sink.data();
+    return primary_ledger_->Stream(block, parent);
   }
 
   absl::StatusOr<ReceiveResult> Receive(const BlockInfo& block,

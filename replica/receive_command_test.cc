@@ -126,12 +126,7 @@ class ReceiveCommandTest : public ::testing::Test {
 
   // `block`'s stream, a delta from `parent` when given.
   std::string Stream(const BlockInfo& block, const std::optional<BlockInfo>& parent = {}) {
-    LedgerLayout primary(primary_.path());
-    std::optional<std::string> parent_path;
-    if (parent) parent_path = primary.block(*parent);
-    StringSink sink;
-    EXPECT_TRUE(primary_btrfs_.Send(primary.block(block), parent_path, sink).ok());
-    return sink.data();
+    return primary_ledger_->Stream(block, parent);
   }
 
   // The transfer options a shipper sends for `block` (from `parent`).

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/byte_stream.h"
 
 namespace snapledger::testing {
 
@@ -49,6 +50,14 @@ absl::Status BlockLedger::RemakeMaker(BlockMakerOptions options) {
   if (!maker.ok()) return maker.status();
   maker_ = std::move(*maker);
   return absl::OkStatus();
+}
+
+std::string BlockLedger::Stream(const BlockInfo& block, const std::optional<BlockInfo>& parent) {
+  std::optional<std::string> parent_path;
+  if (parent) parent_path = layout().block(*parent);
+  StringSink sink;
+  EXPECT_TRUE(btrfs_.Send(layout().block(block), parent_path, sink).ok());
+  return sink.data();
 }
 
 }  // namespace snapledger::testing

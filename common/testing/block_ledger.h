@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,9 @@ class BlockLedger {
   BlockInfo Cut(int events);
   // The blocks under blocks/ (BlockMaker::ListBlocks); a failure fails the test and returns none.
   std::vector<BlockInfo> Blocks();
+  // `block`'s send stream (Btrfs::Send), a delta from `parent` when given; a failure fails the
+  // test.
+  std::string Stream(const BlockInfo& block, const std::optional<BlockInfo>& parent = {});
 
   // Replaces the BlockMaker with one made with `options` (BlockMaker::Create's errors; on error
   // there is no maker until a later call succeeds).
